@@ -1,0 +1,37 @@
+"""Where the harness keeps things on the host. One place, so every module agrees."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# The checkout the harness runs from (an editable install): topologies/, qemu/, ...
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TOPOLOGIES_DIR = PROJECT_ROOT / "topologies"
+QEMU_DATA_DIR = PROJECT_ROOT / "qemu"
+GUEST_TESTS_DIR = PROJECT_ROOT / "guest-tests"
+KERNEL_CONFIGS_DIR = PROJECT_ROOT / "kernel-configs"
+
+
+def cache_dir() -> Path:
+    """$NUMA_HARNESS_CACHE, else $XDG_CACHE_HOME/numa-harness, else ~/.cache/numa-harness."""
+    env = os.environ.get("NUMA_HARNESS_CACHE")
+    if env:
+        p = Path(env)
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        p = Path(base) / "numa-harness"
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def state_dir() -> Path:
+    """Background VMs' state: $NUMA_HARNESS_STATE, else $XDG_STATE_HOME/numa-harness/vms."""
+    env = os.environ.get("NUMA_HARNESS_STATE")
+    if env:
+        p = Path(env)
+    else:
+        base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        p = Path(base) / "numa-harness" / "vms"
+    p.mkdir(parents=True, exist_ok=True)
+    return p
