@@ -1,0 +1,163 @@
+"""Topology -> QEMU argv. Pure and deterministic: same topology, same list.
+
+Only the machine the topology describes is generated here (memory, CPUs,
+NUMA, HMAT, CXL, PCI devices). How the VM is run (kernel, initrd, serial
+console, QMP, network, display) is added by :mod:`harness.vm`.
+
+The forms follow QEMU's docs/system/devices/cxl.rst (pxb-cxl, cxl-rp,
+cxl-upstream/-downstream, cxl-type3, ``-M cxl-fmw.N.*``) and the ``-numa``
+section of qemu-options (node, dist, hmat-lb, hmat-cache).
+"""
+
+from __future__ import annotations
+
+from .topology.model import Node, Topology, Type3
+from .topology.schema import format_size
+
+# Prefix of ids the harness generates (memory backends); topologies may not use it.
+BACKEND_PREFIX = "hmem-"
+
+
+def _kv(kind: str, **props: object) -> str:
+    """``_kv("pxb-cxl", bus_nr=12, id="cxl.1")`` -> ``pxb-cxl,bus_nr=12,id=cxl.1``. None values are dropped."""
+    parts = [kind]
+    for k, v in props.items():
+        if v is None:
+            continue
+        if isinstance(v, bool):
+            v = "on" if v else "off"
+        parts.append(f"{k.replace('__', '-').rstrip('_')}={v}")
+    return ",".join(parts)
+
+
+def cpu_model(t: Topology, accel: str) -> str:
+    """The -cpu value. Under TCG the hypervisor CPUID bit is hidden: with it, a stock
+    kernel's CXL region commit fails ("Failed to synchronize CPU cache state")."""
+    cpu = t.machine.cpu
+    if accel == "tcg" and "hypervisor" not in cpu:
+        cpu += ",-hypervisor"
+    return cpu
+
+
+def machine_argv(t: Topology, *, accel: str = "tcg") -> list[str]:
+    """The QEMU arguments describing the topology's machine, for accelerator ``accel``."""
+    if accel not in ("tcg", "kvm"):
+        raise ValueError(f"accel must be tcg or kvm, not {accel!r}")
+    props = {"cxl": True if t.cxl else None, "hmat": True if t.hmat else None}
+    argv = ["-machine", _kv("q35", **props), "-accel", accel, "-cpu", cpu_model(t, accel)]
+    mem = format_size(t.total_memory)
+    if t.machine.maxmem is not None:
+        mem = _kv(mem, slots=t.machine.slots, maxmem=format_size(t.machine.maxmem))
+    argv += ["-m", mem, "-smp", str(t.machine.smp)]
+    argv += _numa(t)
+    if t.cxl:
+        argv += _cxl(t)
+    for d in t.pci_devices:
+        argv += ["-device", _kv(d.driver, bus=d.bus, id=d.id)]
+    for g in t.generic_initiators:
+        argv += ["-object", _kv("acpi-generic-initiator", id=g.id, pci__dev=g.device, node=g.node)]
+    return argv
+
+
+def _backend(bid: str, size: int, backend: str, share: bool, path: str | None) -> list[str]:
+    kind = f"memory-backend-{backend}"
+    return ["-object", _kv(kind, id=bid, size=format_size(size), share=True if share else None, mem__path=path)]
+
+
+def _numa(t: Topology) -> list[str]:
+    argv: list[str] = []
+    for n in sorted(t.nodes, key=lambda n: n.id):
+        argv += _node(n)
+    if t.slit:
+        given = {(d.src, d.dst): d.value for d in t.slit.distances}
+        if t.slit.symmetric:
+            for (s, d), v in list(given.items()):
+                given.setdefault((d, s), v)
+        for (s, d), v in sorted(given.items()):
+            argv += ["-numa", _kv("dist", src=s, dst=d, val=v)]
+    if t.hmat:
+        for link in sorted(t.hmat.links, key=lambda lk: (lk.initiator, lk.target)):
+            base = {"initiator": link.initiator, "target": link.target, "hierarchy": "memory"}
+            if link.latency is not None:
+                argv += ["-numa", _kv("hmat-lb", **base, data__type="access-latency", latency=link.latency)]
+            if link.bandwidth is not None:
+                argv += ["-numa", _kv("hmat-lb", **base, data__type="access-bandwidth", bandwidth=format_size(link.bandwidth))]
+        for c in t.hmat.caches:
+            argv += ["-numa", _kv("hmat-cache", node__id=c.node, size=format_size(c.size), level=c.level,
+                                  associativity=c.associativity, policy=c.policy, line=c.line)]
+    return argv
+
+
+def _node(n: Node) -> list[str]:
+    argv: list[str] = []
+    memdev = None
+    if n.memory:
+        memdev = f"{BACKEND_PREFIX}node{n.id}"
+        argv += _backend(memdev, n.memory, n.backend, n.share, n.path)
+    spec = f"node,nodeid={n.id}"
+    for r in (n.cpus.ranges() if n.cpus else []):
+        spec += f",cpus={r}"
+    spec = _kv(spec, memdev=memdev, initiator=n.initiator)
+    return argv + ["-numa", spec]
+
+
+def _device_backends(d: Type3) -> tuple[list[str], dict[str, str]]:
+    argv: list[str] = []
+    props: dict[str, str] = {}
+
+    def add(kind: str, size: int, prop: str) -> None:
+        bid = f"{BACKEND_PREFIX}{d.id}-{kind}"
+        path = f"{d.path.rstrip('/')}/{d.id}-{kind}.raw" if d.backend == "file" and d.path else None
+        argv.extend(_backend(bid, size, d.backend, True, path))
+        props[prop] = bid
+
+    if d.volatile:
+        add("vmem", d.volatile, "volatile-memdev")
+    if d.persistent:
+        add("pmem", d.persistent, "persistent-memdev")
+        add("lsa", d.lsa, "lsa")
+    return argv, props
+
+
+def _cxl(t: Topology) -> list[str]:
+    assert t.cxl
+    cxl = t.cxl
+    argv: list[str] = []
+    for d in cxl.devices:
+        argv += _device_backends(d)[0]
+    slot = 0  # (chassis 0, slot N) must be unique across all PCIe slots with hotplug
+    for hb in cxl.host_bridges:
+        argv += ["-device", _kv("pxb-cxl", bus_nr=hb.bus_nr, bus="pcie.0", id=hb.id, numa_node=hb.node)]
+        for j, rp in enumerate(hb.root_ports):
+            argv += ["-device", _kv("cxl-rp", port=rp.port if rp.port is not None else j, bus=hb.id, id=rp.id, chassis=0, slot=slot)]
+            slot += 1
+    for sw in cxl.switches:
+        argv += ["-device", _kv("cxl-upstream", bus=sw.upstream, id=sw.id)]
+        for j, dp in enumerate(sw.downstream_ports):
+            argv += ["-device", _kv("cxl-downstream", port=dp.port if dp.port is not None else j, bus=sw.id, id=dp.id, chassis=0, slot=slot)]
+            slot += 1
+    for d in cxl.devices:
+        props = _device_backends(d)[1]
+        argv += ["-device", _kv("cxl-type3", bus=d.port, **{k.replace("-", "__"): v for k, v in props.items()}, id=d.id, sn=d.serial)]
+    for i, w in enumerate(cxl.windows):
+        parts = [f"cxl-fmw.{i}.targets.{j}={tg}" for j, tg in enumerate(w.targets)]
+        parts.append(f"cxl-fmw.{i}.size={format_size(w.size)}")
+        parts.append(f"cxl-fmw.{i}.interleave-granularity={_gran(w.granularity)}")
+        argv += ["-M", ",".join(parts)]
+    for g in cxl.generic_ports:
+        argv += ["-object", _kv("acpi-generic-port", id=g.id, pci__bus=g.host_bridge, node=g.node)]
+    return argv
+
+
+def _gran(n: int) -> str:
+    return f"{n // 1024}k" if n >= 1024 else str(n)
+
+
+def kernel_cmdline(t: Topology) -> str:
+    """Kernel parameters the topology itself asks for (private nodes, extra cmdline)."""
+    parts = []
+    for pn in t.guest.private_nodes:
+        parts.append(f"private_node={pn.node}" + (f",{pn.features:#x}" if pn.features is not None else ""))
+    if t.machine.kernel_cmdline:
+        parts.append(t.machine.kernel_cmdline)
+    return " ".join(parts)

@@ -1,0 +1,253 @@
+"""The topology model: what a ``topologies/*.yaml`` file describes.
+
+Plain frozen dataclasses. Field docs here are the single source of the
+README's topology reference. Loading is in :mod:`harness.topology.load`,
+cross-field checks in :mod:`harness.topology.validate`; nothing here knows
+about QEMU's command line, SSH or files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+from .schema import Granularity, IdList, Size, fld
+
+Accel = Literal["auto", "kvm", "tcg"]
+Backend = Literal["ram", "memfd", "file"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Machine:
+    """The machine as a whole."""
+
+    smp: int = fld("number of vCPUs; every node's cpus must be below this", 2)
+    memory: Optional[Size] = fld("boot memory (-m); must equal the sum of the nodes' memory; defaults to that sum", None)
+    maxmem: Optional[Size] = fld("-m maxmem= for memory hotplug; needs slots", None)
+    slots: int = fld("-m slots= (memory hotplug slots); 0 = none", 0)
+    cpu: str = fld("QEMU CPU model; under TCG the harness adds -hypervisor so CXL regions commit on stock kernels", "max")
+    accel: Accel = fld("preferred accelerator: auto probes KVM with a real boot and falls back to TCG", "auto")
+    kernel_cmdline: str = fld("extra kernel command line appended at boot", "")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Node:
+    """A NUMA node in the SRAT: CPUs and/or memory."""
+
+    id: int = fld("node id; ids run 0..N-1 with no gaps (QEMU requires it)")
+    cpus: Optional[IdList] = fld("vCPUs in this node, e.g. 0-1 or [0, 2]; omit for a memory-only node", None)
+    memory: Size = fld("memory in this node; 0 makes a memoryless CPU node", Size(0))
+    backend: Backend = fld("host memory backend: ram, memfd (shareable) or file", "ram")
+    share: bool = fld("map the backend shared (share=on)", False)
+    path: Optional[str] = fld("backing file for backend: file", None)
+    initiator: Optional[int] = fld("for a memory-only node: the CPU node that is its HMAT initiator", None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Distance:
+    """One SLIT entry."""
+
+    src: int = fld("source node id")
+    dst: int = fld("destination node id")
+    value: int = fld("distance, 10 = local, 11..254 remote")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Slit:
+    """SLIT distances: a partial matrix; unlisted remote pairs keep QEMU's default (20)."""
+
+    symmetric: bool = fld("also set dst→src to the same value unless listed", True)
+    distances: list[Distance] = fld("the listed entries", [])
+
+
+@dataclass(frozen=True, kw_only=True)
+class HmatLink:
+    """HMAT latency and bandwidth from one initiator node to one target node."""
+
+    initiator: int = fld("initiator node id (must have CPUs, or a generic initiator)")
+    target: int = fld("target node id (must have memory, or be a generic port node)")
+    latency: Optional[int] = fld("access latency in nanoseconds", None)
+    bandwidth: Optional[Size] = fld("access bandwidth per second, e.g. 20G", None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HmatCache:
+    """A memory-side cache in front of a node's memory."""
+
+    node: int = fld("node whose memory the cache fronts")
+    size: Size = fld("cache size")
+    level: int = fld("cache level, 1..3", 1)
+    associativity: Literal["none", "direct", "complex"] = fld("associativity", "direct")
+    policy: Literal["none", "write-back", "write-through"] = fld("write policy", "write-back")
+    line: int = fld("cache line size in bytes", 64)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Hmat:
+    """HMAT data; present at all implies -machine hmat=on."""
+
+    links: list[HmatLink] = fld("latency/bandwidth entries", [])
+    caches: list[HmatCache] = fld("memory-side caches", [])
+
+
+@dataclass(frozen=True, kw_only=True)
+class Port:
+    """A CXL root port or switch downstream port."""
+
+    id: str = fld("QEMU device id, referenced by devices[].port and switches[].upstream")
+    port: Optional[int] = fld("port number under its parent; defaults to its index", None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostBridge:
+    """A CXL host bridge (pxb-cxl) on pcie.0."""
+
+    id: str = fld("QEMU device id, referenced by windows[].targets")
+    bus_nr: int = fld("first PCI bus number behind the bridge (1..254); bridges need room between them")
+    node: Optional[int] = fld("NUMA node the bridge belongs to (numa_node=)", None)
+    root_ports: list[Port] = fld("root ports (cxl-rp) on this bridge", [])
+
+
+@dataclass(frozen=True, kw_only=True)
+class Switch:
+    """A CXL switch: an upstream port on a root port, downstream ports below it."""
+
+    id: str = fld("QEMU id of the upstream port device (cxl-upstream)")
+    upstream: str = fld("root port (or downstream port) the switch is plugged into")
+    downstream_ports: list[Port] = fld("downstream ports (cxl-downstream)", [])
+
+
+@dataclass(frozen=True, kw_only=True)
+class Type3:
+    """A CXL type-3 memory device."""
+
+    id: str = fld("QEMU device id; also the memdev name prefix")
+    port: str = fld("root port or switch downstream port the device is plugged into")
+    volatile: Size = fld("volatile capacity, a multiple of 256M", Size(0))
+    persistent: Size = fld("persistent capacity, a multiple of 256M; needs lsa", Size(0))
+    lsa: Size = fld("label storage area size for persistent capacity", Size(0))
+    serial: Optional[int] = fld("device serial number (sn=)", None)
+    backend: Backend = fld("host backend for the capacities", "ram")
+    path: Optional[str] = fld("directory for backend: file (files <id>-vmem.raw, <id>-pmem.raw, <id>-lsa.raw)", None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Window:
+    """A CXL fixed memory window (CFMWS): host physical address space routed to host bridges."""
+
+    targets: list[str] = fld("host bridge ids; their count is the window's interleave ways")
+    size: Size = fld("window size; a multiple of 256M times the ways")
+    granularity: Granularity = fld("interleave granularity across the targets in bytes: 256, 512, 1K .. 16K", Granularity(256))
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenericPort:
+    """acpi-generic-port: ties a host bridge to a NUMA node so HMAT numbers reach CXL memory."""
+
+    id: str = fld("QEMU object id")
+    host_bridge: str = fld("host bridge id (pxb-cxl)")
+    node: int = fld("node id of the generic port's proximity domain (a node with no CPUs and no memory)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cxl:
+    """CXL topology; present at all implies -machine cxl=on."""
+
+    host_bridges: list[HostBridge] = fld("host bridges", [])
+    switches: list[Switch] = fld("switches", [])
+    devices: list[Type3] = fld("type-3 memory devices", [])
+    windows: list[Window] = fld("fixed memory windows, in order (window 0 is decoder0.0)", [])
+    generic_ports: list[GenericPort] = fld("generic ports", [])
+
+
+@dataclass(frozen=True, kw_only=True)
+class PciDevice:
+    """An ordinary PCI device, e.g. an accelerator stand-in for a generic initiator."""
+
+    id: str = fld("QEMU device id")
+    driver: str = fld("QEMU device model, e.g. edu or pci-testdev")
+    bus: str = fld("PCI bus", "pcie.0")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenericInitiator:
+    """acpi-generic-initiator: makes a PCI device the HMAT initiator of a node."""
+
+    id: str = fld("QEMU object id")
+    device: str = fld("pci_devices[].id of the initiating device")
+    node: int = fld("node the device initiates from")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Region:
+    """A CXL region to create in the guest after boot."""
+
+    window: int = fld("index into cxl.windows (window N is root decoder decoder0.N)")
+    devices: list[str] = fld("type-3 device ids, in interleave position order")
+    mode: Literal["ram", "pmem"] = fld("ram uses volatile capacity, pmem persistent", "ram")
+    ways: Optional[int] = fld("interleave ways; defaults to the number of devices", None)
+    granularity: Granularity = fld("region interleave granularity in bytes", Granularity(256))
+    size: Optional[Size] = fld("region size; defaults to the devices' whole capacity of that mode", None)
+    online: Literal["system-ram", "system-ram-movable", "devdax"] = fld(
+        "how to online a ram region: system RAM (normal zone), system RAM in ZONE_MOVABLE, or left as devdax",
+        "system-ram")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrivateNode:
+    """A node provisioned private/managed on a patched kernel (kernel command line)."""
+
+    node: int = fld("node id")
+    features: Optional[int] = fld("opt-in feature mask (private_node=<nid>,<mask>); omit for the kernel's default", None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Guest:
+    """What to set up in the guest after boot."""
+
+    regions: list[Region] = fld("CXL regions to create and online", [])
+    private_nodes: list[PrivateNode] = fld("private/managed nodes (needs a patched kernel)", [])
+    demotion: Optional[bool] = fld("write /sys/kernel/mm/numa/demotion_enabled; omit to leave the kernel's default", None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeExpect:
+    """What the guest should report for one node."""
+
+    cpus: Optional[IdList] = fld("CPUs the guest should list for the node", None)
+    memory: Optional[Size] = fld("MemTotal the guest should report for the node", None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Expect:
+    """What the guest should report, for the live fidelity tests."""
+
+    nodes: Optional[int] = fld("number of online nodes", None)
+    node: dict[int, NodeExpect] = fld("per-node expectations by node id", {})
+    memory_tolerance: int = fld("allowed shortfall of a node's MemTotal, in percent (firmware and kernel reservations)", 10)
+    tiers: Optional[list[IdList]] = fld("memory tier grouping, fastest first, e.g. ['0-1', '2']", None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Topology:
+    """A whole emulated machine."""
+
+    description: str = fld("one line saying what the topology models")
+    machine: Machine = fld("machine-wide settings", Machine())
+    nodes: list[Node] = fld("NUMA nodes (SRAT)")
+    slit: Optional[Slit] = fld("SLIT distances", None)
+    hmat: Optional[Hmat] = fld("HMAT latency/bandwidth/caches", None)
+    cxl: Optional[Cxl] = fld("CXL topology", None)
+    pci_devices: list[PciDevice] = fld("extra PCI devices", [])
+    generic_initiators: list[GenericInitiator] = fld("generic initiators", [])
+    guest: Guest = fld("guest set-up after boot", Guest())
+    expect: Optional[Expect] = fld("what the guest should report", None)
+    requires: list[str] = fld("guest kernel features beyond stock, e.g. private-nodes (tests skip on a kernel without them)", [])
+
+    # --- derived facts, used by the generator and the CLI ---------------------
+    @property
+    def total_memory(self) -> int:
+        return sum(n.memory for n in self.nodes)
+
+    def node(self, nid: int) -> Node:
+        return next(n for n in self.nodes if n.id == nid)

@@ -1,0 +1,314 @@
+"""A small declarative schema: dataclasses + field docs -> a YAML loader with paths.
+
+Each topology dataclass declares its fields with :func:`fld` (doc string,
+default). :func:`load_struct` walks plain YAML data (dicts, lists, scalars)
+into those dataclasses, converting the value types below and raising
+:class:`SchemaError` with the YAML path of the offending value and, for
+unknown keys, the closest valid key. The README's topology reference is
+generated from the same field docs (:func:`reference_rows`), so it cannot
+drift from the model.
+
+This module knows nothing about NUMA or CXL; it is the generic half.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from dataclasses import MISSING, field
+from typing import Any, Literal, Union, get_args, get_origin
+
+__all__ = ["Size", "Granularity", "IdList", "SchemaError", "fld", "load_struct", "reference_rows", "format_size"]
+
+
+class SchemaError(Exception):
+    """Raised with the YAML path of the value that is wrong, a message and an optional hint."""
+
+    def __init__(self, path: str, message: str, hint: str | None = None):
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message
+        self.hint = hint
+
+
+# --- value types ---------------------------------------------------------------
+
+_SIZE_RE = re.compile(r"^(\d+)([KMGT])$")
+_SIZE_MULT = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_SIZE_NEAR_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT])?(?:i?[bB])?\s*$")
+
+
+class Size(int):
+    """A byte count written the way QEMU reads it: ``512M``, ``1G``, ``16K``, ``2T``.
+
+    Integers without a unit are refused: QEMU reads ``-m 1024`` as MiB but
+    ``size=1024`` as bytes, so a bare number is ambiguous.
+    """
+
+    @classmethod
+    def parse(cls, value: Any, path: str) -> "Size":
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise SchemaError(path, f"expected a size such as 512M or 1G, got {value!r}")
+        if isinstance(value, int):
+            if value == 0:
+                return cls(0)
+            raise SchemaError(path, f"size {value} has no unit",
+                              hint=f"write it with a unit QEMU understands, e.g. {_suggest_unit(value)}")
+        text = value.strip()
+        if text == "0":
+            return cls(0)
+        m = _SIZE_RE.match(text)
+        if m:
+            return cls(int(m.group(1)) * _SIZE_MULT[m.group(2)])
+        near = _SIZE_NEAR_RE.match(text)
+        if near and near.group(2):
+            num, unit = near.group(1), near.group(2).upper()
+            if "." in num:
+                hint = f"use a whole number of a smaller unit, e.g. {_suggest_unit(int(float(num) * _SIZE_MULT[unit]))}"
+            else:
+                hint = f"write {num}{unit}"
+            raise SchemaError(path, f"size {value!r} is not in QEMU's form", hint=hint)
+        raise SchemaError(path, f"size {value!r} is not in QEMU's form",
+                          hint="use a whole number followed by K, M, G or T, e.g. 512M or 1G")
+
+
+class Granularity(Size):
+    """An interleave granularity in bytes: ``256``, ``512``, or with a unit ``4K``."""
+
+    @classmethod
+    def parse(cls, value: Any, path: str) -> "Granularity":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return cls(value)
+        return cls(Size.parse(value, path))
+
+
+def _suggest_unit(n: int) -> str:
+    for unit in "TGMK":
+        if n and n % _SIZE_MULT[unit] == 0:
+            return f"{n // _SIZE_MULT[unit]}{unit}"
+    return f"{max(1, n >> 20)}M"
+
+
+def format_size(n: int) -> str:
+    """Bytes -> the shortest exact QEMU size string (``1G``, ``256M``); 0 -> ``0``."""
+    if n == 0:
+        return "0"
+    for unit in "TGMK":
+        if n % _SIZE_MULT[unit] == 0:
+            return f"{n // _SIZE_MULT[unit]}{unit}"
+    return str(n)
+
+
+class IdList(tuple):
+    """A set of small integers written as ``0-3,6``, ``5``, or a YAML list ``[0, 1]``. Sorted, unique."""
+
+    @classmethod
+    def parse(cls, value: Any, path: str) -> "IdList":
+        items: list[int] = []
+        if isinstance(value, bool):
+            raise SchemaError(path, f"expected a list such as 0-3 or [0, 1], got {value!r}")
+        if isinstance(value, int):
+            items = [value]
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                    raise SchemaError(f"{path}[{i}]", f"expected a non-negative integer, got {v!r}")
+                items.append(v)
+        elif isinstance(value, str):
+            for part in value.replace(" ", "").split(","):
+                m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+                if not m:
+                    raise SchemaError(path, f"cannot read {value!r} as a list of ids",
+                                      hint="write ranges and single ids like 0-3,6")
+                lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+                if hi < lo:
+                    raise SchemaError(path, f"range {part} runs backwards", hint=f"write {hi}-{lo}")
+                items.extend(range(lo, hi + 1))
+        else:
+            raise SchemaError(path, f"expected a list such as 0-3 or [0, 1], got {value!r}")
+        if len(set(items)) != len(items):
+            dup = sorted({x for x in items if items.count(x) > 1})
+            raise SchemaError(path, f"lists {dup[0]} more than once")
+        return cls(sorted(items))
+
+    def ranges(self) -> list[str]:
+        """``(0,1,2,5)`` -> ``["0-2", "5"]``: the form QEMU's ``cpus=`` takes, one range each."""
+        out: list[str] = []
+        i = 0
+        while i < len(self):
+            j = i
+            while j + 1 < len(self) and self[j + 1] == self[j] + 1:
+                j += 1
+            out.append(str(self[i]) if i == j else f"{self[i]}-{self[j]}")
+            i = j + 1
+        return out
+
+    def __str__(self) -> str:
+        return ",".join(self.ranges())
+
+
+# --- field declaration ---------------------------------------------------------
+
+def fld(doc: str, default: Any = MISSING, *, yaml_name: str | None = None) -> Any:
+    """Declare a schema field with its documentation and default (MISSING = required)."""
+    meta = {"doc": doc, "yaml": yaml_name}
+    if isinstance(default, (list, dict)):
+        d = default
+        return field(default_factory=lambda: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _yaml_key(f: dataclasses.Field) -> str:
+    return f.metadata.get("yaml") or f.name
+
+
+# --- loading -------------------------------------------------------------------
+
+def load_struct(cls: type, data: Any, path: str = "") -> Any:
+    """Build dataclass ``cls`` from YAML ``data``; ``path`` is where ``data`` sits in the file."""
+    label = path or "top level"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SchemaError(label, f"expected a mapping of keys, got {type(data).__name__} {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {_yaml_key(f): f for f in dataclasses.fields(cls) if f.init}
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
+            hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(fields)}"
+            raise SchemaError(_join(path, str(key)), f"unknown key '{key}'", hint=hint)
+    kwargs = {}
+    for key, f in fields.items():
+        sub = _join(path, key)
+        if key in data:
+            kwargs[f.name] = convert(hints[f.name], data[key], sub)
+        elif f.default is MISSING and f.default_factory is MISSING:  # type: ignore[misc]
+            raise SchemaError(sub, f"required key '{key}' is missing",
+                              hint=f"add '{key}:' ({f.metadata.get('doc', '')})")
+    return cls(**kwargs)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def convert(tp: Any, value: Any, path: str) -> Any:
+    """Convert one YAML value to type ``tp`` (the annotation), or raise SchemaError."""
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return convert(args[0], value, path)
+    if origin is Literal:
+        choices = get_args(tp)
+        if value in choices:
+            return value
+        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.5)
+        hint = f"did you mean '{close[0]}'?" if close else f"choose one of: {', '.join(map(str, choices))}"
+        raise SchemaError(path, f"{value!r} is not one of {', '.join(map(str, choices))}", hint=hint)
+    if origin in (list, tuple):
+        (item_tp, *_rest) = get_args(tp)
+        if value is None:
+            return origin()
+        if not isinstance(value, list):
+            raise SchemaError(path, f"expected a list, got {value!r}", hint="write it as a YAML list: [a, b] or '- a' lines")
+        return origin(convert(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        ktp, vtp = get_args(tp)
+        if not isinstance(value, dict):
+            raise SchemaError(path, f"expected a mapping, got {value!r}")
+        return {convert(ktp, k, f"{path}.{k}"): convert(vtp, v, f"{path}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return load_struct(tp, value, path)
+    if tp in (Size, Granularity, IdList):
+        return tp.parse(value, path)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise SchemaError(path, f"expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and re.fullmatch(r"0x[0-9a-fA-F]+", value):
+            return int(value, 16)
+        raise SchemaError(path, f"expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise SchemaError(path, f"expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise SchemaError(path, f"expected a string, got {value!r}")
+    if tp is Any:
+        return value
+    raise TypeError(f"schema: unsupported annotation {tp!r} at {path}")
+
+
+# --- documentation -------------------------------------------------------------
+
+def type_name(tp: Any) -> str:
+    """A reader's name for an annotation, used in the README reference."""
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        return type_name(args[0])
+    if origin is Literal:
+        return " \\| ".join(str(c) for c in get_args(tp))
+    if origin in (list, tuple):
+        return f"list of {type_name(get_args(tp)[0])}"
+    if origin is dict:
+        k, v = get_args(tp)
+        return f"map {type_name(k)} → {type_name(v)}"
+    if dataclasses.is_dataclass(tp):
+        return tp.__name__
+    return {Size: "size", Granularity: "bytes", IdList: "id list", int: "int", str: "string", bool: "bool", float: "number"}.get(tp, str(tp))
+
+
+def _default_text(f: dataclasses.Field) -> str:
+    if f.default is not MISSING:
+        d = f.default
+        if d is None:
+            return "—"
+        if isinstance(d, bool):
+            return "true" if d else "false"
+        if isinstance(d, Granularity):
+            return str(int(d))
+        if isinstance(d, Size):
+            return format_size(d)
+        if d == "":
+            return '""'
+        return str(d)
+    if f.default_factory is not MISSING:  # type: ignore[misc]
+        v = f.default_factory()  # type: ignore[misc]
+        return "[]" if isinstance(v, list) else ("{}" if isinstance(v, dict) else "—")
+    return "required"
+
+
+def reference_rows(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(yaml key path, type, default, meaning) for every field, depth first."""
+    rows: list[tuple[str, str, str, str]] = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        key = _join(prefix, _yaml_key(f))
+        tp = hints[f.name]
+        rows.append((key, type_name(tp), _default_text(f), f.metadata.get("doc", "")))
+        inner = tp
+        origin = get_origin(inner)
+        if origin in (Union, types.UnionType):
+            inner = [a for a in get_args(inner) if a is not type(None)][0]
+            origin = get_origin(inner)
+        if origin in (list, tuple):
+            inner = get_args(inner)[0]
+            if dataclasses.is_dataclass(inner):
+                rows.extend(reference_rows(inner, key + "[]"))
+        elif dataclasses.is_dataclass(inner):
+            rows.extend(reference_rows(inner, key))
+    return rows

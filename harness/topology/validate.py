@@ -1,0 +1,454 @@
+"""Cross-field checks on a loaded :class:`Topology`.
+
+Each check raises :class:`SchemaError` naming the YAML path of the value at
+fault and how to fix it. Checks run in dependency order (nodes before HMAT,
+ports before devices), so the first error reported is the root cause.
+The rules mirror what QEMU and the kernel would reject or silently
+mis-handle; where a rule comes from QEMU, its message says so.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections import Counter
+from typing import Iterable
+
+from .model import Topology, Type3
+from .schema import SchemaError, format_size
+
+MiB = 1 << 20
+CXL_CAPACITY_UNIT = 256 * MiB          # CXL device capacity granule (and QEMU's check)
+VALID_GRANULARITIES = [256 << i for i in range(7)]  # 256 .. 16K
+VALID_WINDOW_WAYS = (1, 2, 3, 4, 6, 8, 12, 16)      # CXL 3.0 encodings QEMU accepts
+_QEMU_ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
+
+
+def validate(t: Topology) -> None:
+    """Raise SchemaError for the first problem found, or return None."""
+    _check_nodes(t)
+    _check_machine(t)
+    _check_slit(t)
+    _check_hmat(t)
+    _check_ids(t)
+    _check_cxl(t)
+    _check_initiators(t)
+    _check_guest(t)
+    _check_expect(t)
+
+
+def _closest(name: str, options: Iterable[str]) -> str:
+    opts = list(options)
+    close = difflib.get_close_matches(name, opts, n=1, cutoff=0.4)
+    if close:
+        return f"did you mean '{close[0]}'?"
+    return f"known: {', '.join(opts)}" if opts else "none are defined"
+
+
+def _node_ref(t: Topology, nid: int, path: str, what: str = "node") -> None:
+    ids = [n.id for n in t.nodes]
+    if nid not in ids:
+        raise SchemaError(path, f"{what} {nid} does not exist",
+                          hint=f"nodes are {', '.join(map(str, ids))}; add it under nodes: or use one of those")
+
+
+def _cpu_nodes(t: Topology) -> set[int]:
+    return {n.id for n in t.nodes if n.cpus}
+
+
+# --- nodes and machine ---------------------------------------------------------
+
+def _check_nodes(t: Topology) -> None:
+    if not t.nodes:
+        raise SchemaError("nodes", "no nodes are defined", hint="add at least one node with cpus and memory")
+    seen: dict[int, int] = {}
+    for i, n in enumerate(t.nodes):
+        if n.id in seen:
+            raise SchemaError(f"nodes[{i}].id", f"node id {n.id} is used twice (also nodes[{seen[n.id]}])",
+                              hint="give every node its own id")
+        seen[n.id] = i
+    for i, n in enumerate(t.nodes):
+        if n.id < 0 or n.id >= len(t.nodes):
+            missing = sorted(set(range(len(t.nodes))) - set(seen))
+            raise SchemaError(f"nodes[{i}].id", f"node id {n.id} is out of range: QEMU needs ids 0..{len(t.nodes) - 1} with no gaps",
+                              hint=f"renumber it to {missing[0]}" if missing else None)
+    owner: dict[int, int] = {}
+    for i, n in enumerate(t.nodes):
+        for c in n.cpus or ():
+            if c >= t.machine.smp:
+                raise SchemaError(f"nodes[{i}].cpus", f"CPU {c} does not exist: machine.smp is {t.machine.smp}",
+                                  hint=f"use CPUs 0-{t.machine.smp - 1} or raise machine.smp to {c + 1}")
+            if c in owner:
+                raise SchemaError(f"nodes[{i}].cpus", f"CPU {c} is already in node {owner[c]}",
+                                  hint="each vCPU belongs to exactly one node")
+            owner[c] = n.id
+    unplaced = sorted(set(range(t.machine.smp)) - set(owner))
+    if unplaced:
+        raise SchemaError("nodes", f"vCPUs {','.join(map(str, unplaced))} are in no node",
+                          hint="add them to a node's cpus, or lower machine.smp")
+    for i, n in enumerate(t.nodes):
+        p = f"nodes[{i}]"
+        if not n.cpus and n.memory == 0 and not _is_port_or_initiator_node(t, n.id):
+            raise SchemaError(p, f"node {n.id} has neither CPUs nor memory",
+                              hint="give it cpus or memory, or use it as a cxl.generic_ports / generic_initiators node")
+        if n.memory % MiB:
+            raise SchemaError(f"{p}.memory", f"{n.memory} bytes is not a whole number of MiB", hint="QEMU needs MiB alignment")
+        if n.backend == "file" and not n.path:
+            raise SchemaError(f"{p}.path", "backend: file needs a path", hint="add path: /some/file (it is created if missing)")
+        if n.path and n.backend != "file":
+            raise SchemaError(f"{p}.path", f"path is only used with backend: file (backend is {n.backend})",
+                              hint="set backend: file or drop path")
+        if n.initiator is not None:
+            if n.cpus:
+                raise SchemaError(f"{p}.initiator", f"node {n.id} has CPUs, so it is its own initiator",
+                                  hint="drop initiator: it is only for memory-only nodes")
+            _node_ref(t, n.initiator, f"{p}.initiator", "initiator node")
+            if n.initiator not in _cpu_nodes(t) and n.initiator not in _gi_nodes(t):
+                raise SchemaError(f"{p}.initiator", f"initiator node {n.initiator} has no CPUs",
+                                  hint=f"name a node with CPUs: {', '.join(map(str, sorted(_cpu_nodes(t))))}")
+    if not any(n.memory for n in t.nodes):
+        raise SchemaError("nodes", "no node has memory", hint="give at least one node memory: 1G")
+
+
+def _is_port_or_initiator_node(t: Topology, nid: int) -> bool:
+    gp = {g.node for g in t.cxl.generic_ports} if t.cxl else set()
+    return nid in gp or nid in _gi_nodes(t)
+
+
+def _gi_nodes(t: Topology) -> set[int]:
+    return {g.node for g in t.generic_initiators}
+
+
+def _check_machine(t: Topology) -> None:
+    m = t.machine
+    if m.smp < 1:
+        raise SchemaError("machine.smp", "needs at least 1 vCPU")
+    total = t.total_memory
+    if m.memory is not None and m.memory != total:
+        parts = " + ".join(format_size(n.memory) for n in t.nodes)
+        raise SchemaError("machine.memory", f"{format_size(m.memory)} does not equal the nodes' memory {parts} = {format_size(total)}",
+                          hint=f"set machine.memory: {format_size(total)} or drop it (it defaults to the sum)")
+    if (m.maxmem is None) != (m.slots == 0):
+        raise SchemaError("machine.maxmem" if m.maxmem is None else "machine.slots",
+                          "maxmem and slots go together (QEMU needs both for memory hotplug)",
+                          hint="set both, or neither")
+    if m.maxmem is not None and m.maxmem < total:
+        raise SchemaError("machine.maxmem", f"{format_size(m.maxmem)} is less than boot memory {format_size(total)}",
+                          hint=f"raise maxmem to at least {format_size(total)}")
+
+
+# --- SLIT and HMAT -------------------------------------------------------------
+
+def _check_slit(t: Topology) -> None:
+    if not t.slit:
+        return
+    given: dict[tuple[int, int], int] = {}
+    for i, d in enumerate(t.slit.distances):
+        p = f"slit.distances[{i}]"
+        _node_ref(t, d.src, f"{p}.src")
+        _node_ref(t, d.dst, f"{p}.dst")
+        if d.src == d.dst and d.value != 10:
+            raise SchemaError(f"{p}.value", f"local distance of node {d.src} must be 10 (QEMU rejects others)", hint="write value: 10 or drop the entry")
+        if d.src != d.dst and not 11 <= d.value <= 254:
+            raise SchemaError(f"{p}.value", f"remote distance {d.value} is out of range 11..254", hint="typical values: 20 (one hop), 30+ (far)")
+        if (d.src, d.dst) in given:
+            raise SchemaError(p, f"distance {d.src}→{d.dst} is listed twice")
+        given[(d.src, d.dst)] = d.value
+    if t.slit.symmetric:
+        for (s, d), v in given.items():
+            back = given.get((d, s))
+            if back is not None and back != v:
+                raise SchemaError("slit.distances", f"{s}→{d} is {v} but {d}→{s} is {back} while slit.symmetric is true",
+                                  hint="make them equal or set slit.symmetric: false")
+
+
+def _check_hmat(t: Topology) -> None:
+    if not t.hmat:
+        return
+    targets_ok = {n.id for n in t.nodes if n.memory} | ({g.node for g in t.cxl.generic_ports} if t.cxl else set())
+    initiators_ok = _cpu_nodes(t) | _gi_nodes(t)
+    seen = set()
+    for i, link in enumerate(t.hmat.links):
+        p = f"hmat.links[{i}]"
+        _node_ref(t, link.initiator, f"{p}.initiator", "initiator node")
+        _node_ref(t, link.target, f"{p}.target", "target node")
+        if link.initiator not in initiators_ok:
+            raise SchemaError(f"{p}.initiator", f"node {link.initiator} has no CPUs, so it cannot be an HMAT initiator",
+                              hint=f"use one of nodes {', '.join(map(str, sorted(initiators_ok)))}")
+        if link.target not in targets_ok:
+            raise SchemaError(f"{p}.target", f"node {link.target} has no memory, so it cannot be an HMAT target",
+                              hint="give the node memory, or make it a cxl.generic_ports node")
+        if link.latency is None and link.bandwidth is None:
+            raise SchemaError(p, "has neither latency nor bandwidth", hint="add latency: <ns> and/or bandwidth: <size per second>")
+        if link.latency is not None and link.latency <= 0:
+            raise SchemaError(f"{p}.latency", "latency must be a positive number of nanoseconds")
+        if (link.initiator, link.target) in seen:
+            raise SchemaError(p, f"initiator {link.initiator} → target {link.target} is listed twice")
+        seen.add((link.initiator, link.target))
+    for i, c in enumerate(t.hmat.caches):
+        p = f"hmat.caches[{i}]"
+        _node_ref(t, c.node, f"{p}.node")
+        if not 1 <= c.level <= 3:
+            raise SchemaError(f"{p}.level", f"cache level {c.level} is out of range 1..3")
+        if c.line <= 0 or c.line & (c.line - 1):
+            raise SchemaError(f"{p}.line", f"line size {c.line} is not a power of two", hint="typical: 64")
+    # With hmat=on QEMU insists every node without CPUs names its initiator.
+    for i, n in enumerate(t.nodes):
+        if not n.cpus and n.initiator is None and n.id not in _gi_nodes(t):
+            raise SchemaError(f"nodes[{i}].initiator", f"memory-only node {n.id} needs an initiator when hmat is given (QEMU requires it)",
+                              hint=f"add initiator: {min(_cpu_nodes(t))}")
+
+
+# --- ids -----------------------------------------------------------------------
+
+def _all_ids(t: Topology) -> list[tuple[str, str]]:
+    ids: list[tuple[str, str]] = []
+    if t.cxl:
+        for i, hb in enumerate(t.cxl.host_bridges):
+            ids.append((f"cxl.host_bridges[{i}].id", hb.id))
+            ids += [(f"cxl.host_bridges[{i}].root_ports[{j}].id", rp.id) for j, rp in enumerate(hb.root_ports)]
+        for i, sw in enumerate(t.cxl.switches):
+            ids.append((f"cxl.switches[{i}].id", sw.id))
+            ids += [(f"cxl.switches[{i}].downstream_ports[{j}].id", dp.id) for j, dp in enumerate(sw.downstream_ports)]
+        ids += [(f"cxl.devices[{i}].id", d.id) for i, d in enumerate(t.cxl.devices)]
+        ids += [(f"cxl.generic_ports[{i}].id", g.id) for i, g in enumerate(t.cxl.generic_ports)]
+    ids += [(f"pci_devices[{i}].id", d.id) for i, d in enumerate(t.pci_devices)]
+    ids += [(f"generic_initiators[{i}].id", g.id) for i, g in enumerate(t.generic_initiators)]
+    return ids
+
+
+def _check_ids(t: Topology) -> None:
+    first: dict[str, str] = {}
+    for path, ident in _all_ids(t):
+        if not _QEMU_ID_RE.match(ident):
+            raise SchemaError(path, f"id {ident!r} is not a valid QEMU id",
+                              hint="start with a letter; use letters, digits, '-', '.', '_'")
+        if ident.startswith("h") and ident.startswith(("hnet", "hcon", "hmem-")):
+            raise SchemaError(path, f"id {ident!r} is reserved by the harness", hint="choose another id")
+        if ident in first:
+            raise SchemaError(path, f"id '{ident}' is already used at {first[ident]}", hint="QEMU ids must be unique")
+        first[ident] = path
+
+
+# --- CXL -----------------------------------------------------------------------
+
+def ports_of(t: Topology) -> dict[str, str]:
+    """Every CXL port a device or switch can plug into -> the host bridge it is under."""
+    out: dict[str, str] = {}
+    if not t.cxl:
+        return out
+    for hb in t.cxl.host_bridges:
+        for rp in hb.root_ports:
+            out[rp.id] = hb.id
+    # switches may stack; resolve until stable (bounded by the switch count)
+    for _ in range(len(t.cxl.switches) + 1):
+        for sw in t.cxl.switches:
+            if sw.upstream in out:
+                for dp in sw.downstream_ports:
+                    out[dp.id] = out[sw.upstream]
+    return out
+
+
+def bus_need(t: Topology, hb_id: str) -> int:
+    """PCI bus numbers a host bridge consumes: its own bus, one per root port, switch buses."""
+    assert t.cxl
+    ports = ports_of(t)
+    need = 1
+    for hb in t.cxl.host_bridges:
+        if hb.id == hb_id:
+            need += len(hb.root_ports)
+    for sw in t.cxl.switches:
+        if ports.get(sw.upstream) == hb_id:
+            need += 1 + len(sw.downstream_ports)
+    return need
+
+
+def _check_cxl(t: Topology) -> None:
+    cxl = t.cxl
+    if not cxl:
+        return
+    if not cxl.host_bridges:
+        raise SchemaError("cxl.host_bridges", "a cxl section needs at least one host bridge", hint="add host_bridges: [{id: cxl.0, bus_nr: 12, root_ports: [{id: rp0}]}]")
+    hb_ids = [hb.id for hb in cxl.host_bridges]
+    # bus numbers
+    by_nr: dict[int, int] = {}
+    for i, hb in enumerate(cxl.host_bridges):
+        p = f"cxl.host_bridges[{i}]"
+        if not 1 <= hb.bus_nr <= 254:
+            raise SchemaError(f"{p}.bus_nr", f"bus_nr {hb.bus_nr} is out of range 1..254")
+        if hb.bus_nr in by_nr:
+            raise SchemaError(f"{p}.bus_nr", f"bus_nr {hb.bus_nr} is already used by cxl.host_bridges[{by_nr[hb.bus_nr]}]",
+                              hint="give each host bridge its own range, e.g. 12 and 222 as in QEMU's docs")
+        by_nr[hb.bus_nr] = i
+        if hb.node is not None:
+            _node_ref(t, hb.node, f"{p}.node")
+        if not hb.root_ports:
+            raise SchemaError(f"{p}.root_ports", f"host bridge {hb.id} has no root ports", hint="add root_ports: [{id: rp0}]")
+        nums = Counter(rp.port if rp.port is not None else j for j, rp in enumerate(hb.root_ports))
+        dup = [n for n, c in nums.items() if c > 1]
+        if dup:
+            raise SchemaError(f"{p}.root_ports", f"port number {dup[0]} is used twice on {hb.id}")
+    ordered = sorted(cxl.host_bridges, key=lambda h: h.bus_nr)
+    for lo, hi in zip(ordered, ordered[1:] + [None]):
+        end = hi.bus_nr if hi else 256
+        need = bus_need(t, lo.id)
+        if lo.bus_nr + need > end:
+            i = hb_ids.index(lo.id)
+            raise SchemaError(f"cxl.host_bridges[{i}].bus_nr",
+                              f"host bridge {lo.id} needs buses {lo.bus_nr}..{lo.bus_nr + need - 1} but "
+                              + (f"{hi.id} starts at bus {hi.bus_nr}" if hi else "bus numbers end at 255"),
+                              hint=f"space the bus_nr values at least {need} apart")
+    ports = ports_of(t)
+    users: dict[str, str] = {}
+    for i, sw in enumerate(cxl.switches):
+        p = f"cxl.switches[{i}]"
+        if sw.upstream not in ports:
+            raise SchemaError(f"{p}.upstream", f"port '{sw.upstream}' does not exist", hint=_closest(sw.upstream, ports))
+        if sw.upstream in users:
+            raise SchemaError(f"{p}.upstream", f"port '{sw.upstream}' already has {users[sw.upstream]} plugged in",
+                              hint="one device or switch per port; add another port")
+        users[sw.upstream] = f"switch {sw.id}"
+        if not sw.downstream_ports:
+            raise SchemaError(f"{p}.downstream_ports", f"switch {sw.id} has no downstream ports", hint="add downstream_ports: [{id: dsp0}]")
+    for i, d in enumerate(cxl.devices):
+        p = f"cxl.devices[{i}]"
+        if d.port not in ports:
+            raise SchemaError(f"{p}.port", f"port '{d.port}' does not exist", hint=_closest(d.port, ports))
+        if d.port in users:
+            raise SchemaError(f"{p}.port", f"port '{d.port}' already has {users[d.port]} plugged in",
+                              hint="one device per port: add a root port or a switch downstream port")
+        users[d.port] = f"device {d.id}"
+        _check_device_sizes(d, p)
+    for i, w in enumerate(cxl.windows):
+        p = f"cxl.windows[{i}]"
+        if not w.targets:
+            raise SchemaError(f"{p}.targets", "a window needs at least one host bridge target")
+        for j, tg in enumerate(w.targets):
+            if tg not in hb_ids:
+                raise SchemaError(f"{p}.targets[{j}]", f"host bridge '{tg}' does not exist", hint=_closest(tg, hb_ids))
+        if len(set(w.targets)) != len(w.targets):
+            raise SchemaError(f"{p}.targets", "a host bridge is listed twice")
+        ways = len(w.targets)
+        if ways not in VALID_WINDOW_WAYS:
+            raise SchemaError(f"{p}.targets", f"{ways} targets is not a valid interleave ways count",
+                              hint=f"CXL windows interleave over {', '.join(map(str, VALID_WINDOW_WAYS))} host bridges")
+        if w.granularity not in VALID_GRANULARITIES:
+            raise SchemaError(f"{p}.granularity", f"interleave granularity {format_size(w.granularity) if w.granularity >= 1024 else int(w.granularity)} is not valid",
+                              hint="use a power of two from 256 to 16K: 256, 512, 1K, 2K, 4K, 8K, 16K")
+        unit = CXL_CAPACITY_UNIT * ways
+        if w.size == 0 or w.size % unit:
+            raise SchemaError(f"{p}.size", f"window size {format_size(w.size)} is not a multiple of 256M × {ways} ways",
+                              hint=f"use a multiple of {format_size(unit)}, e.g. {format_size(max(unit, (w.size // unit + 1) * unit))}")
+    for i, g in enumerate(cxl.generic_ports):
+        p = f"cxl.generic_ports[{i}]"
+        if g.host_bridge not in hb_ids:
+            raise SchemaError(f"{p}.host_bridge", f"host bridge '{g.host_bridge}' does not exist", hint=_closest(g.host_bridge, hb_ids))
+        _node_ref(t, g.node, f"{p}.node")
+        n = t.node(g.node)
+        if n.cpus or n.memory:
+            raise SchemaError(f"{p}.node", f"node {g.node} has CPUs or memory; a generic port needs a node of its own",
+                              hint="add a node with no cpus and memory: 0 for the port")
+
+
+def _check_device_sizes(d: Type3, p: str) -> None:
+    if d.volatile == 0 and d.persistent == 0:
+        raise SchemaError(p, f"device {d.id} has no capacity", hint="set volatile: 256M and/or persistent: 256M")
+    for key in ("volatile", "persistent"):
+        v = getattr(d, key)
+        if v % CXL_CAPACITY_UNIT:
+            raise SchemaError(f"{p}.{key}", f"{format_size(v)} is not a multiple of 256M (CXL capacity granule; QEMU rejects it)",
+                              hint=f"use {format_size(max(CXL_CAPACITY_UNIT, (v // CXL_CAPACITY_UNIT) * CXL_CAPACITY_UNIT))}")
+    if d.persistent and not d.lsa:
+        raise SchemaError(f"{p}.lsa", f"device {d.id} has persistent capacity but no label storage area",
+                          hint="add lsa: 1M (the kernel needs labels for pmem regions)")
+    if d.lsa and not d.persistent:
+        raise SchemaError(f"{p}.lsa", "lsa is only used with persistent capacity", hint="drop lsa or add persistent:")
+    if d.backend == "file" and not d.path:
+        raise SchemaError(f"{p}.path", "backend: file needs a path (a directory)")
+
+
+def _check_initiators(t: Topology) -> None:
+    pci = [d.id for d in t.pci_devices]
+    for i, g in enumerate(t.generic_initiators):
+        p = f"generic_initiators[{i}]"
+        if g.device not in pci:
+            raise SchemaError(f"{p}.device", f"PCI device '{g.device}' does not exist", hint=_closest(g.device, pci))
+        _node_ref(t, g.node, f"{p}.node")
+        if t.node(g.node).cpus:
+            raise SchemaError(f"{p}.node", f"node {g.node} has CPUs; a generic initiator's node should have none",
+                              hint="use a memory-only node")
+
+
+# --- guest set-up and expectations ---------------------------------------------
+
+def _check_guest(t: Topology) -> None:
+    devices = {d.id: d for d in t.cxl.devices} if t.cxl else {}
+    windows = t.cxl.windows if t.cxl else []
+    ports = ports_of(t)
+    used: dict[tuple[str, str], int] = {}
+    window_use = [0] * len(windows)
+    for i, r in enumerate(t.guest.regions):
+        p = f"guest.regions[{i}]"
+        if not 0 <= r.window < len(windows):
+            raise SchemaError(f"{p}.window", f"window {r.window} does not exist",
+                              hint=f"cxl.windows has {len(windows)} entries (0..{len(windows) - 1})" if windows else "define cxl.windows first")
+        w = windows[r.window]
+        if not r.devices:
+            raise SchemaError(f"{p}.devices", "a region needs at least one device")
+        for j, dev in enumerate(r.devices):
+            if dev not in devices:
+                raise SchemaError(f"{p}.devices[{j}]", f"device '{dev}' does not exist", hint=_closest(dev, devices))
+            cap = devices[dev].volatile if r.mode == "ram" else devices[dev].persistent
+            if not cap:
+                raise SchemaError(f"{p}.devices[{j}]", f"device '{dev}' has no {'volatile' if r.mode == 'ram' else 'persistent'} capacity for a {r.mode} region",
+                                  hint=f"set mode: {'pmem' if r.mode == 'ram' else 'ram'} or give the device that capacity")
+            if ports[devices[dev].port] not in w.targets:
+                raise SchemaError(f"{p}.devices[{j}]", f"device '{dev}' is under host bridge {ports[devices[dev].port]}, which window {r.window} does not target",
+                                  hint=f"window {r.window} targets {', '.join(w.targets)}")
+            if (dev, r.mode) in used:
+                raise SchemaError(f"{p}.devices[{j}]", f"device '{dev}' is already in guest.regions[{used[(dev, r.mode)]}] with mode {r.mode}")
+            used[(dev, r.mode)] = i
+        ways = r.ways if r.ways is not None else len(r.devices)
+        if ways < 1 or ways & (ways - 1):
+            raise SchemaError(f"{p}.ways", f"interleave ways {ways} is not a power of two", hint="use 1, 2, 4, 8 or 16")
+        if ways != len(r.devices):
+            raise SchemaError(f"{p}.ways", f"ways is {ways} but {len(r.devices)} devices are listed",
+                              hint="list one device per interleave way, or drop ways")
+        if ways % len(w.targets):
+            raise SchemaError(f"{p}.ways", f"{ways} ways cannot spread over window {r.window}'s {len(w.targets)} host bridges",
+                              hint=f"use a multiple of {len(w.targets)} devices")
+        if r.granularity not in VALID_GRANULARITIES:
+            raise SchemaError(f"{p}.granularity", f"interleave granularity {int(r.granularity)} is not valid",
+                              hint="use a power of two from 256 to 16K")
+        per_dev = min((devices[d].volatile if r.mode == "ram" else devices[d].persistent) for d in r.devices)
+        size = r.size if r.size is not None else per_dev * ways
+        if r.size is not None and (r.size % (CXL_CAPACITY_UNIT * ways) or r.size > per_dev * ways):
+            raise SchemaError(f"{p}.size", f"region size {format_size(r.size)} must be a multiple of {format_size(CXL_CAPACITY_UNIT * ways)} and at most {format_size(per_dev * ways)}")
+        window_use[r.window] += size
+        if window_use[r.window] > w.size:
+            raise SchemaError(f"cxl.windows[{r.window}].size", f"window {r.window} ({format_size(w.size)}) is too small for its regions ({format_size(window_use[r.window])})",
+                              hint=f"raise the window size to at least {format_size(window_use[r.window])}")
+        if r.mode == "pmem" and r.online != "devdax" and r.online != "system-ram":
+            raise SchemaError(f"{p}.online", "a pmem region is onlined as devdax or system-ram")
+    for i, pn in enumerate(t.guest.private_nodes):
+        _node_ref(t, pn.node, f"guest.private_nodes[{i}].node")
+        if pn.features is not None and pn.features < 0:
+            raise SchemaError(f"guest.private_nodes[{i}].features", "feature mask must be non-negative")
+    if t.guest.private_nodes and "private-nodes" not in t.requires:
+        raise SchemaError("requires", "guest.private_nodes needs a patched kernel; say so",
+                          hint="add requires: [private-nodes]")
+
+
+def _check_expect(t: Topology) -> None:
+    e = t.expect
+    if not e:
+        return
+    if e.nodes is not None and e.nodes < 1:
+        raise SchemaError("expect.nodes", "at least one node is always online")
+    max_node = (e.nodes if e.nodes is not None else len(t.nodes)) - 1
+    for nid, ne in e.node.items():
+        if nid < 0 or nid > max_node:
+            raise SchemaError(f"expect.node.{nid}", f"node {nid} is beyond the {max_node + 1} nodes expected",
+                              hint="raise expect.nodes or drop this entry")
+    if not 0 <= e.memory_tolerance <= 100:
+        raise SchemaError("expect.memory_tolerance", "a percentage from 0 to 100")
