@@ -275,6 +275,8 @@ def _default_text(f: dataclasses.Field) -> str:
         d = f.default
         if d is None:
             return "—"
+        if dataclasses.is_dataclass(d):
+            return "(section)"
         if isinstance(d, bool):
             return "true" if d else "false"
         if isinstance(d, Granularity):

@@ -154,6 +154,13 @@ def _check_slit(t: Topology) -> None:
         if (d.src, d.dst) in given:
             raise SchemaError(p, f"distance {d.src}→{d.dst} is listed twice")
         given[(d.src, d.dst)] = d.value
+    ids = sorted(n.id for n in t.nodes)
+    if given:
+        for a in ids:
+            for b in ids:
+                if a < b and (a, b) not in given and (b, a) not in given:
+                    raise SchemaError("slit.distances", f"no distance between nodes {a} and {b}: QEMU needs every pair once any distance is given",
+                                      hint=f"add {{src: {a}, dst: {b}, value: 20}}")
     if t.slit.symmetric:
         for (s, d), v in given.items():
             back = given.get((d, s))
