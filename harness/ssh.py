@@ -1,0 +1,337 @@
+"""SSH into the guest with paramiko: ephemeral key, connect with retry, commands, a shell.
+
+The guest is ephemeral (a fresh initramfs each boot), so its host key is
+accepted without being stored anywhere (``AutoAddPolicy`` on an empty,
+never-saved host key set) and each VM gets its own ed25519 key pair, made with
+``cryptography`` (paramiko's own dependency; ``paramiko.Ed25519Key`` cannot
+generate keys).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import paramiko
+
+from harness.errors import GuestCommandError
+
+GUEST_USER = "root"
+
+# paramiko logs every failed attempt at ERROR; with no handler configured
+# Python's last-resort handler would print them while we retry on purpose.
+if not logging.getLogger("paramiko").handlers:
+    logging.getLogger("paramiko").addHandler(logging.NullHandler())
+
+
+# --------------------------------------------------------------------------
+# Keys
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """An ed25519 key pair on disk: ``private`` (OpenSSH PEM, 0600) and its public line."""
+
+    private: Path
+    public_line: str  # "ssh-ed25519 AAAA... comment"
+
+    @property
+    def public_body(self) -> str:
+        """The base64 part of the public key (what ``harness.sshkey=`` carries)."""
+        return self.public_line.split()[1]
+
+    @property
+    def public_type(self) -> str:
+        """``ssh-ed25519``."""
+        return self.public_line.split()[0]
+
+
+def generate_keypair(directory: Path, name: str = "id_ed25519") -> KeyPair:
+    """Write a fresh ed25519 key pair to ``directory/name`` and ``name.pub``."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                           serialization.PublicFormat.OpenSSH).decode()
+    public_line = f"{public} numa-harness"
+    path = directory / name
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(private)
+    (directory / f"{name}.pub").write_text(public_line + "\n")
+    return KeyPair(path, public_line)
+
+
+def load_keypair(private: Path) -> KeyPair:
+    """The key pair previously written by :func:`generate_keypair`."""
+    pub = Path(str(private) + ".pub")
+    return KeyPair(private, pub.read_text().strip())
+
+
+# --------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class CommandResult:
+    """What a guest command did. ``exit_status`` is -1 if the guest sent none."""
+
+    command: str
+    exit_status: int
+    stdout: str
+    stderr: str
+    duration: float
+    #: Kernel problems (console.Problem) that appeared while the command ran.
+    problems: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Exit status 0."""
+        return self.exit_status == 0
+
+
+#: Callback polled while waiting on the guest; returns an exception to raise
+#: (the guest panicked, QEMU exited) or None to keep waiting.
+AbortCheck = Callable[[], BaseException | None]
+
+OutputSink = Callable[[str, bytes], None]
+
+
+# --------------------------------------------------------------------------
+# Connection
+# --------------------------------------------------------------------------
+
+
+class GuestSSH:
+    """One SSH connection to the guest through the 127.0.0.1 port forward."""
+
+    def __init__(self, port: int, key: KeyPair, *, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = port
+        self.key = key
+        self._client: paramiko.SSHClient | None = None
+
+    @property
+    def connected(self) -> bool:
+        """Whether the transport is up."""
+        t = self._client.get_transport() if self._client else None
+        return bool(t and t.is_active())
+
+    def try_connect(self, attempt_timeout: float = 5.0) -> str | None:
+        """One connection attempt. None on success, else why it failed."""
+        client = paramiko.SSHClient()
+        client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        pkey = paramiko.Ed25519Key.from_private_key_file(str(self.key.private))
+        try:
+            client.connect(self.host, port=self.port, username=GUEST_USER, pkey=pkey,
+                           look_for_keys=False, allow_agent=False, timeout=attempt_timeout,
+                           banner_timeout=attempt_timeout, auth_timeout=attempt_timeout,
+                           channel_timeout=attempt_timeout)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            client.close()
+            return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        transport = client.get_transport()
+        if transport is not None:
+            transport.set_keepalive(5)
+        self._client = client
+        return None
+
+    def connect(self, deadline: float, abort: AbortCheck, *, interval: float = 0.5) -> None:
+        """Retry :meth:`try_connect` until ``deadline`` (monotonic); ``abort`` may end it early.
+
+        Raises GuestCommandError with the last failure on timeout.
+        """
+        last = "no attempt made"
+        while True:
+            exc = abort()
+            if exc is not None:
+                raise exc
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise GuestCommandError(f"could not log in to the guest over SSH on 127.0.0.1:{self.port}",
+                                        detail=f"last attempt: {last}")
+            last = self.try_connect(attempt_timeout=max(1.0, min(5.0, left))) or ""
+            if not last:
+                return
+            time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+
+    def _transport(self) -> paramiko.Transport:
+        t = self._client.get_transport() if self._client else None
+        if t is None or not t.is_active():
+            raise GuestCommandError("not connected to the guest over SSH")
+        return t
+
+    def run(self, command: str, *, timeout: float, abort: AbortCheck,
+            on_output: OutputSink | None = None) -> CommandResult:
+        """Run ``command`` with ``sh -c`` semantics (the guest's login shell), stdin closed.
+
+        Polls ``abort`` every 0.2 s so a guest panic ends the wait promptly.
+        Raises GuestCommandError on timeout or if the connection drops before the
+        command reports an exit status (the caller checks the VM first).
+        """
+        start = time.monotonic()
+        try:
+            chan = self._transport().open_session(timeout=10)
+            chan.exec_command(command)
+            chan.shutdown_write()
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise GuestCommandError(f"could not start {command!r} in the guest: {e}") from e
+        out, err = bytearray(), bytearray()
+        try:
+            status = _pump_command(chan, start + timeout, abort, out, err, on_output)
+        finally:
+            chan.close()
+        if status is None:
+            exc = abort()
+            if exc is not None:
+                raise exc
+            if time.monotonic() >= start + timeout:
+                raise GuestCommandError(f"guest command timed out after {timeout:g} s: {command}",
+                                        hint="pass a longer timeout",
+                                        detail=_tail_text(out, err))
+            raise GuestCommandError(f"SSH connection lost while running {command!r}",
+                                    detail=_tail_text(out, err))
+        return CommandResult(command, status, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"),
+                             time.monotonic() - start)
+
+    def send_poweroff(self, command: str = "poweroff -f") -> bool:
+        """Start ``command`` (which never answers) in the guest. True if it was sent."""
+        try:
+            chan = self._transport().open_session(timeout=3)
+            chan.exec_command(command)
+            return True
+        except (GuestCommandError, paramiko.SSHException, OSError, EOFError):
+            return False
+
+    def shell(self, abort: AbortCheck) -> int:
+        """An interactive login shell on the user's terminal. Returns its exit status."""
+        import termios
+        import tty
+
+        in_fd, out_fd = sys.stdin.fileno(), sys.stdout.fileno()
+        size = _terminal_size(out_fd)
+        chan = self._transport().open_session(timeout=10)
+        chan.get_pty(term=os.environ.get("TERM", "xterm"), width=size[0], height=size[1])
+        chan.invoke_shell()
+        saved = termios.tcgetattr(in_fd) if os.isatty(in_fd) else None
+        try:
+            if saved is not None:
+                tty.setraw(in_fd)
+            return _pump_shell(chan, in_fd, out_fd, size, abort)
+        finally:
+            if saved is not None:
+                termios.tcsetattr(in_fd, termios.TCSADRAIN, saved)
+            chan.close()
+
+    def close(self) -> None:
+        """Close the connection. Idempotent."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def _pump_command(chan: paramiko.Channel, deadline: float, abort: AbortCheck,
+                  out: bytearray, err: bytearray, on_output: OutputSink | None) -> int | None:
+    """Collect output until an exit status (returned), a lost channel or the deadline (None)."""
+    while True:
+        # Read `finished` before draining: output always precedes exit-status/close,
+        # so a drain after seeing it gets everything.
+        transport = chan.get_transport()
+        finished = chan.exit_status_ready() or chan.closed or transport is None or not transport.is_active()
+        got = _drain(chan, out, err, on_output)
+        if finished:
+            _drain(chan, out, err, on_output)
+            # paramiko flags a channel closed without an exit-status message as
+            # "ready" with status -1: that is a lost connection, not an exit.
+            status = chan.exit_status if chan.exit_status_ready() else -1
+            return status if status >= 0 else None
+        exc = abort()
+        if exc is not None:
+            raise exc
+        if time.monotonic() >= deadline:
+            return None
+        if not got:
+            select.select([chan], [], [], 0.2)
+
+
+def _drain(chan: paramiko.Channel, out: bytearray, err: bytearray, on_output: OutputSink | None) -> bool:
+    got = False
+    while chan.recv_ready():
+        data = chan.recv(65536)
+        if not data:
+            break
+        out += data
+        got = True
+        if on_output:
+            on_output("stdout", data)
+    while chan.recv_stderr_ready():
+        data = chan.recv_stderr(65536)
+        if not data:
+            break
+        err += data
+        got = True
+        if on_output:
+            on_output("stderr", data)
+    return got
+
+
+def _pump_shell(chan: paramiko.Channel, in_fd: int, out_fd: int, size: tuple[int, int],
+                abort: AbortCheck) -> int:
+    while True:
+        exc = abort()
+        if exc is not None:
+            raise exc
+        new_size = _terminal_size(out_fd)
+        if new_size != size:
+            size = new_size
+            chan.resize_pty(width=size[0], height=size[1])
+        ready, _, _ = select.select([chan, in_fd], [], [], 0.3)
+        if chan in ready or chan.recv_ready():
+            data = chan.recv(65536)
+            if not data:
+                break
+            os.write(out_fd, data)
+        if chan.recv_stderr_ready():
+            os.write(out_fd, chan.recv_stderr(65536))
+        if in_fd in ready:
+            data = os.read(in_fd, 1024)
+            if not data:
+                chan.shutdown_write()
+            else:
+                chan.sendall(data)
+        if chan.exit_status_ready() and not chan.recv_ready():
+            break
+    return chan.recv_exit_status() if chan.exit_status_ready() else -1
+
+
+def _terminal_size(fd: int) -> tuple[int, int]:
+    try:
+        cols, rows = os.get_terminal_size(fd)
+        return cols, rows
+    except OSError:
+        cols, rows = shutil.get_terminal_size()
+        return cols, rows
+
+
+def _tail_text(out: bytes | bytearray, err: bytes | bytearray, n: int = 20) -> str:
+    parts = []
+    for name, data in (("stdout", out), ("stderr", err)):
+        lines = bytes(data).decode("utf-8", "replace").splitlines()[-n:]
+        if lines:
+            parts.append(f"last {name} lines:\n" + "\n".join(lines))
+    return "\n".join(parts) or "(no output)"
+
+
+__all__ = ["KeyPair", "generate_keypair", "load_keypair", "CommandResult", "GuestSSH", "AbortCheck"]

@@ -1,0 +1,54 @@
+"""Pure accelerator logic: the probe's verdict, its command line, the cache key."""
+
+from pathlib import Path
+
+import pytest
+
+from harness import accel
+from harness.accel import choose_accel, judge_probe, probe_argv
+
+CONSOLE_OK = "[    0.0] Linux version 6.12.1\nnuma-harness: init running\n[ 1.0] reboot: Power down\n"
+
+
+def test_probe_success():
+    assert judge_probe(0, "", CONSOLE_OK) is None
+
+
+def test_probe_kvm_internal_error():
+    err = ("KVM internal error. Suberror: 1\nextra data[0]: 0x0000000000000000\n"
+           "RAX=0000000000000000 RBX=0000000000000000\n")
+    assert judge_probe(None, err, "") == "KVM internal error. Suberror: 1"
+
+
+def test_probe_msr_abort():
+    err = "qemu-system-x86_64: error: failed to set MSR 0x10a to 0x2000e0c1b\n"
+    assert judge_probe(-6, err, "") == "error: failed to set MSR 0x10a to 0x2000e0c1b"
+
+
+def test_probe_timeout_and_no_init():
+    assert "did not power off" in judge_probe(None, "", "[ 0.0] Linux version 6.12.1\n")
+    assert "without reaching its init" in judge_probe(0, "", "[ 0.0] Linux version 6.12.1\n")
+    assert judge_probe(1, "qemu: something odd\n", "").startswith("QEMU exited with status 1: qemu: something odd")
+
+
+def test_probe_argv():
+    argv = probe_argv("qemu", Path("/k"), Path("/i"), Path("/t/c.log"))
+    assert argv[argv.index("-accel") + 1] == "kvm"
+    assert "harness.init=poweroff" in argv[argv.index("-append") + 1]
+    assert "panic=-1" in argv[argv.index("-append") + 1]
+    assert "-no-reboot" in argv
+
+
+def test_tcg_and_bad_requests():
+    c = choose_accel("tcg", "qemu", Path("/k"), Path("/i"))
+    assert (c.accel, c.cpu) == ("tcg", "max,-hypervisor")
+    with pytest.raises(ValueError):
+        choose_accel("hvf", "qemu", Path("/k"), Path("/i"))
+
+
+def test_kvm_device_problem_missing(tmp_path):
+    assert "does not exist" in accel.kvm_device_problem(str(tmp_path / "kvm"))
+
+
+def test_cache_key_includes_boot():
+    assert accel.cache_key("q", "6.12", "b1") != accel.cache_key("q", "6.12", "b2")
