@@ -21,7 +21,7 @@ from .qemu_argv import machine_argv
 from .topology import load, preset_names
 
 out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 Command = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, Command] = {}
@@ -129,7 +129,14 @@ def _add_boot_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    guest_cmd: list[str] = []
+    if "--" in words:  # "harness run TOPO [opts] -- CMD ...": the rest is the guest's
+        cut = words.index("--")
+        words, guest_cmd = words[:cut], words[cut + 1:]
+    args = build_parser().parse_args(words)
+    if hasattr(args, "cmd"):
+        args.cmd = guest_cmd
     try:
         return COMMANDS[args.command](args)
     except HarnessError as e:

@@ -48,7 +48,7 @@ def machine_argv(t: Topology, *, accel: str = "tcg") -> list[str]:
     mem = format_size(t.total_memory)
     if t.machine.maxmem is not None:
         mem = _kv(mem, slots=t.machine.slots, maxmem=format_size(t.machine.maxmem))
-    argv += ["-m", mem, "-smp", str(t.machine.smp)]
+    argv += ["-m", mem, "-smp", smp_spec(t)]
     argv += _numa(t)
     if t.cxl:
         argv += _cxl(t)
@@ -57,6 +57,15 @@ def machine_argv(t: Topology, *, accel: str = "tcg") -> list[str]:
     for g in t.generic_initiators:
         argv += ["-object", _kv("acpi-generic-initiator", id=g.id, pci__dev=g.device, node=g.node)]
     return argv
+
+
+def smp_spec(t: Topology) -> str:
+    """-smp value. When CPUs span several nodes, every vCPU gets its own socket:
+    QEMU's default packs them into one socket (one LLC), and a guest kernel
+    WARNs in topology_sane() when LLC siblings sit in different NUMA nodes."""
+    if sum(1 for n in t.nodes if n.cpus) > 1:
+        return f"{t.machine.smp},sockets={t.machine.smp},cores=1,threads=1"
+    return str(t.machine.smp)
 
 
 def _backend(bid: str, size: int, backend: str, share: bool, path: str | None) -> list[str]:

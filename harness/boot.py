@@ -1,0 +1,107 @@
+"""From "this topology on this kernel" to a ready :class:`~harness.vm.BootSpec`.
+
+The one place that strings the pieces together, in the order that fails
+fastest and cheapest: topology (validated) -> QEMU binary -> kernel and its
+.config (checked against what the topology needs) -> guest image (cached)
+-> accelerator (probed, cached) -> QEMU argv (generated, checked against
+the binary). Nothing boots until all of that passed. The CLI, the pytest
+fixtures and the benchmark all prepare VMs through :func:`prepare`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .accel import AccelChoice, choose_accel
+from .errors import KernelError
+from .guest_needs import guest_needs
+from .initramfs import Image, build_initramfs
+from .kernel import Kernel, check_config, default_kernel, kernel_from_tree, user_kernel
+from .preflight import find_binary, preflight
+from .qemu_argv import kernel_cmdline, machine_argv
+from .topology import Loaded, load
+from .vm import BootSpec, Timeouts
+
+Progress = Callable[[str], None] | None
+
+# Environment variables mirroring the command-line options (and the Makefile's variables).
+ENV_KERNEL = "NUMA_HARNESS_KERNEL"          # a bzImage, or a kernel build tree
+ENV_MODULES = "NUMA_HARNESS_MODULES"        # modules_install root for ENV_KERNEL
+ENV_ACCEL = "NUMA_HARNESS_ACCEL"            # auto | kvm | tcg
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """Which kernel the user asked for; all None means the embedded default."""
+
+    image: Path | None = None
+    modules: Path | None = None
+    tree: Path | None = None
+
+    @classmethod
+    def from_env(cls, image: str | None = None, modules: str | None = None, tree: str | None = None) -> "KernelSpec":
+        """Options win over the environment; a directory given as the kernel is a build tree."""
+        image = image or os.environ.get(ENV_KERNEL) or None
+        modules = modules or os.environ.get(ENV_MODULES) or None
+        if image and not tree and Path(image).is_dir():
+            image, tree = None, image
+        return cls(Path(image) if image else None, Path(modules) if modules else None, Path(tree) if tree else None)
+
+
+def resolve_kernel(spec: KernelSpec, progress: Progress = None) -> Kernel:
+    if spec.tree and spec.image:
+        raise KernelError("give either --kernel or --kernel-tree, not both")
+    if spec.tree:
+        return kernel_from_tree(spec.tree, progress)
+    if spec.image:
+        return user_kernel(spec.image, spec.modules)
+    if spec.modules:
+        raise KernelError("--modules needs --kernel (the modules belong to a kernel you built)")
+    return default_kernel(progress)
+
+
+@dataclass
+class Prepared:
+    """Everything checked and built; ``spec`` boots it."""
+
+    loaded: Loaded
+    kernel: Kernel
+    image: Image
+    accel: AccelChoice
+    qemu: str
+    spec: BootSpec
+
+
+def prepare(topology: str | Path, *, kernel: KernelSpec | None = None, accel: str | None = None,
+            qemu: str | None = None, name: str | None = None, workdir: Path | None = None,
+            detach: bool = False, ssh_port: int | None = None, timeouts: Timeouts | None = None,
+            step: Callable[[str], None] | None = None, progress: Progress = None) -> Prepared:
+    """Check and build everything for booting ``topology``; raise a HarnessError on the first problem.
+
+    ``step(title)`` is called as each stage starts (for the CLI's progress display),
+    ``progress(message)`` with finer detail inside a stage.
+    """
+    say = step or (lambda _t: None)
+    say("topology")
+    loaded = load(topology)
+    t = loaded.topology
+    binary = find_binary(qemu)
+    say("kernel")
+    k = resolve_kernel(kernel or KernelSpec(), progress)
+    needs = guest_needs(t)
+    check_config(k, needs.config, needs.why)
+    say("guest image")
+    image = build_initramfs(k, progress)
+    say("accelerator")
+    requested = accel or os.environ.get(ENV_ACCEL) or t.machine.accel
+    choice = choose_accel(requested, binary, k.image, image.path)
+    argv = machine_argv(t, accel=choice.accel)
+    say("QEMU preflight")
+    preflight(argv, binary)
+    spec = BootSpec(machine_argv=argv, kernel=k.image, initrd=image.path, append=kernel_cmdline(t),
+                    modules=list(needs.modules), qemu_binary=binary, workdir=workdir, ssh_port=ssh_port,
+                    timeouts=timeouts or Timeouts(), detach=detach, name=name or loaded.name)
+    return Prepared(loaded=loaded, kernel=k, image=image, accel=choice, qemu=binary, spec=spec)

@@ -1,0 +1,313 @@
+"""``harness boot | run | up | ssh | status | down``: the commands that start guests.
+
+Each shows rich progress for every step that can take over a second and
+leaves no QEMU behind unless asked to (``up``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+from rich.console import Console
+from rich.table import Table
+
+from .boot import KernelSpec, Prepared, prepare
+from .errors import HarnessError, VMStateError
+from .guest_nodes import NODES_COMMAND, GuestNodes, parse_nodes
+from .paths import state_dir
+from .topology.schema import format_size
+from .vm import VM, read_state
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+MILESTONE_TEXT = {
+    "qemu-up": "QEMU up", "kernel-started": "kernel started", "init-running": "init running",
+    "modules-loaded": "modules loaded", "network-up": "network up",
+    "sshd-ready": "sshd ready", "ssh-ready": "SSH ready",
+}
+
+
+class Steps:
+    """A spinner naming the current step; each finished step is printed with its time."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self._status = None
+        self._title: str | None = None
+        self._t0 = 0.0
+        self._closed = False
+
+    def step(self, title: str) -> None:
+        if self._closed:
+            return
+        self._finish()
+        self._title, self._t0 = title, time.monotonic()
+        if self._status is None:
+            self._status = self.console.status(title)
+            self._status.start()
+        self._status.update(title)
+
+    def detail(self, message: str) -> None:
+        if self._status is not None and self._title:
+            self._status.update(f"{self._title}: {message}")
+
+    def milestone(self, name: str) -> None:
+        # Called from the VM's console thread; rich's status is thread-safe for update/print.
+        self.step(MILESTONE_TEXT.get(name, name))
+
+    def _finish(self) -> None:
+        if self._title is not None:
+            self.console.print(f"[green]✓[/green] {self._title} [dim]({time.monotonic() - self._t0:.1f} s)[/dim]")
+            self._title = None
+
+    def done(self, ok: bool = True) -> None:
+        if ok:
+            self._finish()
+        self._closed = True
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+
+@contextmanager
+def steps(console: Console = err) -> Iterator[Steps]:
+    s = Steps(console)
+    try:
+        yield s
+    except BaseException:
+        s.done(ok=False)
+        raise
+    else:
+        s.done()
+
+
+def _prepare(args: argparse.Namespace, st: Steps, **kw) -> Prepared:
+    kspec = KernelSpec.from_env(args.kernel, args.modules, args.kernel_tree)
+    p = prepare(args.topology, kernel=kspec, accel=args.accel, qemu=args.qemu, ssh_port=args.ssh_port,
+                step=st.step, progress=st.detail, **kw)
+    st.step("booting")
+    err.print(f"[dim]kernel: {p.kernel.origin}; image: {p.image.reason}; accel: {p.accel.accel} ({p.accel.reason})[/dim]")
+    return p
+
+
+def _check_problems(vm: VM) -> None:
+    """Warn about oopses/WARNs that did not stop the guest."""
+    for p in vm.problems():
+        err.print(f"[yellow]guest kernel reported:[/yellow] {p.line}")
+
+
+def nodes_table(g: GuestNodes, title: str = "guest NUMA nodes") -> Table:
+    table = Table(title=title, title_justify="left")
+    for col, just in (("node", "right"), ("CPUs", "left"), ("MemTotal", "right"), ("MemFree", "right"), ("tier", "right"), ("masks", "left")):
+        table.add_column(col, justify=just)
+    mask_names = [m for m in g.masks if m.startswith("has_")]
+    for nid, n in sorted(g.nodes.items()):
+        in_masks = [m[4:] for m in mask_names if nid in g.masks[m]]
+        table.add_row(str(nid), str(n.cpus) or "—", format_size(n.mem_total - n.mem_total % (1 << 20)) if n.mem_total else "0",
+                      format_size(n.mem_free - n.mem_free % (1 << 20)) if n.mem_free else "0",
+                      str(n.tier) if n.tier is not None else "—", ",".join(in_masks))
+    return table
+
+
+def show_guest(vm: VM) -> None:
+    numactl = vm.run("numactl -H", timeout=60)
+    out.print(numactl.stdout.rstrip(), markup=False)
+    nodes = parse_nodes(vm.run(NODES_COMMAND, timeout=60, check=True).stdout)
+    out.print(nodes_table(nodes))
+
+
+# --- commands -------------------------------------------------------------------
+
+def _boot_vm(args: argparse.Namespace, **kw) -> tuple[Prepared, VM]:
+    """Prepare and start a VM with progress shown; on failure nothing is left running."""
+    with steps() as st:
+        p = _prepare(args, st, **kw)
+        vm = VM(p.spec, on_milestone=st.milestone)
+        vm.start()  # shuts QEMU down itself if the boot fails
+    return p, vm
+
+
+def _stream(stream: str, data: bytes) -> None:
+    f = sys.stdout if stream == "stdout" else sys.stderr
+    f.buffer.write(data)
+    f.flush()
+
+
+def cmd_boot(args: argparse.Namespace) -> int:
+    _, vm = _boot_vm(args)
+    with vm:
+        show_guest(vm)
+        _check_problems(vm)
+        if sys.stdin.isatty() and sys.stdout.isatty() and not args.no_shell:
+            if args.console:
+                err.print("[dim]serial console; Ctrl-] leaves and shuts the VM down[/dim]")
+                vm.console_interact()
+            else:
+                err.print("[dim]guest shell; exit leaves and shuts the VM down[/dim]")
+                vm.shell()
+        with steps() as st:
+            st.step("shutting down")
+            vm.shutdown()
+    return 0
+
+
+def _guest_command(words: list[str]) -> str:
+    """The words after ``--`` -> one shell command line (a single word is used as written)."""
+    if not words:
+        raise HarnessError("no guest command given", hint="harness run TOPOLOGY -- CMD ...")
+    return words[0] if len(words) == 1 else shlex.join(words)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    line = _guest_command(list(args.cmd))
+    _, vm = _boot_vm(args)
+    with vm:
+        result = vm.run(line, timeout=args.timeout, on_output=_stream)
+        _check_problems(vm)
+    return result.exit_status
+
+
+def _vm_dir(name: str) -> Path:
+    return state_dir() / name
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    d = _vm_dir(args.name)
+    if (d / "vm.json").exists():
+        try:
+            alive = read_state(d).alive
+        except VMStateError:
+            alive = False  # unreadable state: nothing of ours runs there
+        if alive:
+            raise VMStateError(f"a VM named '{args.name}' is already running", hint=f"harness ssh {args.name}, or harness down {args.name}")
+        shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True, exist_ok=True)
+    ok = False
+    try:
+        p, vm = _boot_vm(args, name=args.name, workdir=d, detach=True)
+        try:
+            vm.write_state(d)
+        except BaseException:
+            vm.shutdown()
+            raise
+        (d / "meta.json").write_text(json.dumps({"topology": p.loaded.name, "kernel": p.kernel.origin,
+                                                 "accel": p.accel.accel}) + "\n")
+        vm.close()
+        ok = True
+    finally:
+        if not ok:
+            shutil.rmtree(d, ignore_errors=True)
+    out.print(f"VM [bold]{args.name}[/bold] is up: ssh port {vm.ssh_port}, console log {vm.console_log}")
+    out.print(f"  harness ssh {args.name}      harness down {args.name}")
+    return 0
+
+
+def _attach(name: str) -> VM:
+    d = _vm_dir(name)
+    if not (d / "vm.json").exists():
+        known = sorted(p.name for p in state_dir().iterdir() if (p / "vm.json").exists())
+        raise VMStateError(f"no VM named '{name}'", hint=f"running: {', '.join(known)}" if known else "start one with harness up TOPOLOGY --name NAME")
+    return VM.attach(d)
+
+
+def cmd_ssh(args: argparse.Namespace) -> int:
+    vm = _attach(args.name)
+    try:
+        if args.cmd:
+            return vm.run(_guest_command(list(args.cmd)), timeout=args.timeout, on_output=_stream).exit_status
+        return vm.shell()
+    finally:
+        vm.close()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    table = Table(title="numa-harness VMs", title_justify="left")
+    for col in ("name", "topology", "pid", "ssh port", "up for", "state", "console log"):
+        table.add_column(col)
+    for d in sorted(p for p in state_dir().iterdir() if p.is_dir()):
+        try:
+            st = read_state(d)
+        except VMStateError:
+            continue
+        meta = {}
+        try:
+            meta = json.loads((d / "meta.json").read_text())
+        except (OSError, ValueError):
+            pass
+        alive = st.alive
+        table.add_row(d.name, meta.get("topology", "?"), str(st.pid), str(st.ssh_port),
+                      f"{time.time() - st.started_at:.0f} s" if alive else "—",
+                      "[green]running[/green]" if alive else "[red]gone[/red]", st.console_log)
+    out.print(table)
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    d = _vm_dir(args.name)
+    try:
+        vm = _attach(args.name)
+    except VMStateError as e:
+        if d.exists() and "no longer running" in str(e):
+            shutil.rmtree(d, ignore_errors=True)
+            out.print(f"VM {args.name} was already gone; state removed")
+            return 0
+        raise
+    vm.shutdown()
+    shutil.rmtree(d, ignore_errors=True)
+    out.print(f"VM {args.name} is down")
+    return 0
+
+
+# --- registration ---------------------------------------------------------------
+
+def _boot_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("topology", metavar="TOPOLOGY", help="preset name or path to a .yaml file")
+    p.add_argument("--kernel", help="bzImage to boot (or a build tree); default: the distribution kernel, fetched and cached [$NUMA_HARNESS_KERNEL]")
+    p.add_argument("--modules", help="modules_install root for --kernel [$NUMA_HARNESS_MODULES]")
+    p.add_argument("--kernel-tree", help="a kernel build tree (KSRC or O=): bzImage, .config, modules")
+    p.add_argument("--accel", choices=["auto", "kvm", "tcg"], help="accelerator (default: the topology's, normally auto) [$NUMA_HARNESS_ACCEL]")
+    p.add_argument("--qemu", help="QEMU binary [$NUMA_HARNESS_QEMU]")
+    p.add_argument("--ssh-port", type=int, help="host port for the guest's SSH (default: a free one)")
+
+
+def register(sub: argparse._SubParsersAction, command: Callable) -> None:
+    b = sub.add_parser("boot", help="boot a topology, show its nodes, open a shell (shuts down on exit)")
+    _boot_options(b)
+    b.add_argument("--console", action="store_true", help="open the serial console instead of an SSH shell")
+    b.add_argument("--no-shell", action="store_true", help="show the nodes and shut down")
+    command("boot")(cmd_boot)
+
+    r = sub.add_parser("run", help="boot, run one guest command, shut down; exits with its status",
+                       usage="harness run TOPOLOGY [options] -- CMD [ARGS...]")
+    _boot_options(r)
+    r.add_argument("--timeout", type=float, default=600, help="seconds the guest command may take (default 600)")
+    r.set_defaults(cmd=[])  # everything after "--" (split off in harness.cli.main)
+    command("run")(cmd_run)
+
+    u = sub.add_parser("up", help="boot a VM in the background")
+    _boot_options(u)
+    u.add_argument("--name", default="default", help="name to refer to it by (default: default)")
+    command("up")(cmd_up)
+
+    s = sub.add_parser("ssh", help="a shell (or one command) in a background VM",
+                       usage="harness ssh [NAME] [-- CMD [ARGS...]]")
+    s.add_argument("name", nargs="?", default="default")
+    s.add_argument("--timeout", type=float, default=600)
+    s.set_defaults(cmd=[])
+    command("ssh")(cmd_ssh)
+
+    sub.add_parser("status", help="list background VMs")
+    command("status")(cmd_status)
+
+    d = sub.add_parser("down", help="shut a background VM down")
+    d.add_argument("name", nargs="?", default="default")
+    command("down")(cmd_down)
