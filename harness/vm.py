@@ -191,7 +191,7 @@ def build_qemu_argv(spec: BootSpec, files: WorkFiles, ssh_port: int, cmdline: st
         "-chardev", f"socket,id=hqmp0,path={_opt_path(files.qmp_sock)},server=on,wait=off",
         "-mon", "chardev=hqmp0,mode=control",
         "-netdev", f"user,id=hnet0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
-        "-device", "virtio-net-pci,netdev=hnet0",
+        "-device", "virtio-net-pci,netdev=hnet0,bus=pcie.0",  # explicit: else QEMU may pick a CXL bus
         "-S",
     ]
     return argv
