@@ -40,7 +40,7 @@ def test_argv_layout():
     assert opt(argv, "-serial") == ["chardev:hcon0"]
     assert opt(argv, "-mon") == ["chardev=hqmp0,mode=control"]
     assert opt(argv, "-netdev") == ["user,id=hnet0,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22"]
-    assert "virtio-net-pci,netdev=hnet0" in opt(argv, "-device")
+    assert "virtio-net-pci,netdev=hnet0,bus=pcie.0" in opt(argv, "-device")
 
 
 def test_argv_escapes_commas_in_paths_and_sets_name():
