@@ -313,7 +313,12 @@ def _pump_shell(chan: paramiko.Channel, in_fd: int, out_fd: int, size: tuple[int
                 chan.sendall(data)
         if chan.exit_status_ready() and not chan.recv_ready():
             break
-    return chan.recv_exit_status() if chan.exit_status_ready() else -1
+    # The server sends EOF before the exit status: give it a moment to arrive.
+    deadline = time.monotonic() + 5
+    while not chan.exit_status_ready() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    status = chan.exit_status if chan.exit_status_ready() else -1
+    return status if status >= 0 else -1
 
 
 def _terminal_size(fd: int) -> tuple[int, int]:
