@@ -1,0 +1,59 @@
+# numa-harness. Every target installs what it needs first (host packages via
+# scripts/install-host-deps, Python packages into .venv).
+#
+#   make boot  [TOPO=cxl-single] [KERNEL=path/to/bzImage|build-tree] [MODULES=dir] [ACCEL=tcg]
+#   make test                      unit, QEMU and live-VM tests
+#   make bench                     boot-time benchmark against the bare-boot floor
+#   make up / make ssh / make down [NAME=default]   a VM kept in the background
+
+PYTHON  ?= python3
+VENV    ?= .venv
+TOPO    ?= cxl-single
+KERNEL  ?=
+MODULES ?=
+ACCEL   ?=
+NAME    ?= default
+PYTEST_ARGS ?=
+
+H     := $(VENV)/bin/harness
+KOPTS := $(if $(KERNEL),--kernel $(KERNEL)) $(if $(MODULES),--modules $(MODULES)) $(if $(ACCEL),--accel $(ACCEL))
+
+.PHONY: setup host-deps boot run up ssh down status test unit bench clean
+
+setup: host-deps $(VENV)/.installed
+
+host-deps:
+	@scripts/install-host-deps
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+boot: setup
+	$(H) boot $(TOPO) $(KOPTS)
+
+up: setup
+	$(H) up $(TOPO) --name $(NAME) $(KOPTS)
+
+ssh: setup
+	$(H) ssh $(NAME)
+
+down: setup
+	$(H) down $(NAME)
+
+status: setup
+	$(H) status
+
+test: setup
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+unit: setup
+	$(VENV)/bin/pytest -m 'not live' $(PYTEST_ARGS)
+
+bench: setup
+	$(VENV)/bin/python scripts/bench_boot.py --topology $(TOPO) $(KOPTS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache guest-tests/build
