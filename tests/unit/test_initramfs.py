@@ -1,0 +1,171 @@
+"""Pure logic of harness.initramfs: module closure, cpio writer, cache keys, cmdline helpers."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+
+import pytest
+
+from harness.initramfs import (
+    GUEST_MODULES,
+    INIT_SCRIPT,
+    CpioWriter,
+    Tree,
+    close_modules,
+    filter_alias,
+    guest_cmdline,
+    image_key,
+    module_name,
+    parse_builtin,
+    parse_ldd,
+    parse_modules_dep,
+    rebuild_reason,
+    render_modules_dep,
+    sshkey_param,
+)
+
+MODULES_DEP = """\
+kernel/net/core/failover.ko.xz:
+kernel/drivers/net/net_failover.ko.xz: kernel/net/core/failover.ko.xz
+kernel/drivers/net/virtio_net.ko.xz: kernel/drivers/net/net_failover.ko.xz kernel/net/core/failover.ko.xz
+kernel/drivers/nvdimm/libnvdimm.ko.xz:
+kernel/drivers/nvdimm/nd_btt.ko.xz: kernel/drivers/nvdimm/libnvdimm.ko.xz
+kernel/drivers/nvdimm/nd_pmem.ko.xz: kernel/drivers/nvdimm/nd_btt.ko.xz kernel/drivers/nvdimm/libnvdimm.ko.xz
+kernel/drivers/cxl/cxl_pmem.ko.xz: kernel/drivers/nvdimm/libnvdimm.ko.xz
+kernel/drivers/char/hw_random/virtio-rng.ko.xz:
+kernel/sound/core/snd.ko.xz:
+"""
+BUILTIN = "kernel/drivers/cxl/core/cxl_core.ko\nkernel/drivers/cxl/cxl_port.ko\n"
+
+
+def test_module_name_normalizes():
+    assert module_name("kernel/drivers/char/hw_random/virtio-rng.ko.xz") == "virtio_rng"
+    assert module_name("kernel/fs/9p/9p.ko") == "9p"
+    assert module_name("extra/foo.ko.zst") == "foo"
+
+
+def test_close_modules_puts_dependencies_first_and_skips_builtin():
+    deps = parse_modules_dep(MODULES_DEP)
+    paths, missing = close_modules(deps, ["virtio_net", "cxl_core", "nd_pmem", "virtio-rng", "nope"],
+                                   parse_builtin(BUILTIN))
+    assert paths == [
+        "kernel/net/core/failover.ko.xz",
+        "kernel/drivers/net/net_failover.ko.xz",
+        "kernel/drivers/net/virtio_net.ko.xz",
+        "kernel/drivers/nvdimm/libnvdimm.ko.xz",
+        "kernel/drivers/nvdimm/nd_btt.ko.xz",
+        "kernel/drivers/nvdimm/nd_pmem.ko.xz",
+        "kernel/drivers/char/hw_random/virtio-rng.ko.xz",
+    ]
+    assert missing == ["nope"]
+    assert "kernel/sound/core/snd.ko.xz" not in paths
+
+
+def test_render_modules_dep_uses_decompressed_names():
+    deps = parse_modules_dep(MODULES_DEP)
+    paths, _ = close_modules(deps, ["cxl_pmem"])
+    assert render_modules_dep(deps, paths) == (
+        "kernel/drivers/nvdimm/libnvdimm.ko:\n"
+        "kernel/drivers/cxl/cxl_pmem.ko: kernel/drivers/nvdimm/libnvdimm.ko\n"
+    )
+
+
+def test_filter_alias_keeps_included_modules():
+    text = "alias virtio:d00000001v* virtio_net\nalias pci:v*d*sv*sd*bc05sc02i10* cxl_pci\nalias foo snd\n"
+    assert filter_alias(text, {"virtio_net", "cxl_pci"}).splitlines() == text.splitlines()[:2]
+
+
+def test_guest_modules_cover_the_topologies():
+    for name in ("virtio_net", "net_failover", "failover", "cxl_acpi", "cxl_pci", "cxl_mem", "cxl_pmem",
+                 "dax_cxl", "device_dax", "kmem", "dax_hmem", "libnvdimm", "nd_pmem"):
+        assert name in GUEST_MODULES
+
+
+def test_parse_ldd():
+    out = """\tlinux-vdso.so.1 (0x00007ffd)
+\tlibnuma.so.1 => /lib/x86_64-linux-gnu/libnuma.so.1 (0x00007f58)
+\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f58)
+\t/lib64/ld-linux-x86-64.so.2 (0x00007f58)
+"""
+    assert parse_ldd(out) == ["/lib/x86_64-linux-gnu/libnuma.so.1", "/lib/x86_64-linux-gnu/libc.so.6",
+                              "/lib64/ld-linux-x86-64.so.2"]
+
+
+def _archive() -> bytes:
+    t = Tree()
+    t.file("/init", b"#!/bin/sh\necho hi\n", 0o755)
+    t.file("/usr/lib/numa-harness/guest-tests/t1", b"x" * 5, 0o755)
+    t.symlink("/bin/sh", "busybox")
+    t.dir("/root/.ssh", 0o700)
+    t.chardev("/dev/console", 5, 1)
+    buf = io.BytesIO()
+    t.write(CpioWriter(buf))
+    return buf.getvalue()
+
+
+@pytest.mark.skipif(shutil.which("cpio") is None, reason="host cpio not installed")
+def test_cpio_round_trip_with_host_cpio():
+    data = _archive()
+    assert len(data) % 4 == 0
+    listing = subprocess.run(["cpio", "-itv", "--quiet"], input=data, capture_output=True, timeout=30, check=True)
+    lines = listing.stdout.decode().splitlines()
+    names = [line.split()[-1] if "->" not in line else line.split()[-3] for line in lines]
+    # parents come before children, implicit parents exist
+    assert names.index("usr") < names.index("usr/lib") < names.index("usr/lib/numa-harness/guest-tests/t1")
+    assert set(names) >= {"init", "bin/sh", "root/.ssh", "dev/console", "dev", "root"}
+    by_name = dict(zip(names, lines))
+    assert by_name["init"].startswith("-rwxr-xr-x") and " root " in by_name["init"]
+    assert by_name["root/.ssh"].startswith("drwx------")
+    assert by_name["dev/console"].startswith("crw-------")
+    assert "bin/sh -> busybox" in by_name["bin/sh"]
+    content = subprocess.run(["cpio", "-i", "--to-stdout", "--quiet", "init"], input=data,
+                             capture_output=True, timeout=30, check=True).stdout
+    assert content == b"#!/bin/sh\necho hi\n"
+
+
+def test_cpio_is_deterministic_and_rejects_duplicates():
+    assert _archive() == _archive()
+    w = CpioWriter(io.BytesIO())
+    w.file("a", b"")
+    with pytest.raises(ValueError):
+        w.file("a", b"")
+
+
+GROUPS = {"format": "1", "kernel": "k", "modules-list": "m", "init": "i", "programs": "p",
+          "guest-tests": "g", "hostkey": "h"}
+
+
+def test_cache_key_changes_with_any_input():
+    base = image_key(GROUPS)
+    assert image_key(dict(GROUPS)) == base
+    for g in GROUPS:
+        assert image_key({**GROUPS, g: "changed"}) != base, g
+
+
+def test_rebuild_reason_names_changed_groups():
+    assert rebuild_reason(None, GROUPS) == "built: no cached image"
+    assert rebuild_reason(GROUPS, {**GROUPS, "init": "new"}) == "rebuilt: init script changed"
+    assert rebuild_reason(GROUPS, {**GROUPS, "kernel": "x", "guest-tests": "y"}) == (
+        "rebuilt: kernel modules changed, guest tests changed")
+
+
+def test_sshkey_param_and_guest_cmdline():
+    ed = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDYC user@host"
+    assert sshkey_param(ed) == "AAAAC3NzaC1lZDI1NTE5AAAAIDYC"
+    assert sshkey_param("ecdsa-sha2-nistp256 AAAAE2 c") == "ecdsa-sha2-nistp256:AAAAE2"
+    assert guest_cmdline(modules=["cxl_acpi", "cxl_pci"], sshkey=ed, ip="10.0.2.15/24") == [
+        "harness.modules=cxl_acpi,cxl_pci", "harness.sshkey=AAAAC3NzaC1lZDI1NTE5AAAAIDYC",
+        "harness.ip=10.0.2.15/24"]
+    with pytest.raises(ValueError):
+        guest_cmdline(hostname="a b")
+
+
+def test_init_script_is_valid_sh_and_knows_the_contract():
+    text = INIT_SCRIPT.read_text()
+    for param in ("harness.modules=", "harness.sshkey=", "harness.ip=", "harness.gw=", "harness.init="):
+        assert param in text
+    sh = shutil.which("busybox") or shutil.which("sh")
+    args = [sh, "sh", "-n", str(INIT_SCRIPT)] if sh.endswith("busybox") else [sh, "-n", str(INIT_SCRIPT)]
+    assert subprocess.run(args, capture_output=True, timeout=30).returncode == 0
