@@ -42,8 +42,8 @@ class SyncQMP:
         except (asyncio.TimeoutError, FutureTimeout) as e:
             future.cancel()
             raise QMPFailure(f"QMP {what} timed out after {timeout:g} s") from e
-        except (QMPError, OSError, EOFError) as e:
-            raise QMPFailure(f"QMP {what} failed: {e}") from e
+        except (QMPError, OSError, EOFError, asyncio.CancelledError) as e:
+            raise QMPFailure(f"QMP {what} failed: {e or type(e).__name__}") from e
 
     def connect(self, timeout: float = 5.0) -> None:
         """Connect and negotiate capabilities."""
@@ -61,7 +61,7 @@ class SyncQMP:
         if self._connected:
             try:
                 self._call(self._client.disconnect(), 2.0, "disconnect")
-            except QMPFailure:
+            except Exception:  # noqa: BLE001 - closing must not mask the error being handled
                 pass
             self._connected = False
         self._loop.call_soon_threadsafe(self._loop.stop)

@@ -719,6 +719,9 @@ class VM:
             self._done = True
             try:
                 self._stop_qemu()
+            except BaseException:  # Ctrl-C / an error mid-shutdown: still leave no QEMU
+                self._kill_now()
+                raise
             finally:
                 self._release()
                 self._remove_state()

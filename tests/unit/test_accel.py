@@ -52,3 +52,33 @@ def test_kvm_device_problem_missing(tmp_path):
 
 def test_cache_key_includes_boot():
     assert accel.cache_key("q", "6.12", "b1") != accel.cache_key("q", "6.12", "b2")
+
+
+def test_auto_verdict_is_cached_per_qemu_kernel_and_boot(tmp_path, monkeypatch):
+    monkeypatch.setenv("NUMA_HARNESS_CACHE", str(tmp_path))
+    monkeypatch.setattr(accel, "kvm_device_problem", lambda dev="/dev/kvm": None)
+    calls = []
+
+    def fake_probe(qemu, kernel, initrd, timeout=accel.PROBE_TIMEOUT):
+        calls.append(qemu)
+        return "KVM internal error. Suberror: 1"
+
+    monkeypatch.setattr(accel, "probe_kvm", fake_probe)
+    kernel = tmp_path / "bzImage"
+    kernel.write_bytes(b"not a bzImage")
+    first = choose_accel("auto", "qemu-system-x86_64", kernel, tmp_path / "initrd")
+    assert (first.accel, first.cpu) == ("tcg", "max,-hypervisor")
+    assert first.reason == "KVM probe failed: KVM internal error. Suberror: 1; using TCG"
+    again = choose_accel("auto", "qemu-system-x86_64", kernel, tmp_path / "initrd")
+    assert again.accel == "tcg" and again.reason.endswith("(cached)")
+    assert len(calls) == 1
+    monkeypatch.setattr(accel, "boot_id", lambda: "another-boot")
+    choose_accel("auto", "qemu-system-x86_64", kernel, tmp_path / "initrd")
+    assert len(calls) == 2
+
+
+def test_auto_without_usable_device_does_not_probe(monkeypatch):
+    monkeypatch.setattr(accel, "kvm_device_problem", lambda dev="/dev/kvm": "/dev/kvm does not exist")
+    monkeypatch.setattr(accel, "probe_kvm", lambda *a, **k: pytest.fail("probed"))
+    c = choose_accel("auto", "q", Path("/k"), Path("/i"))
+    assert c.accel == "tcg" and c.reason == "/dev/kvm does not exist; using TCG"
