@@ -146,3 +146,22 @@ def test_apt_depends_resolution():
     assert pick_kernel_package(parse_apt_depends(out)) == "linux-image-6.12.117+deb12-amd64"
     assert pick_kernel_package(["linux-image-6.12.117+deb12-rt-amd64", "linux-image-6.12.117+deb12-cloud-amd64"]) is None
     assert pick_kernel_package(parse_apt_depends("  Depends: <linux-image-6.12.1-amd64>\n")) is None
+
+
+def test_kernel_from_tree_needs_a_built_bzimage(tmp_path):
+    from harness.kernel import kernel_from_tree
+
+    with pytest.raises(KernelError) as ei:
+        kernel_from_tree(tmp_path)
+    assert "bzImage" in str(ei.value) and "make" in (ei.value.hint or "")
+
+
+def test_kernel_from_tree_without_modules_needs_no_make(tmp_path):
+    from harness.kernel import kernel_from_tree
+
+    boot = tmp_path / "arch" / "x86" / "boot"
+    boot.mkdir(parents=True)
+    (boot / "bzImage").write_bytes(fake_bzimage("6.14.0-test #1"))
+    (tmp_path / ".config").write_text("# CONFIG_MODULES is not set\nCONFIG_CXL_BUS=y\n")
+    k = kernel_from_tree(tmp_path)
+    assert k.release == "6.14.0-test" and k.modules_root is None and k.config == tmp_path / ".config"
