@@ -190,7 +190,7 @@ def os_release(text: str) -> dict[str, str]:
 
 
 def _run(argv: list[str], *, timeout: float = CMD_TIMEOUT, cwd: Path | None = None, what: str,
-         env: Mapping[str, str] | None = None) -> str:
+         env: Mapping[str, str] | None = None, hint: str | None = None) -> str:
     """Run a command; a failure or timeout becomes a KernelError naming ``what``."""
     try:
         proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout,
@@ -202,7 +202,7 @@ def _run(argv: list[str], *, timeout: float = CMD_TIMEOUT, cwd: Path | None = No
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
         raise KernelError(f"{what}: `{' '.join(argv)}` failed with exit code {proc.returncode}",
-                          detail=tail)
+                          hint=hint, detail=tail)
     return proc.stdout
 
 
@@ -349,7 +349,8 @@ def _fetch_package(package: str, dest: Path, progress: Progress) -> Kernel:
     tmp = Path(tempfile.mkdtemp(prefix=f".{package}.", dir=dest.parent))
     try:
         _say(progress, f"downloading {package} (about 110 MB, once)")
-        _run(["apt-get", "download", "-q", package], cwd=tmp, what=f"downloading {package}")
+        _run(["apt-get", "download", "-q", package], cwd=tmp, what=f"downloading {package}",
+             hint=f"check the Debian mirror is reachable and `apt-get update` has run; {INSTALL_HINT}")
         debs = sorted(tmp.glob("*.deb"))
         if not debs:
             raise KernelError(f"apt-get download {package} produced no .deb", hint=INSTALL_HINT)
