@@ -693,6 +693,7 @@ def _write_image(tree: Tree, dest: Path) -> None:
                 buf = io.BufferedWriter(raw, 1 << 20)  # type: ignore[arg-type]
                 tree.write(CpioWriter(buf))
                 buf.flush()
+        os.chmod(tmp, 0o644)
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -784,6 +785,7 @@ def build_bare_initramfs(progress: Progress = None) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             t.write(CpioWriter(f))
+        os.chmod(tmpname, 0o644)
         os.replace(tmpname, path)
     except BaseException:
         Path(tmpname).unlink(missing_ok=True)
