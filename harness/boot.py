@@ -40,15 +40,19 @@ class KernelSpec:
     image: Path | None = None
     modules: Path | None = None
     tree: Path | None = None
+    config: Path | None = None
 
     @classmethod
-    def from_env(cls, image: str | None = None, modules: str | None = None, tree: str | None = None) -> "KernelSpec":
+    def from_env(cls, image: str | None = None, modules: str | None = None, tree: str | None = None,
+                 config: str | None = None) -> "KernelSpec":
         """Options win over the environment; a directory given as the kernel is a build tree."""
         image = image or os.environ.get(ENV_KERNEL) or None
         modules = modules or os.environ.get(ENV_MODULES) or None
         if image and not tree and Path(image).is_dir():
             image, tree = None, image
-        return cls(Path(image) if image else None, Path(modules) if modules else None, Path(tree) if tree else None)
+        def path(v: str | None) -> Path | None:
+            return Path(v).expanduser() if v else None
+        return cls(path(image), path(modules), path(tree), path(config))
 
 
 def resolve_kernel(spec: KernelSpec, progress: Progress = None) -> Kernel:
@@ -57,9 +61,9 @@ def resolve_kernel(spec: KernelSpec, progress: Progress = None) -> Kernel:
     if spec.tree:
         return kernel_from_tree(spec.tree, progress)
     if spec.image:
-        return user_kernel(spec.image, spec.modules)
-    if spec.modules:
-        raise KernelError("--modules needs --kernel (the modules belong to a kernel you built)")
+        return user_kernel(spec.image, spec.modules, spec.config)
+    if spec.modules or spec.config:
+        raise KernelError("--modules and --kernel-config go with --kernel (they belong to a kernel you built)")
     return default_kernel(progress)
 
 
@@ -73,6 +77,7 @@ class Prepared:
     accel: AccelChoice
     qemu: str
     spec: BootSpec
+    warnings: list[str]
 
 
 def prepare(topology: str | Path, *, kernel: KernelSpec | None = None, accel: str | None = None,
@@ -92,6 +97,10 @@ def prepare(topology: str | Path, *, kernel: KernelSpec | None = None, accel: st
     say("kernel")
     k = resolve_kernel(kernel or KernelSpec(), progress)
     needs = guest_needs(t)
+    warnings = []
+    if k.config is None:
+        warnings.append(f"no .config known for {k.origin}: the kernel options the topology needs were not checked "
+                        "(pass --kernel-config PATH)")
     check_config(k, needs.config, needs.why)
     say("guest image")
     image = build_initramfs(k, progress)
@@ -104,4 +113,4 @@ def prepare(topology: str | Path, *, kernel: KernelSpec | None = None, accel: st
     spec = BootSpec(machine_argv=argv, kernel=k.image, initrd=image.path, append=kernel_cmdline(t),
                     modules=list(needs.modules), qemu_binary=binary, workdir=workdir, ssh_port=ssh_port,
                     timeouts=timeouts or Timeouts(), detach=detach, name=name or loaded.name)
-    return Prepared(loaded=loaded, kernel=k, image=image, accel=choice, qemu=binary, spec=spec)
+    return Prepared(loaded=loaded, kernel=k, image=image, accel=choice, qemu=binary, spec=spec, warnings=warnings)

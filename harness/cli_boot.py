@@ -91,16 +91,20 @@ def steps(console: Console = err) -> Iterator[Steps]:
 
 
 def _prepare(args: argparse.Namespace, st: Steps, **kw) -> Prepared:
-    kspec = KernelSpec.from_env(args.kernel, args.modules, args.kernel_tree)
+    kspec = KernelSpec.from_env(args.kernel, args.modules, args.kernel_tree, args.kernel_config)
     p = prepare(args.topology, kernel=kspec, accel=args.accel, qemu=args.qemu, ssh_port=args.ssh_port,
                 step=st.step, progress=st.detail, **kw)
     st.step("booting")
     err.print(f"[dim]kernel: {p.kernel.origin}; image: {p.image.reason}; accel: {p.accel.accel} ({p.accel.reason})[/dim]")
+    for w in p.warnings:
+        err.print(f"[yellow]warning:[/yellow] {w}")
     return p
 
 
 def _check_problems(vm: VM) -> None:
-    """Warn about oopses/WARNs that did not stop the guest."""
+    """Warn about guest set-up failures and oopses/WARNs that did not stop the guest."""
+    for line in vm.guest_failures:
+        err.print(f"[yellow]guest:[/yellow] {line}")
     for p in vm.problems():
         err.print(f"[yellow]guest kernel reported:[/yellow] {p.line}")
 
@@ -273,6 +277,7 @@ def _boot_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("topology", metavar="TOPOLOGY", help="preset name or path to a .yaml file")
     p.add_argument("--kernel", help="bzImage to boot (or a build tree); default: the distribution kernel, fetched and cached [$NUMA_HARNESS_KERNEL]")
     p.add_argument("--modules", help="modules_install root for --kernel [$NUMA_HARNESS_MODULES]")
+    p.add_argument("--kernel-config", help="the .config of --kernel, to check the options the topology needs")
     p.add_argument("--kernel-tree", help="a kernel build tree (KSRC or O=): bzImage, .config, modules")
     p.add_argument("--accel", choices=["auto", "kvm", "tcg"], help="accelerator (default: the topology's, normally auto) [$NUMA_HARNESS_ACCEL]")
     p.add_argument("--qemu", help="QEMU binary [$NUMA_HARNESS_QEMU]")
