@@ -54,6 +54,7 @@ from typing import Callable
 
 from harness import console as con
 from harness.errors import BootError, GuestCommandError, GuestPanic, VMStateError
+from harness.initramfs import guest_cmdline
 from harness.ports import hostfwd_bind_failed, pick_free_port, port_is_free
 from harness.qmp import QMPFailure, SyncQMP
 from harness.ssh import CommandResult, GuestSSH, KeyPair, generate_keypair, load_keypair
@@ -131,9 +132,7 @@ def kernel_cmdline(append: str, modules: list[str], ssh_key_body: str) -> str:
     """
     parts = [append.strip()] if append.strip() else []
     parts += ["console=ttyS0,115200", "panic=-1"]
-    if modules:
-        parts.append("harness.modules=" + ",".join(modules))
-    parts += [f"harness.sshkey={ssh_key_body}", f"harness.ip={GUEST_IP}", f"harness.gw={GUEST_GW}"]
+    parts += guest_cmdline(modules=modules, sshkey=ssh_key_body, ip=GUEST_IP, gw=GUEST_GW)
     return " ".join(parts)
 
 
