@@ -307,24 +307,24 @@ def _check_cxl(t: Topology) -> None:
                               hint=f"space the bus_nr values at least {need} apart")
     ports = ports_of(t)
     users: dict[str, str] = {}
+
+    def plug(path: str, port: str, what: str) -> None:
+        """One device or switch per port, and the port must exist."""
+        if port not in ports:
+            raise SchemaError(path, f"port '{port}' does not exist", hint=_closest(port, ports))
+        if port in users:
+            raise SchemaError(path, f"port '{port}' already has {users[port]} plugged in",
+                              hint="one device or switch per port: add a root port or a switch downstream port")
+        users[port] = what
+
     for i, sw in enumerate(cxl.switches):
         p = f"cxl.switches[{i}]"
-        if sw.upstream not in ports:
-            raise SchemaError(f"{p}.upstream", f"port '{sw.upstream}' does not exist", hint=_closest(sw.upstream, ports))
-        if sw.upstream in users:
-            raise SchemaError(f"{p}.upstream", f"port '{sw.upstream}' already has {users[sw.upstream]} plugged in",
-                              hint="one device or switch per port; add another port")
-        users[sw.upstream] = f"switch {sw.id}"
+        plug(f"{p}.upstream", sw.upstream, f"switch {sw.id}")
         if not sw.downstream_ports:
             raise SchemaError(f"{p}.downstream_ports", f"switch {sw.id} has no downstream ports", hint="add downstream_ports: [{id: dsp0}]")
     for i, d in enumerate(cxl.devices):
         p = f"cxl.devices[{i}]"
-        if d.port not in ports:
-            raise SchemaError(f"{p}.port", f"port '{d.port}' does not exist", hint=_closest(d.port, ports))
-        if d.port in users:
-            raise SchemaError(f"{p}.port", f"port '{d.port}' already has {users[d.port]} plugged in",
-                              hint="one device per port: add a root port or a switch downstream port")
-        users[d.port] = f"device {d.id}"
+        plug(f"{p}.port", d.port, f"device {d.id}")
         _check_device_sizes(d, p)
     for i, w in enumerate(cxl.windows):
         p = f"cxl.windows[{i}]"
