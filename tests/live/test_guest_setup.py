@@ -122,3 +122,62 @@ def test_regions_created_and_onlined(preset):
         assert e.file.startswith("/sys/bus/cxl/devices/decoder") and e.file.endswith("/dpa_size")
         assert "No space left on device" in str(e)   # ENOSPC from the kernel
         assert "error step=" in (e.detail or "")
+
+
+# Not a preset: a root port at device 01.0, a switch below a switch, the
+# device on the inner switch's third port, two regions on one window (one
+# movable system RAM, one devdax), demotion. Serials let the guest confirm
+# which device each memdev is.
+CASCADE = """
+description: cascaded switches, two regions on one window
+nodes:
+  - {id: 0, cpus: 0-1, memory: 1G}
+cxl:
+  host_bridges:
+    - {id: hb0, bus_nr: 12, root_ports: [{id: rpa}, {id: rpb}]}
+  switches:
+    - {id: us0, upstream: rpb, downstream_ports: [{id: d0}, {id: d1}]}
+    - {id: us1, upstream: d1, downstream_ports: [{id: e0}, {id: e1}, {id: e2}]}
+  devices:
+    - {id: a, port: rpa, volatile: 256M, serial: 7}
+    - {id: z, port: e0, volatile: 256M, serial: 8}
+    - {id: b, port: e2, volatile: 256M, serial: 9}
+  windows:
+    - {targets: [hb0], size: 4G}
+guest:
+  regions:
+    - {window: 0, devices: [b], online: system-ram-movable}
+    - {window: 0, devices: [a], online: devdax}
+  demotion: true
+"""
+
+
+def test_cascaded_switches_movable_and_devdax(tmp_path):
+    path = tmp_path / "cascade.yaml"
+    path.write_text(CASCADE)
+    t, vm = boot(str(path))
+    with vm:
+        res = apply_guest_setup(vm, t)
+        g = parse_nodes(vm.run(NODES_COMMAND, timeout=60, check=True).stdout)
+        state = guest_state(vm, res)
+        extra = vm.run("cat /sys/kernel/mm/numa/demotion_enabled /sys/devices/system/memory/auto_online_blocks; "
+                       f"for b in /sys/devices/system/node/node{res.regions[0].node}/memory[0-9]*; do "
+                       "echo zone $(cat $b/valid_zones); done", timeout=60, check=True).stdout.split("\n")
+        vm.check_health()
+
+    movable, devdax = res.regions
+    assert res.demotion is True and extra[0] == "true"
+    assert extra[1] == "online", "auto_online_blocks is restored after set-up"
+    # b: root port 01.0, us0 00.0, d1 01.0, us1 00.0, e2 02.0, device 00.0.
+    b_path = state[movable.memdevs[0]]["path"]
+    assert "/0000:0c:01.0/" in b_path and b_path.count("/0000:") == 6, b_path
+    assert int(state[movable.memdevs[0]]["serial"], 16) == 9
+    assert int(state[devdax.memdevs[0]]["serial"], 16) == 7
+    assert state[movable.name]["commit"] == state[devdax.name]["commit"] == "1"
+    # Movable: every block of the node is in ZONE_MOVABLE, MemTotal ~ 256M.
+    zones = [ln.split()[1] for ln in extra if ln.startswith("zone ")]
+    assert zones and set(zones) == {"Movable"}, zones
+    assert 0.9 * (256 << 20) <= g.nodes[movable.node].mem_total <= 256 << 20
+    # Devdax: bound to device_dax, a char device, its memory not onlined anywhere.
+    assert state[devdax.dax]["driver"] == "device_dax" and state[devdax.dax]["chardev"] == "yes"
+    assert len(g.with_memory) == 2   # node 0 and the movable region's node
