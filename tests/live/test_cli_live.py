@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -14,27 +15,42 @@ from harness.kernel import default_kernel
 pytestmark = [pytest.mark.live, pytest.mark.timeout(600)]
 
 HARNESS = [sys.executable, "-m", "harness.cli"]
+# Every QEMU these tests start inherits this marker, so leak checks see only ours.
+TAG = f"NUMA_HARNESS_TEST_TAG={uuid.uuid4().hex}"
 
 
 def harness(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    key, value = TAG.split("=")
     return subprocess.run([*HARNESS, *args], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+                          stdin=subprocess.DEVNULL, env={**os.environ, key: value, **(env or {})})
 
 
-def qemu_pids() -> set[int]:
-    out = subprocess.run(["pgrep", "-f", "qemu-system-x86_64"], capture_output=True, text=True).stdout
-    return {int(p) for p in out.split()}
+def our_qemus() -> list[int]:
+    """Live QEMU processes started by these tests (zombies excluded)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if not (proc / "comm").read_text().startswith("qemu-system"):
+                continue
+            if " Z " in (proc / "stat").read_text().split(")", 1)[1][:4]:
+                continue
+            if TAG.encode() in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
 
 
 def test_run_prints_two_nodes_and_passes_exit_status():
-    before = qemu_pids()
     r = harness("run", "numa-basic", "--", "numactl", "-H")
     assert r.returncode == 0, r.stderr
     assert "available: 2 nodes (0-1)" in r.stdout
     assert "node 1 cpus: 1" in r.stdout
     r = harness("run", "numa-basic", "--", "false")
     assert r.returncode == 1, r.stderr
-    assert qemu_pids() <= before
+    assert our_qemus() == []
 
 
 def test_run_cxl_single_lists_mem0():
@@ -54,11 +70,10 @@ def test_user_kernel_path_boots(tmp_path):
 
 
 def test_missing_kernel_is_a_clear_error_and_boots_nothing(tmp_path):
-    before = qemu_pids()
     r = harness("run", "numa-basic", "--kernel", str(tmp_path / "nope"), "--", "true")
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and "nope" in r.stderr
-    assert qemu_pids() <= before
+    assert our_qemus() == []
 
 
 def test_background_vm_up_ssh_status_down(tmp_path):
@@ -77,3 +92,4 @@ def test_background_vm_up_ssh_status_down(tmp_path):
     assert d.returncode == 0, d.stderr
     r = harness("ssh", "t1", "--", "true", env=env)
     assert r.returncode == 2 and "no VM named 't1'" in r.stderr
+    assert our_qemus() == []
