@@ -148,10 +148,14 @@ def _cxl(t: Topology) -> list[str]:
     for d in cxl.devices:
         props = _device_backends(d)[1]
         argv += ["-device", _kv("cxl-type3", bus=d.port, **{k.replace("-", "__"): v for k, v in props.items()}, id=d.id, sn=d.serial)]
+    # All windows in one -M: QEMU rejects cxl-fmw.* split over several options
+    # ("Parameters 'cxl-fmw.*' used inconsistently").
+    parts = []
     for i, w in enumerate(cxl.windows):
-        parts = [f"cxl-fmw.{i}.targets.{j}={tg}" for j, tg in enumerate(w.targets)]
+        parts += [f"cxl-fmw.{i}.targets.{j}={tg}" for j, tg in enumerate(w.targets)]
         parts.append(f"cxl-fmw.{i}.size={format_size(w.size)}")
         parts.append(f"cxl-fmw.{i}.interleave-granularity={_gran(w.granularity)}")
+    if parts:
         argv += ["-M", ",".join(parts)]
     for g in cxl.generic_ports:
         argv += ["-object", _kv("acpi-generic-port", id=g.id, pci__bus=g.host_bridge, node=g.node)]

@@ -52,3 +52,46 @@ def test_qemu_starts_paused_with_preset(preset):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(timeout=10)
+
+
+TWO_WINDOWS = """
+description: two host bridges, a window each plus an interleaved one, a switch and a generic port
+machine: {smp: 2}
+nodes:
+  - {id: 0, cpus: 0-1, memory: 1G}
+  - {id: 1, memory: 0, initiator: 0}
+cxl:
+  host_bridges:
+    - {id: cxl.1, bus_nr: 12, root_ports: [{id: rp0}, {id: rp1}]}
+    - {id: cxl.2, bus_nr: 40, root_ports: [{id: rp2}]}
+  switches:
+    - {id: us0, upstream: rp1, downstream_ports: [{id: dsp0}]}
+  devices:
+    - {id: m0, port: rp0, volatile: 256M}
+    - {id: m1, port: rp2, volatile: 256M}
+    - {id: m2, port: dsp0, persistent: 256M, lsa: 1M}
+  windows:
+    - {targets: [cxl.1], size: 4G}
+    - {targets: [cxl.2], size: 4G, granularity: 4K}
+    - {targets: [cxl.1, cxl.2], size: 8G}
+  generic_ports:
+    - {id: gp0, host_bridge: cxl.1, node: 1}
+hmat:
+  links:
+    - {initiator: 0, target: 0, latency: 80, bandwidth: 20G}
+    - {initiator: 0, target: 1, latency: 200, bandwidth: 10G}
+"""
+
+
+def test_qemu_accepts_several_windows_switch_and_generic_port(tmp_path):
+    """Beyond the presets: several fixed windows, a switch, pmem and a generic port together."""
+    from harness.topology import parse
+
+    argv = machine_argv(parse(TWO_WINDOWS, "inline.yaml"), accel="tcg")
+    binary = find_binary()
+    preflight(argv, binary)
+    p = subprocess.run([binary, *argv, "-S", "-nodefaults", "-display", "none", "-qmp", "stdio"],
+                       input='{"execute":"qmp_capabilities"}\n{"execute":"query-status"}\n{"execute":"quit"}\n',
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert '"status": "prelaunch"' in p.stdout
