@@ -22,6 +22,7 @@ from rich.table import Table
 from .boot import KernelSpec, Prepared, prepare
 from .errors import HarnessError, VMStateError
 from .guest_nodes import NODES_COMMAND, GuestNodes, parse_nodes
+from .guest_setup import apply_guest_setup, has_setup
 from .paths import state_dir
 from .topology.schema import format_size
 from .vm import VM, read_state
@@ -61,8 +62,16 @@ class Steps:
             self._status.update(f"{self._title}: {message}")
 
     def milestone(self, name: str) -> None:
-        # Called from the VM's console thread; rich's status is thread-safe for update/print.
-        self.step(MILESTONE_TEXT.get(name, name))
+        """A boot milestone is an event: print it with the time since the previous mark.
+        Called from the VM's console thread; rich's status and print are thread-safe."""
+        if self._closed:
+            return
+        now = time.monotonic()
+        text = MILESTONE_TEXT.get(name, name)
+        self.console.print(f"[green]✓[/green] {text} [dim]({now - self._t0:.1f} s)[/dim]")
+        self._title, self._t0 = None, now
+        if self._status is not None:
+            self._status.update(f"booting (after {text})")
 
     def _finish(self) -> None:
         if self._title is not None:
@@ -132,11 +141,23 @@ def show_guest(vm: VM) -> None:
 # --- commands -------------------------------------------------------------------
 
 def _boot_vm(args: argparse.Namespace, **kw) -> tuple[Prepared, VM]:
-    """Prepare and start a VM with progress shown; on failure nothing is left running."""
+    """Prepare, start and set up a VM with progress shown; on failure nothing is left running."""
     with steps() as st:
         p = _prepare(args, st, **kw)
         vm = VM(p.spec, on_milestone=st.milestone)
         vm.start()  # shuts QEMU down itself if the boot fails
+        t = p.loaded.topology
+        if has_setup(t) and not args.no_setup:
+            st.step("guest set-up")
+            try:
+                result = apply_guest_setup(vm, t)
+            except BaseException:
+                vm.shutdown()
+                raise
+    if has_setup(t) and not args.no_setup:
+        for r in result.regions:
+            where = f"node {r.node}" if r.node is not None else (f"/dev/{r.dax}" if r.dax else "not onlined")
+            err.print(f"[dim]region {r.name}: {format_size(r.size)} {r.mode} from {', '.join(r.memdevs)} -> {where} ({r.online})[/dim]")
     return p, vm
 
 
@@ -282,6 +303,7 @@ def _boot_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accel", choices=["auto", "kvm", "tcg"], help="accelerator (default: the topology's, normally auto) [$NUMA_HARNESS_ACCEL]")
     p.add_argument("--qemu", help="QEMU binary [$NUMA_HARNESS_QEMU]")
     p.add_argument("--ssh-port", type=int, help="host port for the guest's SSH (default: a free one)")
+    p.add_argument("--no-setup", action="store_true", help="skip the topology's guest set-up (CXL regions, demotion)")
 
 
 def register(sub: argparse._SubParsersAction, command: Callable) -> None:

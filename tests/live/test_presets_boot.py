@@ -1,10 +1,10 @@
 """Every preset that needs no patched kernel boots, and the guest kernel sees the topology.
 
-The expected values come from the topology itself (nodes, CPUs, memory per
-node, memory-only nodes, generic initiators), and are compared with what the
-booted guest kernel reports in sysfs. CXL memory is not onlined here (that is
-guest set-up); CXL presets are checked for their SRAT nodes and their CXL
-devices being enumerated by the kernel.
+Right after boot, the guest is compared with the topology itself (SRAT nodes,
+CPUs, memory per node, generic initiators, CXL memdevs enumerated). Then the
+topology's guest set-up runs (CXL regions created and onlined) and the guest
+is compared with the preset's ``expect`` block: nodes with memory, per-node
+CPUs and memory, memory-tier grouping.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from __future__ import annotations
 import pytest
 
 from harness.boot import prepare
+from harness.expect import mismatches
 from harness.guest_nodes import NODES_COMMAND, parse_nodes
+from harness.guest_setup import apply_guest_setup
 from harness.topology import load, preset_names
 from harness.vm import VM
 
@@ -31,6 +33,8 @@ def test_preset_boots_with_its_nodes(preset):
     with VM(p.spec) as vm:  # entering boots it
         g = parse_nodes(vm.run(NODES_COMMAND, timeout=60, check=True).stdout)
         cxl_mems = vm.run("ls /sys/bus/cxl/devices 2>/dev/null | grep -c '^mem' || true", timeout=60).stdout.strip()
+        apply_guest_setup(vm, t)
+        after = parse_nodes(vm.run(NODES_COMMAND, timeout=60, check=True).stdout)
         vm.check_health()
 
     srat_mem = {n.id for n in t.nodes if n.memory}
@@ -48,3 +52,6 @@ def test_preset_boots_with_its_nodes(preset):
         assert gi_nodes <= set(g.masks.get("has_generic_initiator", ())), "generic initiator node not reported"
     devices = len(t.cxl.devices) if t.cxl else 0
     assert int(cxl_mems) == devices, f"{preset}: guest enumerated {cxl_mems} CXL memdevs, topology has {devices}"
+    # After guest set-up (CXL regions onlined), the guest matches the preset's expect block.
+    assert t.expect is not None, f"{preset} has no expect block"
+    assert mismatches(t.expect, after) == []
