@@ -13,6 +13,7 @@ KERNEL  ?=
 MODULES ?=
 ACCEL   ?=
 NAME    ?= default
+BENCH_TOPO ?= numa-basic
 PYTEST_ARGS ?=
 
 H     := $(VENV)/bin/harness
@@ -53,7 +54,7 @@ unit: setup
 	$(VENV)/bin/pytest -m 'not live' $(PYTEST_ARGS)
 
 bench: setup
-	$(VENV)/bin/python scripts/bench_boot.py --topology $(TOPO) $(KOPTS)
+	$(VENV)/bin/python scripts/bench_boot.py --topology $(BENCH_TOPO) $(KOPTS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache guest-tests/build

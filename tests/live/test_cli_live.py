@@ -50,6 +50,7 @@ def test_run_prints_two_nodes_and_passes_exit_status():
     assert "node 1 cpus: 1" in r.stdout
     r = harness("run", "numa-basic", "--", "false")
     assert r.returncode == 1, r.stderr
+    assert "image: cached" in r.stderr, "a second boot with a warm cache rebuilt the guest image"
     assert our_qemus() == []
 
 
