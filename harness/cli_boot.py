@@ -22,6 +22,7 @@ from rich.table import Table
 from .boot import KernelSpec, Prepared, prepare
 from .errors import HarnessError, VMStateError
 from .guest_nodes import NODES_COMMAND, GuestNodes, parse_nodes
+from .guest_needs import unmet_requirements
 from .guest_setup import apply_guest_setup, has_setup
 from .paths import state_dir
 from .topology.schema import format_size
@@ -154,6 +155,10 @@ def _boot_vm(args: argparse.Namespace, **kw) -> tuple[Prepared, VM]:
             except BaseException:
                 vm.shutdown()
                 raise
+    if t.requires:
+        masks = set(parse_nodes(vm.run(NODES_COMMAND, timeout=60).stdout).masks)
+        for msg in unmet_requirements(t, masks):
+            err.print(f"[yellow]warning:[/yellow] {msg}")
     if has_setup(t) and not args.no_setup:
         for r in result.regions:
             where = f"node {r.node}" if r.node is not None else (f"/dev/{r.dax}" if r.dax else "not onlined")
