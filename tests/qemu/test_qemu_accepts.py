@@ -55,7 +55,7 @@ def test_qemu_starts_paused_with_preset(preset):
 
 
 TWO_WINDOWS = """
-description: two host bridges, a window each plus an interleaved one, a switch and a generic port
+description: two host bridges, a window each plus an interleaved one, a switch, a generic port, a memory-side cache
 machine: {smp: 2}
 nodes:
   - {id: 0, cpus: 0-1, memory: 1G}
@@ -80,6 +80,8 @@ hmat:
   links:
     - {initiator: 0, target: 0, latency: 80, bandwidth: 20G}
     - {initiator: 0, target: 1, latency: 200, bandwidth: 10G}
+  caches:
+    - {node: 0, size: 8M, level: 1, associativity: direct, policy: write-back, line: 64}
 """
 
 
