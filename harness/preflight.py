@@ -99,9 +99,11 @@ def parse_props(text: str) -> set[str]:
 # --- probing (I/O) --------------------------------------------------------------
 
 def _run_help(binary: str, *args: str) -> str:
+    """Output of ``binary ARGS`` (stdout + stderr). Help queries get ``-machine none`` so
+    QEMU lists types without building a default machine."""
+    argv = [binary, *args] if args == ("--version",) else [binary, *args, "-machine", "none"]
     try:
-        p = subprocess.run([binary, *args, "-machine", "none"] if args[0] != "--version" else [binary, *args],
-                           capture_output=True, text=True, timeout=_HELP_TIMEOUT, stdin=subprocess.DEVNULL)
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=_HELP_TIMEOUT, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise QemuError(f"{binary} {' '.join(args)} did not answer in {_HELP_TIMEOUT} s") from None
     except OSError as e:
@@ -125,7 +127,8 @@ def capabilities(binary: str, *, needed_types: set[tuple[str, str]] = frozenset(
             data = json.loads(cf.read_text())
         except ValueError:
             data = {}
-    if "version" not in data:
+    changed = "version" not in data  # no usable cache: probe everything, then write it
+    if changed:
         ver_text = _run_help(binary, "--version")
         try:
             ver = parse_version(ver_text)
@@ -135,7 +138,6 @@ def capabilities(binary: str, *, needed_types: set[tuple[str, str]] = frozenset(
                 "devices": sorted(parse_type_list(_run_help(binary, "-device", "help"))),
                 "objects": sorted(parse_type_list(_run_help(binary, "-object", "help"))),
                 "device_props": {}, "object_props": {}}
-    changed = "version" not in (json.loads(cf.read_text()) if cf.is_file() else {})
     for kind, tp in sorted(needed_types):
         table = data[f"{kind}_props"]
         known = data["devices" if kind == "device" else "objects"]

@@ -72,3 +72,4 @@ def test_argv_uses_reads_machine_props():
     uses = argv_uses(["-machine", "q35,cxl=on,hmat=on", "-M", "cxl-fmw.0.targets.0=cxl.1,cxl-fmw.0.size=4G"])
     assert ("machine", "q35", {"cxl", "hmat"}) in uses
     assert ("machine", "", {"cxl-fmw"}) in uses
+
