@@ -147,23 +147,29 @@ def _boot_vm(args: argparse.Namespace, **kw) -> tuple[Prepared, VM]:
         p = _prepare(args, st, **kw)
         vm = VM(p.spec, on_milestone=st.milestone)
         vm.start()  # shuts QEMU down itself if the boot fails
-        t = p.loaded.topology
-        if has_setup(t) and not args.no_setup:
-            st.step("guest set-up")
-            try:
-                result = apply_guest_setup(vm, t)
-            except BaseException:
-                vm.shutdown()
-                raise
+        try:
+            notes = _after_boot(vm, p.loaded.topology, args, st)
+        except BaseException:
+            vm.shutdown()
+            raise
+    for note in notes:
+        err.print(note)
+    return p, vm
+
+
+def _after_boot(vm: VM, t, args: argparse.Namespace, st: Steps) -> list[str]:
+    """Guest set-up and the check of kernel features the topology requires; lines to show."""
+    notes: list[str] = []
+    if has_setup(t) and not args.no_setup:
+        st.step("guest set-up")
+        for r in apply_guest_setup(vm, t).regions:
+            where = f"node {r.node}" if r.node is not None else (f"/dev/{r.dax}" if r.dax else "not onlined")
+            notes.append(f"[dim]region {r.name}: {format_size(r.size)} {r.mode} from {', '.join(r.memdevs)} "
+                         f"-> {where} ({r.online})[/dim]")
     if t.requires:
         masks = set(parse_nodes(vm.run(NODES_COMMAND, timeout=60).stdout).masks)
-        for msg in unmet_requirements(t, masks):
-            err.print(f"[yellow]warning:[/yellow] {msg}")
-    if has_setup(t) and not args.no_setup:
-        for r in result.regions:
-            where = f"node {r.node}" if r.node is not None else (f"/dev/{r.dax}" if r.dax else "not onlined")
-            err.print(f"[dim]region {r.name}: {format_size(r.size)} {r.mode} from {', '.join(r.memdevs)} -> {where} ({r.online})[/dim]")
-    return p, vm
+        notes += [f"[yellow]warning:[/yellow] {msg}" for msg in unmet_requirements(t, masks)]
+    return notes
 
 
 def _stream(stream: str, data: bytes) -> None:
