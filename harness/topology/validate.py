@@ -22,6 +22,9 @@ CXL_CAPACITY_UNIT = 256 * MiB          # CXL device capacity granule (and QEMU's
 VALID_GRANULARITIES = [256 << i for i in range(7)]  # 256 .. 16K
 VALID_WINDOW_WAYS = (1, 2, 3, 4, 6, 8, 12, 16)      # CXL 3.0 encodings QEMU accepts
 _QEMU_ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
+# Ids the harness itself gives QEMU: memory backends (qemu_argv.BACKEND_PREFIX) and the
+# VM's console, QMP and network (hcon0, hqmp0, hnet0 in harness/vm.py).
+RESERVED_ID_PREFIXES = ("hmem-", "hcon", "hqmp", "hnet")
 
 
 def validate(t: Topology) -> None:
@@ -230,7 +233,7 @@ def _check_ids(t: Topology) -> None:
         if not _QEMU_ID_RE.match(ident):
             raise SchemaError(path, f"id {ident!r} is not a valid QEMU id",
                               hint="start with a letter; use letters, digits, '-', '.', '_'")
-        if ident.startswith("h") and ident.startswith(("hnet", "hcon", "hmem-")):
+        if ident.startswith(RESERVED_ID_PREFIXES):
             raise SchemaError(path, f"id {ident!r} is reserved by the harness", hint="choose another id")
         if ident in first:
             raise SchemaError(path, f"id '{ident}' is already used at {first[ident]}", hint="QEMU ids must be unique")

@@ -97,6 +97,7 @@ CASES = [
     ("region-device-not-under-window", CXL, "guest.regions.0.devices", ["mem1"], "guest.regions[0].devices[0]", ["under host bridge hb1", "window 0 does not target"]),
     ("region-ways-vs-window-ways", CXL, "guest.regions", [{"window": 1, "devices": ["mem0"]}], "guest.regions[0].ways", ["cannot spread over window 1's 2 host bridges"]),
     ("region-missing-window", CXL, "guest.regions.0.window", 5, "guest.regions[0].window", ["window 5 does not exist"]),
+    ("reserved-qemu-id", CXL, "cxl.devices.1.id", "hqmp0", "cxl.devices[1].id", ["id 'hqmp0' is reserved by the harness"]),
     ("duplicate-qemu-id", CXL, "cxl.devices.1.id", "rp1", "cxl.devices[1].id", ["id 'rp1' is already used"]),
     ("private-node-needs-requires", BASE, "guest", {"private_nodes": [{"node": 1}]}, "requires", ["needs a patched kernel", "requires: [private-nodes]"]),
     ("expect-beyond-nodes", BASE, "expect", {"nodes": 2, "node": {3: {"memory": "1G"}}}, "expect.node.3", ["beyond the 2 nodes"]),
