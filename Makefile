@@ -19,7 +19,7 @@ PYTEST_ARGS ?=
 H     := $(VENV)/bin/harness
 KOPTS := $(if $(KERNEL),--kernel $(KERNEL)) $(if $(MODULES),--modules $(MODULES)) $(if $(ACCEL),--accel $(ACCEL))
 
-.PHONY: setup host-deps boot run up ssh down status test unit bench clean
+.PHONY: setup host-deps boot run up ssh down status test unit lint bench clean
 
 setup: host-deps $(VENV)/.installed
 
@@ -47,14 +47,19 @@ down: setup
 status: setup
 	$(H) status
 
-test: setup
+# Lint and type checks first: CI fails in seconds on them, before any VM boots.
+lint: setup
+	$(VENV)/bin/ruff check harness tests scripts
+	$(VENV)/bin/mypy
+
+test: lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-unit: setup
+unit: lint
 	$(VENV)/bin/pytest -m 'not live' $(PYTEST_ARGS)
 
 bench: setup
 	$(VENV)/bin/python scripts/bench_boot.py --topology $(BENCH_TOPO) $(KOPTS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache guest-tests/build
+	rm -rf $(VENV) .pytest_cache build dist

@@ -11,19 +11,19 @@ fixtures and the benchmark all prepare VMs through :func:`prepare`.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from .accel import AccelChoice, choose_accel
-from .errors import KernelError
-from .guest_needs import guest_needs
-from .initramfs import Image, build_initramfs
-from .kernel import Kernel, check_config, default_kernel, kernel_from_tree, user_kernel
-from .preflight import find_binary, preflight
-from .qemu_argv import kernel_cmdline, machine_argv
-from .topology import Loaded, load
-from .vm import BootSpec, Timeouts
+from harness.errors import KernelError
+from harness.image.initramfs import Image, build_initramfs
+from harness.kernel.needs import guest_needs
+from harness.kernel.sources import Kernel, check_config, default_kernel, kernel_from_tree, user_kernel
+from harness.qemu.argv import kernel_cmdline, machine_argv
+from harness.qemu.preflight import find_binary, preflight
+from harness.topology import Loaded, load
+from harness.vm.accel import AccelChoice, choose_accel
+from harness.vm.machine import BootSpec, Timeouts
 
 Progress = Callable[[str], None] | None
 
@@ -44,7 +44,7 @@ class KernelSpec:
 
     @classmethod
     def from_env(cls, image: str | None = None, modules: str | None = None, tree: str | None = None,
-                 config: str | None = None) -> "KernelSpec":
+                 config: str | None = None) -> KernelSpec:
         """Options win over the environment; a directory given as the kernel is a build tree."""
         image = image or os.environ.get(ENV_KERNEL) or None
         modules = modules or os.environ.get(ENV_MODULES) or None

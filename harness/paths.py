@@ -1,16 +1,13 @@
-"""Where the harness keeps things on the host. One place, so every module agrees."""
+"""Where the harness keeps things on the host (caches, background-VM state). One place, so every module agrees.
+
+Files shipped with the harness are found through :mod:`harness.resources`,
+never through the source tree.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-
-# The checkout the harness runs from (an editable install): topologies/, qemu/, ...
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-TOPOLOGIES_DIR = PROJECT_ROOT / "topologies"
-QEMU_DATA_DIR = PROJECT_ROOT / "qemu"
-GUEST_TESTS_DIR = PROJECT_ROOT / "guest-tests"
-KERNEL_CONFIGS_DIR = PROJECT_ROOT / "kernel-configs"
 
 
 def cache_dir() -> Path:

@@ -25,8 +25,8 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.boot import KernelSpec, prepare
-from harness.initramfs import build_bare_initramfs
-from harness.vm import VM
+from harness.image.initramfs import build_bare_initramfs
+from harness.vm.machine import VM
 
 TARGET_RATIO = 1.25
 

@@ -1,4 +1,9 @@
-"""Topologies as data: the model, its loader and its validation."""
+"""Topologies as data: the model (:mod:`.model`), YAML loading with file/path-naming errors
+(:mod:`.schema`, :mod:`.load`), cross-field validation (:mod:`.validate`), and the stock presets
+(``presets/*.yaml``).
+
+Must not know: QEMU option syntax, SSH, the guest. A ``Topology`` is plain frozen data.
+"""
 
 from .load import Loaded, load, parse, preset_names, resolve
 from .model import Topology

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import TopologyError
-from ..paths import TOPOLOGIES_DIR
+from harness.errors import TopologyError
+from harness.resources import presets_dir
+
 from .model import Topology
 from .schema import SchemaError, load_struct
 from .validate import validate
@@ -26,7 +27,7 @@ class Loaded:
 
 def preset_names() -> list[str]:
     """Names of the presets shipped in topologies/."""
-    return sorted(p.stem for p in TOPOLOGIES_DIR.glob("*.yaml"))
+    return sorted(p.stem for p in presets_dir().glob("*.yaml"))
 
 
 def resolve(ref: str | Path) -> Path:
@@ -36,7 +37,7 @@ def resolve(ref: str | Path) -> Path:
         if not p.is_file():
             raise TopologyError(str(ref), "", "no such file", hint="give a path to a .yaml file or a preset name (harness list)")
         return p
-    preset = TOPOLOGIES_DIR / f"{ref}.yaml"
+    preset = presets_dir() / f"{ref}.yaml"
     if preset.is_file():
         return preset
     close = difflib.get_close_matches(str(ref), preset_names(), n=1, cutoff=0.5)

@@ -9,7 +9,7 @@ about QEMU's command line, SSH or files.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 from .schema import Granularity, IdList, Size, fld
 
@@ -22,8 +22,8 @@ class Machine:
     """The machine as a whole."""
 
     smp: int = fld("number of vCPUs; every node's cpus must be below this", 2)
-    memory: Optional[Size] = fld("boot memory (-m); must equal the sum of the nodes' memory; defaults to that sum", None)
-    maxmem: Optional[Size] = fld("-m maxmem= for memory hotplug; needs slots", None)
+    memory: Size | None = fld("boot memory (-m); must equal the sum of the nodes' memory; defaults to that sum", None)
+    maxmem: Size | None = fld("-m maxmem= for memory hotplug; needs slots", None)
     slots: int = fld("-m slots= (memory hotplug slots); 0 = none", 0)
     cpu: str = fld("QEMU CPU model; under TCG the harness adds -hypervisor so CXL regions commit on stock kernels", "max")
     accel: Accel = fld("preferred accelerator: auto probes KVM with a real boot and falls back to TCG", "auto")
@@ -35,12 +35,12 @@ class Node:
     """A NUMA node in the SRAT: CPUs and/or memory."""
 
     id: int = fld("node id; ids run 0..N-1 with no gaps (QEMU requires it)")
-    cpus: Optional[IdList] = fld("vCPUs in this node, e.g. 0-1 or [0, 2]; omit for a memory-only node", None)
+    cpus: IdList | None = fld("vCPUs in this node, e.g. 0-1 or [0, 2]; omit for a memory-only node", None)
     memory: Size = fld("memory in this node; 0 makes a memoryless CPU node", Size(0))
     backend: Backend = fld("host memory backend: ram, memfd (shareable) or file", "ram")
     share: bool = fld("map the backend shared (share=on)", False)
-    path: Optional[str] = fld("backing file for backend: file", None)
-    initiator: Optional[int] = fld("for a memory-only node: the CPU node that is its HMAT initiator", None)
+    path: str | None = fld("backing file for backend: file", None)
+    initiator: int | None = fld("for a memory-only node: the CPU node that is its HMAT initiator", None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,8 +66,8 @@ class HmatLink:
 
     initiator: int = fld("initiator node id (must have CPUs, or a generic initiator)")
     target: int = fld("target node id (must have memory, or be a generic port node)")
-    latency: Optional[int] = fld("access latency in nanoseconds", None)
-    bandwidth: Optional[Size] = fld("access bandwidth per second, e.g. 20G", None)
+    latency: int | None = fld("access latency in nanoseconds", None)
+    bandwidth: Size | None = fld("access bandwidth per second, e.g. 20G", None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,7 +95,7 @@ class Port:
     """A CXL root port or switch downstream port."""
 
     id: str = fld("QEMU device id, referenced by devices[].port and switches[].upstream")
-    port: Optional[int] = fld("port number under its parent; defaults to its index", None)
+    port: int | None = fld("port number under its parent; defaults to its index", None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,7 +104,7 @@ class HostBridge:
 
     id: str = fld("QEMU device id, referenced by windows[].targets")
     bus_nr: int = fld("first PCI bus number behind the bridge (1..254); bridges need room between them")
-    node: Optional[int] = fld("NUMA node the bridge belongs to (numa_node=)", None)
+    node: int | None = fld("NUMA node the bridge belongs to (numa_node=)", None)
     root_ports: list[Port] = fld("root ports (cxl-rp) on this bridge", [])
 
 
@@ -126,9 +126,9 @@ class Type3:
     volatile: Size = fld("volatile capacity, a multiple of 256M", Size(0))
     persistent: Size = fld("persistent capacity, a multiple of 256M; needs lsa", Size(0))
     lsa: Size = fld("label storage area size for persistent capacity", Size(0))
-    serial: Optional[int] = fld("device serial number (sn=)", None)
+    serial: int | None = fld("device serial number (sn=)", None)
     backend: Backend = fld("host backend for the capacities", "ram")
-    path: Optional[str] = fld("directory for backend: file (files <id>-vmem.raw, <id>-pmem.raw, <id>-lsa.raw)", None)
+    path: str | None = fld("directory for backend: file (files <id>-vmem.raw, <id>-pmem.raw, <id>-lsa.raw)", None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -185,9 +185,9 @@ class Region:
     window: int = fld("index into cxl.windows (window N is root decoder decoder0.N)")
     devices: list[str] = fld("type-3 device ids, in interleave position order")
     mode: Literal["ram", "pmem"] = fld("ram uses volatile capacity, pmem persistent", "ram")
-    ways: Optional[int] = fld("interleave ways; defaults to the number of devices", None)
+    ways: int | None = fld("interleave ways; defaults to the number of devices", None)
     granularity: Granularity = fld("region interleave granularity in bytes", Granularity(256))
-    size: Optional[Size] = fld("region size; defaults to the devices' whole capacity of that mode", None)
+    size: Size | None = fld("region size; defaults to the devices' whole capacity of that mode", None)
     online: Literal["system-ram", "system-ram-movable", "devdax"] = fld(
         "how to online a ram region: system RAM (normal zone), system RAM in ZONE_MOVABLE, or left as devdax",
         "system-ram")
@@ -198,7 +198,7 @@ class PrivateNode:
     """A node provisioned private/managed on a patched kernel (kernel command line)."""
 
     node: int = fld("node id")
-    features: Optional[int] = fld("opt-in feature mask (private_node=<nid>,<mask>); omit for the kernel's default", None)
+    features: int | None = fld("opt-in feature mask (private_node=<nid>,<mask>); omit for the kernel's default", None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -207,25 +207,25 @@ class Guest:
 
     regions: list[Region] = fld("CXL regions to create and online", [])
     private_nodes: list[PrivateNode] = fld("private/managed nodes (needs a patched kernel)", [])
-    demotion: Optional[bool] = fld("write /sys/kernel/mm/numa/demotion_enabled; omit to leave the kernel's default", None)
+    demotion: bool | None = fld("write /sys/kernel/mm/numa/demotion_enabled; omit to leave the kernel's default", None)
 
 
 @dataclass(frozen=True, kw_only=True)
 class NodeExpect:
     """What the guest should report for one node."""
 
-    cpus: Optional[IdList] = fld("CPUs the guest should list for the node", None)
-    memory: Optional[Size] = fld("MemTotal the guest should report for the node", None)
+    cpus: IdList | None = fld("CPUs the guest should list for the node", None)
+    memory: Size | None = fld("MemTotal the guest should report for the node", None)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Expect:
     """What the guest should report, for the live fidelity tests."""
 
-    nodes: Optional[int] = fld("number of online nodes", None)
+    nodes: int | None = fld("number of online nodes", None)
     node: dict[int, NodeExpect] = fld("per-node expectations by node id", {})
     memory_tolerance: int = fld("allowed shortfall of a node's MemTotal, in percent (firmware and kernel reservations)", 10)
-    tiers: Optional[list[IdList]] = fld("memory tier grouping, fastest first, e.g. ['0-1', '2']", None)
+    tiers: list[IdList] | None = fld("memory tier grouping, fastest first, e.g. ['0-1', '2']", None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -235,13 +235,13 @@ class Topology:
     description: str = fld("one line saying what the topology models")
     machine: Machine = fld("machine-wide settings", Machine())
     nodes: list[Node] = fld("NUMA nodes (SRAT)")
-    slit: Optional[Slit] = fld("SLIT distances", None)
-    hmat: Optional[Hmat] = fld("HMAT latency/bandwidth/caches", None)
-    cxl: Optional[Cxl] = fld("CXL topology", None)
+    slit: Slit | None = fld("SLIT distances", None)
+    hmat: Hmat | None = fld("HMAT latency/bandwidth/caches", None)
+    cxl: Cxl | None = fld("CXL topology", None)
     pci_devices: list[PciDevice] = fld("extra PCI devices", [])
     generic_initiators: list[GenericInitiator] = fld("generic initiators", [])
     guest: Guest = fld("guest set-up after boot", Guest())
-    expect: Optional[Expect] = fld("what the guest should report", None)
+    expect: Expect | None = fld("what the guest should report", None)
     requires: list[str] = fld("guest kernel features beyond stock, e.g. private-nodes (tests skip on a kernel without them)", [])
 
     # --- derived facts, used by the generator and the CLI ---------------------

@@ -49,7 +49,7 @@ class Size(int):
     """
 
     @classmethod
-    def parse(cls, value: Any, path: str) -> "Size":
+    def parse(cls, value: Any, path: str) -> Size:
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             raise SchemaError(path, f"expected a size such as 512M or 1G, got {value!r}")
         if isinstance(value, int):
@@ -79,7 +79,7 @@ class Granularity(Size):
     """An interleave granularity in bytes: ``256``, ``512``, or with a unit ``4K``."""
 
     @classmethod
-    def parse(cls, value: Any, path: str) -> "Granularity":
+    def parse(cls, value: Any, path: str) -> Granularity:
         if isinstance(value, int) and not isinstance(value, bool):
             return cls(value)
         return cls(Size.parse(value, path))
@@ -106,7 +106,7 @@ class IdList(tuple):
     """A set of small integers written as ``0-3,6``, ``5``, or a YAML list ``[0, 1]``. Sorted, unique."""
 
     @classmethod
-    def parse(cls, value: Any, path: str) -> "IdList":
+    def parse(cls, value: Any, path: str) -> IdList:
         items: list[int] = []
         if isinstance(value, bool):
             raise SchemaError(path, f"expected a list such as 0-3 or [0, 1], got {value!r}")
@@ -186,7 +186,7 @@ def load_struct(cls: type, data: Any, path: str = "") -> Any:
         sub = _join(path, key)
         if key in data:
             kwargs[f.name] = convert(hints[f.name], data[key], sub)
-        elif f.default is MISSING and f.default_factory is MISSING:  # type: ignore[misc]
+        elif f.default is MISSING and f.default_factory is MISSING:
             raise SchemaError(sub, f"required key '{key}' is missing",
                               hint=f"add '{key}:' ({f.metadata.get('doc', '')})")
     return cls(**kwargs)
@@ -223,7 +223,7 @@ def convert(tp: Any, value: Any, path: str) -> Any:
         if not isinstance(value, dict):
             raise SchemaError(path, f"expected a mapping, got {value!r}")
         return {convert(ktp, k, f"{path}.{k}"): convert(vtp, v, f"{path}.{k}") for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return load_struct(tp, value, path)
     if tp in (Size, Granularity, IdList):
         return tp.parse(value, path)
@@ -265,7 +265,7 @@ def type_name(tp: Any) -> str:
     if origin is dict:
         k, v = get_args(tp)
         return f"map {type_name(k)} → {type_name(v)}"
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return tp.__name__
     return {Size: "size", Granularity: "bytes", IdList: "id list", int: "int", str: "string", bool: "bool", float: "number"}.get(tp, str(tp))
 
@@ -286,8 +286,8 @@ def _default_text(f: dataclasses.Field) -> str:
         if d == "":
             return '""'
         return str(d)
-    if f.default_factory is not MISSING:  # type: ignore[misc]
-        v = f.default_factory()  # type: ignore[misc]
+    if f.default_factory is not MISSING:
+        v = f.default_factory()
         return "[]" if isinstance(v, list) else ("{}" if isinstance(v, dict) else "—")
     return "required"
 
@@ -309,8 +309,8 @@ def reference_rows(cls: type, prefix: str = "") -> list[tuple[str, str, str, str
             origin = get_origin(inner)
         if origin in (list, tuple):
             inner = get_args(inner)[0]
-            if dataclasses.is_dataclass(inner):
+            if isinstance(inner, type) and dataclasses.is_dataclass(inner):
                 rows.extend(reference_rows(inner, key + "[]"))
-        elif dataclasses.is_dataclass(inner):
+        elif isinstance(inner, type) and dataclasses.is_dataclass(inner):
             rows.extend(reference_rows(inner, key))
     return rows

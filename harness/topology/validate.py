@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections import Counter
-from typing import Iterable
+from collections.abc import Iterable
 
 from .model import Topology, Type3
 from .schema import SchemaError, format_size
@@ -165,10 +165,10 @@ def _check_slit(t: Topology) -> None:
                     raise SchemaError("slit.distances", f"no distance between nodes {a} and {b}: QEMU needs every pair once any distance is given",
                                       hint=f"add {{src: {a}, dst: {b}, value: 20}}")
     if t.slit.symmetric:
-        for (s, d), v in given.items():
-            back = given.get((d, s))
+        for (src, dst), v in given.items():
+            back = given.get((dst, src))
             if back is not None and back != v:
-                raise SchemaError("slit.distances", f"{s}→{d} is {v} but {d}→{s} is {back} while slit.symmetric is true",
+                raise SchemaError("slit.distances", f"{src}→{dst} is {v} but {dst}→{src} is {back} while slit.symmetric is true",
                                   hint="make them equal or set slit.symmetric: false")
 
 
@@ -456,7 +456,7 @@ def _check_expect(t: Topology) -> None:
     if e.nodes is not None and e.nodes < 1:
         raise SchemaError("expect.nodes", "at least one node is always online")
     max_node = (e.nodes if e.nodes is not None else len(t.nodes)) - 1
-    for nid, ne in e.node.items():
+    for nid, _ne in e.node.items():
         if nid < 0 or nid > max_node:
             raise SchemaError(f"expect.node.{nid}", f"node {nid} is beyond the {max_node + 1} nodes expected",
                               hint="raise expect.nodes or drop this entry")

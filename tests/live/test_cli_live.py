@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.kernel import default_kernel
+from harness.kernel.sources import default_kernel
 
 pytestmark = [pytest.mark.live, pytest.mark.timeout(600)]
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import pytest
 
 from harness.boot import prepare
-from harness.guest_nodes import NODES_COMMAND, parse_nodes
-from harness.guest_setup import GuestSetupError, SetupResult, apply_guest_setup, region_size
+from harness.guest.nodes import NODES_COMMAND, parse_nodes
+from harness.guest.setup import GuestSetupError, SetupResult, apply_guest_setup, region_size
 from harness.topology.model import Topology
-from harness.vm import VM
+from harness.vm.machine import VM
 
 pytestmark = [pytest.mark.live, pytest.mark.timeout(600)]
 

@@ -14,7 +14,7 @@ import time
 import pexpect
 import pytest
 
-from harness.initramfs import (
+from harness.image.initramfs import (
     MILESTONE_INIT,
     MILESTONE_MODULES,
     MILESTONE_NETWORK,
@@ -22,7 +22,7 @@ from harness.initramfs import (
     build_initramfs,
     guest_cmdline,
 )
-from harness.kernel import default_kernel
+from harness.kernel.sources import default_kernel
 
 pytestmark = pytest.mark.live
 

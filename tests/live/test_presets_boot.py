@@ -12,11 +12,11 @@ from __future__ import annotations
 import pytest
 
 from harness.boot import prepare
-from harness.expect import mismatches
-from harness.guest_nodes import NODES_COMMAND, parse_nodes
-from harness.guest_setup import apply_guest_setup
+from harness.guest.expect import mismatches
+from harness.guest.nodes import NODES_COMMAND, parse_nodes
+from harness.guest.setup import apply_guest_setup
 from harness.topology import load, preset_names
-from harness.vm import VM
+from harness.vm.machine import VM
 
 pytestmark = [pytest.mark.live, pytest.mark.timeout(600)]
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import console as con
 from harness.errors import BootError, GuestCommandError, GuestPanic
-from harness.vm import VM, BootSpec, pid_alive
+from harness.vm import console as con
+from harness.vm.machine import VM, BootSpec, pid_alive
 
 pytestmark = [pytest.mark.live, pytest.mark.timeout(300)]
 
@@ -44,8 +44,8 @@ def guest() -> tuple[Path, Path]:
     """(kernel image, initramfs) of the default guest."""
     if shutil.which(QEMU) is None:
         pytest.skip(f"{QEMU} is not installed (scripts/install-host-deps)")
-    from harness.initramfs import build_initramfs
-    from harness.kernel import default_kernel
+    from harness.image.initramfs import build_initramfs
+    from harness.kernel.sources import default_kernel
 
     kernel = default_kernel()
     return kernel.image, build_initramfs(kernel).path
@@ -172,8 +172,8 @@ def test_qemu_rejecting_argv_quotes_stderr(guest):
 CHILD = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from harness.vm import VM, BootSpec
-    from harness.console import QEMU_UP
+    from harness.vm.machine import VM, BootSpec
+    from harness.vm.console import QEMU_UP
     kernel, initrd, mode, workdir = sys.argv[1:5]
     machine = MACHINE_ARGV
     spec = BootSpec(machine, Path(kernel), Path(initrd), workdir=Path(workdir), detach=(mode == "detach"))
@@ -233,7 +233,7 @@ def test_signal_mid_boot_stops_qemu_in_order(guest, sig):
 
 
 def test_milestone_timeout_quotes_the_console(guest):
-    from harness.vm import Timeouts
+    from harness.vm.machine import Timeouts
 
     machine = VM(make_spec(guest, timeouts=Timeouts(init_running=1.5)))
     t = time.monotonic()
@@ -277,7 +277,7 @@ def test_detached_vm_outlives_its_starter_and_can_be_attached(guest):
 def _spawn_attached(workdir: Path, call: str):
     import pexpect
 
-    code = f"import sys; from pathlib import Path; from harness.vm import VM; vm = VM.attach(Path({str(workdir)!r})); {call}"
+    code = f"import sys; from pathlib import Path; from harness.vm.machine import VM; vm = VM.attach(Path({str(workdir)!r})); {call}"
     return pexpect.spawn(sys.executable, ["-c", code], cwd=str(REPO), encoding="utf-8", timeout=30,
                          dimensions=(40, 120))
 
@@ -316,7 +316,7 @@ def pexpect_eof():
 
 
 def test_accel_auto_probe_decides(guest):
-    from harness.accel import choose_accel
+    from harness.vm.accel import choose_accel
 
     t = time.monotonic()
     choice = choose_accel("auto", QEMU, guest[0], guest[1], use_cache=False)

@@ -3,7 +3,7 @@
 
 def test_corrupt_capability_cache_is_reprobed(tmp_path, monkeypatch):
     """A damaged cache file is ignored and rewritten, not a crash."""
-    import harness.preflight as pf
+    import harness.qemu.preflight as pf
 
     monkeypatch.setenv("NUMA_HARNESS_CACHE", str(tmp_path))
     binary = pf.find_binary()

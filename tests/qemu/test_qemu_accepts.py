@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.preflight import find_binary, preflight
-from harness.qemu_argv import machine_argv
-from harness.qmp import SyncQMP
+from harness.qemu.argv import machine_argv
+from harness.qemu.preflight import find_binary, preflight
 from harness.topology import load, preset_names
+from harness.vm.qmp import SyncQMP
 
 
 @pytest.mark.parametrize("preset", preset_names())

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import accel
-from harness.accel import choose_accel, judge_probe, probe_argv
+from harness.vm import accel
+from harness.vm.accel import choose_accel, judge_probe, probe_argv
 
 CONSOLE_OK = "[    0.0] Linux version 6.12.1\nnuma-harness: init running\n[ 1.0] reboot: Power down\n"
 

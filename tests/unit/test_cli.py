@@ -2,12 +2,12 @@
 
 import json
 
-from harness.cli import format_argv, main
+from harness.cli.main import format_argv, main
 
 
 def test_validate_presets_exit_0(capsys):
-    from harness.paths import TOPOLOGIES_DIR
-    files = sorted(str(p) for p in TOPOLOGIES_DIR.glob("*.yaml"))
+    from harness.resources import presets_dir
+    files = sorted(str(p) for p in presets_dir().glob("*.yaml"))
     assert main(["validate", *files]) == 0
     assert capsys.readouterr().out.count("ok ") == len(files)
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import console as con
-from harness.console import classify_line, find_kernel_problem, find_kernel_problems, parse_milestone
+from harness.vm import console as con
+from harness.vm.console import classify_line, find_kernel_problem, find_kernel_problems, parse_milestone
 
 DATA = Path(__file__).parent / "data"
 CLEAN_BOOT = (DATA / "console_clean_boot.log").read_text()  # a real boot of Debian 6.12 under TCG

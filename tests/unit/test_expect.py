@@ -1,5 +1,5 @@
-from harness.expect import mismatches
-from harness.guest_nodes import parse_nodes
+from harness.guest.expect import mismatches
+from harness.guest.nodes import parse_nodes
 from harness.topology.model import Expect, NodeExpect
 from harness.topology.schema import IdList, Size
 

@@ -1,4 +1,4 @@
-from harness.guest_needs import guest_needs, unmet_requirements
+from harness.kernel.needs import guest_needs, unmet_requirements
 from harness.topology import load
 
 STOCK_MASKS = {"possible", "online", "has_cpu", "has_memory", "has_normal_memory", "has_generic_initiator"}

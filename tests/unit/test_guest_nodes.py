@@ -1,4 +1,4 @@
-from harness.guest_nodes import parse_nodes
+from harness.guest.nodes import parse_nodes
 
 SAMPLE = """mask possible 0-2
 mask online 0-2

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from harness.errors import GuestCommandError
-from harness.guest_setup import (
+from harness.guest.setup import (
     CHUNK_LIMIT,
     GuestSetupError,
     SetupResult,

@@ -1,4 +1,4 @@
-"""Pure logic of harness.initramfs: module closure, cpio writer, cache keys, cmdline helpers."""
+"""Pure logic of harness.image.initramfs: module closure, cpio writer, cache keys, cmdline helpers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from harness.initramfs import (
+from harness.image.initramfs import (
     GUEST_MODULES,
     INIT_SCRIPT,
     CpioWriter,

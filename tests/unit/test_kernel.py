@@ -1,4 +1,4 @@
-"""Pure logic of harness.kernel: .config parsing and checks, bzImage headers, apt output."""
+"""Pure logic of harness.kernel.sources: .config parsing and checks, bzImage headers, apt output."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import KernelError
-from harness.kernel import (
+from harness.kernel.sources import (
     Kernel,
     check_config,
     describe_missing,
@@ -149,7 +149,7 @@ def test_apt_depends_resolution():
 
 
 def test_kernel_from_tree_needs_a_built_bzimage(tmp_path):
-    from harness.kernel import kernel_from_tree
+    from harness.kernel.sources import kernel_from_tree
 
     with pytest.raises(KernelError) as ei:
         kernel_from_tree(tmp_path)
@@ -157,7 +157,7 @@ def test_kernel_from_tree_needs_a_built_bzimage(tmp_path):
 
 
 def test_kernel_from_tree_without_modules_needs_no_make(tmp_path):
-    from harness.kernel import kernel_from_tree
+    from harness.kernel.sources import kernel_from_tree
 
     boot = tmp_path / "arch" / "x86" / "boot"
     boot.mkdir(parents=True)

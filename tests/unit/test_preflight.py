@@ -3,8 +3,16 @@
 import pytest
 
 from harness.errors import QemuError
-from harness.preflight import Capabilities, argv_uses, check_argv, load_features, parse_props, parse_type_list, parse_version
-from harness.qemu_argv import machine_argv
+from harness.qemu.argv import machine_argv
+from harness.qemu.preflight import (
+    Capabilities,
+    argv_uses,
+    check_argv,
+    load_features,
+    parse_props,
+    parse_type_list,
+    parse_version,
+)
 from harness.topology import load
 
 DEVICE_HELP = '''Controller/Bridge/Hub devices:

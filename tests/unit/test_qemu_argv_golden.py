@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.qemu_argv import machine_argv
+from harness.qemu.argv import machine_argv
 from harness.topology import load, preset_names
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"

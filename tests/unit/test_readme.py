@@ -1,8 +1,11 @@
 """The README stays true: its topology reference is the model's, its presets are the presets."""
 
-from harness.paths import PROJECT_ROOT
+from pathlib import Path
+
 from harness.topology import preset_names
 from harness.topology.reference import BEGIN, END, reference_markdown
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 README = (PROJECT_ROOT / "README.md").read_text()
 

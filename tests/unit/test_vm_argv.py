@@ -4,10 +4,19 @@ from pathlib import Path
 
 import pytest
 
-from harness.ports import hostfwd_bind_failed, pick_free_port, port_is_free
-from harness.vm import (BootSpec, Timeouts, VMState, WorkFiles, build_qemu_argv, check_machine_argv,
-                        kernel_cmdline, read_state, socket_path_problem)
 from harness.errors import VMStateError
+from harness.vm.machine import (
+    BootSpec,
+    Timeouts,
+    VMState,
+    WorkFiles,
+    build_qemu_argv,
+    check_machine_argv,
+    kernel_cmdline,
+    read_state,
+    socket_path_problem,
+)
+from harness.vm.ports import hostfwd_bind_failed, pick_free_port, port_is_free
 
 MACHINE = ["-machine", "q35", "-m", "1G", "-smp", "2", "-accel", "tcg", "-cpu", "max,-hypervisor"]
 

@@ -5,7 +5,7 @@ Launch
     sockets in the VM's work directory. The harness connects QMP (milestone
     ``qemu-up``: QEMU parsed its command line and built the machine), starts
     following ``console.log`` (written by QEMU itself, see
-    :mod:`harness.console`), then sends ``cont``; no console byte is lost.
+    :mod:`harness.vm.console`), then sends ``cont``; no console byte is lost.
     Boot milestones are then awaited, each with its timeout (measured from
     ``cont``): ``kernel-started`` (the ``Linux version`` line),
     ``init-running``, then ``sshd-ready`` and ``ssh-ready`` (an SSH login
@@ -48,16 +48,16 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-from harness import console as con
 from harness.errors import BootError, GuestCommandError, GuestPanic, VMStateError
-from harness.initramfs import guest_cmdline
-from harness.ports import hostfwd_bind_failed, pick_free_port, port_is_free
-from harness.qmp import QMPFailure, SyncQMP
-from harness.ssh import CommandResult, GuestSSH, KeyPair, generate_keypair, load_keypair
+from harness.image.initramfs import guest_cmdline
+from harness.vm import console as con
+from harness.vm.ports import hostfwd_bind_failed, pick_free_port, port_is_free
+from harness.vm.qmp import QMPFailure, SyncQMP
+from harness.vm.ssh import CommandResult, GuestSSH, KeyPair, generate_keypair, load_keypair
 
 __all__ = ["Timeouts", "BootSpec", "VM", "VMState", "CommandResult", "build_qemu_argv", "kernel_cmdline",
            "read_state", "STATE_FILE"]
@@ -215,6 +215,7 @@ def qemu_error_lines(text: str) -> str:
 # --------------------------------------------------------------------------
 
 _PR_SET_PDEATHSIG = 1
+_prctl: Callable[..., int] | None
 try:
     _prctl = ctypes.CDLL(None, use_errno=True).prctl
 except (OSError, AttributeError):  # not Linux
@@ -270,7 +271,7 @@ def pid_alive(pid: int, marker: str | None = None) -> bool:
         return False
 
 
-_LIVE: "weakref.WeakSet[VM]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[VM] = weakref.WeakSet()
 _HOOKS_INSTALLED = False
 _HOOK_LOCK = threading.Lock()
 
@@ -325,7 +326,7 @@ class VMState:
         return json.dumps(self.__dict__, indent=1, sort_keys=True) + "\n"
 
     @classmethod
-    def from_json(cls, text: str) -> "VMState":
+    def from_json(cls, text: str) -> VMState:
         """Parse :meth:`to_json`'s output; ValueError if it is not a state file."""
         data = json.loads(text)
         if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
@@ -360,7 +361,7 @@ class VM:
 
     Use as a context manager; ``__exit__`` always shuts down. The class prints
     nothing; ``on_milestone(name)`` is called for each milestone of
-    :data:`harness.console.MILESTONES` as it is reached (from a background
+    :data:`harness.vm.console.MILESTONES` as it is reached (from a background
     thread for console milestones).
     """
 
@@ -458,14 +459,15 @@ class VM:
         assert self.spec is not None and self._key is not None
         given = self.spec.ssh_port
         cmdline = kernel_cmdline(self.spec.append, self.spec.modules, self._key.public_body)
-        for attempt in range(PORT_ATTEMPTS):
+        for _attempt in range(PORT_ATTEMPTS):
             self.ssh_port = given or pick_free_port()
             argv = build_qemu_argv(self.spec, self._files, self.ssh_port, cmdline)
             if self._launch(argv):
                 return
             stderr = self._qemu_stderr()
             if hostfwd_bind_failed(stderr) is None:
-                raise BootError(f"QEMU exited at once (status {self._proc.returncode}): "
+                status = self._proc.returncode if self._proc is not None else None
+                raise BootError(f"QEMU exited at once (status {status}): "
                                 f"{_first_line(stderr) or 'no message'}",
                                 hint="check the topology's QEMU options", detail=qemu_error_lines(stderr))
             if given:
@@ -790,7 +792,7 @@ class VM:
                 self._done = True
                 self._release()
 
-    def __enter__(self) -> "VM":
+    def __enter__(self) -> VM:
         """Start the VM if :meth:`start` was not called yet (it cleans up if it fails)."""
         if self._proc is None and self._owner and not self._done:
             self.start()
@@ -828,7 +830,7 @@ class VM:
 
     @classmethod
     def attach(cls, state_dir: Path, *, ssh_timeout: float = 15.0,
-               on_milestone: Callable[[str], None] | None = None) -> "VM":
+               on_milestone: Callable[[str], None] | None = None) -> VM:
         """Reconnect to a background VM from ``state_dir/vm.json`` (SSH, QMP, console log).
 
         VMStateError if there is none or its QEMU is gone (the stale state file is

@@ -30,7 +30,7 @@ mem0, mem1, ... in probe order, and QEMU gives every device without ``sn=``
 the same serial (0), so neither names nor serials identify a device. The
 PCI path does: a pxb-cxl's root bus number is its ``bus_nr``, and QEMU
 places root ports on a host bridge, and downstream ports in a switch, at
-device numbers 0, 1, 2, ... in the order :mod:`harness.qemu_argv` creates
+device numbers 0, 1, 2, ... in the order :mod:`harness.qemu.argv` creates
 them (the topology's list order; it passes no ``addr=``); a switch's
 upstream port and a type-3 device are device 0 on their parent port's
 secondary bus. So each device has a key ``<bus_nr hex>/<dev.fn>/...`` (e.g.
@@ -46,10 +46,10 @@ from __future__ import annotations
 import json
 import shlex
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
-from .errors import GuestCommandError
-from .topology.model import Cxl, Region, Topology
+from harness.errors import GuestCommandError
+from harness.topology.model import Cxl, Region, Topology
 
 #: Where the script is written in the guest before it runs.
 GUEST_SCRIPT_PATH = "/tmp/harness-guest-setup.sh"
@@ -76,10 +76,10 @@ class RegionResult:
 
     name: str                   # region0, ...
     size: int                   # bytes
-    node: Optional[int]         # NUMA node of its memory (target node for devdax); None if unknown
+    node: int | None         # NUMA node of its memory (target node for devdax); None if unknown
     mode: str                   # ram | pmem
     online: str                 # system-ram | system-ram-movable | devdax
-    dax: Optional[str] = None   # daxN.M, if a dax device was created
+    dax: str | None = None   # daxN.M, if a dax device was created
     memdevs: tuple[str, ...] = ()    # guest memdevs in position order
     decoders: tuple[str, ...] = ()   # endpoint decoders in position order
 
@@ -90,7 +90,7 @@ class SetupResult:
 
     regions: list[RegionResult] = field(default_factory=list)
     memdevs: dict[str, str] = field(default_factory=dict)   # QEMU device id -> guest memdev (memN)
-    demotion: Optional[bool] = None
+    demotion: bool | None = None
     output: str = ""            # the script's stdout, for logs
 
 

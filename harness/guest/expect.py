@@ -6,9 +6,9 @@ the node and both values. Empty means the guest matches.
 
 from __future__ import annotations
 
-from .guest_nodes import GuestNodes
-from .topology.model import Expect
-from .topology.schema import format_size
+from harness.guest.nodes import GuestNodes
+from harness.topology.model import Expect
+from harness.topology.schema import format_size
 
 
 def _mib(n: int) -> str:
@@ -39,6 +39,7 @@ def mismatches(e: Expect, g: GuestNodes) -> list[str]:
         got_groups = [grp for grp in got_groups if grp]
         want = [tuple(grp) for grp in e.tiers]
         if got_groups != want:
-            show = lambda gs: " > ".join("{" + ",".join(map(str, grp)) + "}" for grp in gs) or "none"
+            def show(gs):
+                return " > ".join("{" + ",".join(map(str, grp)) + "}" for grp in gs) or "none"
             out.append(f"expected memory tiers {show(want)} (fastest first), guest has {show(got_groups)}")
     return out

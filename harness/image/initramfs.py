@@ -5,7 +5,7 @@ entries, a /dev/console node, deterministic timestamps), so no fakeroot or loop 
 needed. Images are cached in ``cache_dir()/images/<key>.cpio`` keyed by a hash of every
 input; a manifest next to each image records the input groups so a rebuild can say why.
 
-Kernel command line contract (read by the guest's /init, ``harness/guest/init``)
+Kernel command line contract (read by the guest's /init, ``harness/guest/files/init``)
 ---------------------------------------------------------------------------------
 All parameters are optional; :func:`guest_cmdline` builds them.
 
@@ -53,13 +53,15 @@ import stat
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Callable, Iterable, Mapping, Sequence
+from typing import BinaryIO
 
 from harness.errors import ImageError
-from harness.kernel import Kernel
-from harness.paths import GUEST_TESTS_DIR, cache_dir
+from harness.kernel.sources import Kernel
+from harness.paths import cache_dir
+from harness.resources import guest_files_dir, guest_programs_dir
 
 Progress = Callable[[str], None] | None
 
@@ -126,7 +128,7 @@ KEEP_IMAGES = 8
 CMD_TIMEOUT = 120
 MAKE_TIMEOUT = 900
 
-INIT_SCRIPT = Path(__file__).resolve().parent / "guest" / "init"
+INIT_SCRIPT = guest_files_dir() / "init"
 
 GROUP_REASONS = {
     "format": "image format changed",
@@ -507,7 +509,7 @@ class Inputs:
 
 
 def _busybox() -> tuple[Path, list[str]]:
-    bb = None
+    bb: Path | None = None
     for cand in ("/bin/busybox", "/usr/bin/busybox"):
         p = Path(cand)
         if p.is_file():
@@ -515,6 +517,7 @@ def _busybox() -> tuple[Path, list[str]]:
             break
     if bb is None:
         bb = find_host_program("busybox", BUSYBOX_PACKAGE)
+    assert bb is not None  # find_host_program raises when a required program is missing
     if shared_libraries(bb):
         raise ImageError(f"{bb} is not statically linked", hint=f"install {BUSYBOX_PACKAGE} ({HOST_DEPS_HINT})")
     proc = _run([str(bb), "--list-full"], "listing busybox applets")
@@ -558,18 +561,24 @@ def _kernel_modules(kernel: Kernel) -> tuple[dict[str, list[str]], list[str], li
 
 
 def _guest_tests(progress: Progress) -> dict[str, Path]:
-    """Build guest-tests (if it has a Makefile) and list its build outputs."""
-    if not (GUEST_TESTS_DIR / "Makefile").is_file():
+    """Build the guest programs (if their source folder has a Makefile) and list the outputs.
+
+    The sources ship inside the package (possibly read-only, in site-packages), so
+    the build writes into the cache: ``make -C SRC OUT=cache_dir()/guest-programs``.
+    """
+    src = guest_programs_dir()
+    if not (src / "Makefile").is_file():
         return {}
     make = find_host_program("make", "make")
-    proc = _run([str(make), "-s", "-C", str(GUEST_TESTS_DIR)], "building guest tests", timeout=MAKE_TIMEOUT)
+    build = cache_dir() / "guest-programs"
+    build.mkdir(parents=True, exist_ok=True)
+    _say(progress, "building guest programs")
+    proc = _run([str(make), "-s", "-C", str(src), f"OUT={build}"], "building guest programs",
+                timeout=MAKE_TIMEOUT)
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr + proc.stdout).strip().splitlines()[-20:])
-        raise ImageError(f"`make -C {GUEST_TESTS_DIR}` failed", hint="fix the guest test build", detail=tail)
-    build = GUEST_TESTS_DIR / "build"
-    if not build.is_dir():
-        return {}
-    return {str(p.relative_to(build)): p for p in sorted(build.rglob("*")) if p.is_file()}
+        raise ImageError(f"`make -C {src} OUT={build}` failed", hint="fix the guest program build", detail=tail)
+    return {str(p.relative_to(build)): p for p in sorted(build.rglob("*")) if p.is_file() and not p.name.startswith(".")}
 
 
 def host_key(progress: Progress = None) -> Path:
@@ -690,7 +699,7 @@ def _write_image(tree: Tree, dest: Path) -> None:
                 with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as gz:
                     tree.write(CpioWriter(gz))  # type: ignore[arg-type]
             else:
-                buf = io.BufferedWriter(raw, 1 << 20)  # type: ignore[arg-type]
+                buf = io.BufferedWriter(raw, 1 << 20)
                 tree.write(CpioWriter(buf))
                 buf.flush()
         os.chmod(tmp, 0o644)

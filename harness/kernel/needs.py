@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .topology.model import Topology
+from harness.topology.model import Topology
 
 # The harness's own needs, whatever the topology: console, initramfs, the
 # virtio network SSH runs over, NUMA.

@@ -29,9 +29,9 @@ import shutil
 import struct
 import subprocess
 import tempfile
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
 
 from harness.errors import KernelError
 from harness.paths import cache_dir

@@ -15,9 +15,9 @@ import select
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import paramiko
 
@@ -297,7 +297,7 @@ def _pump_shell(chan: paramiko.Channel, in_fd: int, out_fd: int, size: tuple[int
         if new_size != size:
             size = new_size
             chan.resize_pty(width=size[0], height=size[1])
-        ready, _, _ = select.select([chan, in_fd], [], [], 0.3)
+        ready, _, _ = select.select([chan, in_fd], [], [], 0.3)  # type: ignore[type-var]
         if chan in ready or chan.recv_ready():
             data = chan.recv(65536)
             if not data:

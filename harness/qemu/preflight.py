@@ -15,14 +15,15 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import yaml
 
-from .errors import QemuError
-from .paths import QEMU_DATA_DIR, cache_dir
+from harness.errors import QemuError
+from harness.paths import cache_dir
+from harness.resources import qemu_features_file
 
 QEMU_ENV = "NUMA_HARNESS_QEMU"
 DEFAULT_BINARY = "qemu-system-x86_64"
@@ -54,7 +55,7 @@ class Capabilities:
 
 
 def load_features(path: Path | None = None) -> list[Feature]:
-    data = yaml.safe_load((path or QEMU_DATA_DIR / "features.yaml").read_text())
+    data = yaml.safe_load((path or qemu_features_file()).read_text())
     out = []
     for f in data["features"]:
         match = tuple((k, v) for m in f["match"] for k, v in m.items())
@@ -117,7 +118,7 @@ def _cache_file(binary: str) -> Path:
     return cache_dir() / "qemu-caps" / f"{key}.json"
 
 
-def capabilities(binary: str, *, needed_types: set[tuple[str, str]] = frozenset()) -> Capabilities:
+def capabilities(binary: str, *, needed_types: frozenset[tuple[str, str]] | set[tuple[str, str]] = frozenset()) -> Capabilities:
     """What ``binary`` supports; per-type property lists are probed for ``needed_types``
     (("device"|"object", type)) and cached alongside the rest."""
     cf = _cache_file(binary)
@@ -197,13 +198,12 @@ def check_argv(argv: list[str], caps: Capabilities, features: list[Feature]) -> 
         if kind in ("device", "object"):
             known = caps.devices if kind == "device" else caps.objects
             if tp not in known:
-                feat = _feature_for(features, kind, tp, None)
-                raise _missing(caps, feat, f"{kind} type '{tp}'")
+                raise _missing(caps, _feature_for(features, kind, tp, None), f"{kind} type '{tp}'")
             table = caps.device_props if kind == "device" else caps.object_props
             for prop in sorted(props - _IMPLICIT_PROPS):
                 if tp in table and prop not in table[tp]:
-                    feat = _feature_for(features, kind, tp, prop)
-                    raise _missing(caps, feat, f"property '{prop}' of {kind} '{tp}'")
+                    raise _missing(caps, _feature_for(features, kind, tp, prop),
+                                   f"property '{prop}' of {kind} '{tp}'")
 
 
 def _feature_applies(feat: Feature, kind: str, tp: str, props: set[str]) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .topology.schema import IdList
+from harness.topology.schema import IdList
 
 NODES_COMMAND = r"""
 cd /sys/devices/system/node || exit 1

@@ -36,9 +36,9 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 # --------------------------------------------------------------------------
 # Milestones
@@ -487,7 +487,7 @@ class ConsoleSocket:
         except OSError:
             pass
 
-    def __enter__(self) -> "ConsoleSocket":
+    def __enter__(self) -> ConsoleSocket:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -523,7 +523,7 @@ def interact(sock_path: Path, *, stdin: int | None = None, stdout: int | None = 
 
 def _pump(sock: socket.socket, in_fd: int, out_fd: int, alive: Callable[[], bool]) -> None:
     while alive():
-        ready, _, _ = select.select([sock, in_fd], [], [], 0.5)
+        ready, _, _ = select.select([sock, in_fd], [], [], 0.5)  # type: ignore[type-var]
         if sock in ready:
             data = sock.recv(4096)
             if not data:

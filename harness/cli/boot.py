@@ -12,21 +12,22 @@ import shlex
 import shutil
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 from rich.console import Console
+from rich.status import Status
 from rich.table import Table
 
-from .boot import KernelSpec, Prepared, prepare
-from .errors import HarnessError, VMStateError
-from .guest_nodes import NODES_COMMAND, GuestNodes, parse_nodes
-from .guest_needs import unmet_requirements
-from .guest_setup import apply_guest_setup, has_setup
-from .paths import state_dir
-from .topology.schema import format_size
-from .vm import VM, read_state
+from harness.boot import KernelSpec, Prepared, prepare
+from harness.errors import HarnessError, VMStateError
+from harness.guest.nodes import NODES_COMMAND, GuestNodes, parse_nodes
+from harness.guest.setup import apply_guest_setup, has_setup
+from harness.kernel.needs import unmet_requirements
+from harness.paths import state_dir
+from harness.topology.schema import format_size
+from harness.vm.machine import VM, read_state
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -43,7 +44,7 @@ class Steps:
 
     def __init__(self, console: Console):
         self.console = console
-        self._status = None
+        self._status: Status | None = None
         self._title: str | None = None
         self._t0 = 0.0
         self._closed = False
@@ -121,8 +122,8 @@ def _check_problems(vm: VM) -> None:
 
 def nodes_table(g: GuestNodes, title: str = "guest NUMA nodes") -> Table:
     table = Table(title=title, title_justify="left")
-    for col, just in (("node", "right"), ("CPUs", "left"), ("MemTotal", "right"), ("MemFree", "right"), ("tier", "right"), ("masks", "left")):
-        table.add_column(col, justify=just)
+    for col in ("node", "CPUs", "MemTotal", "MemFree", "tier", "masks"):
+        table.add_column(col, justify="left" if col in ("CPUs", "masks") else "right")
     mask_names = [m for m in g.masks if m.startswith("has_")]
     for nid, n in sorted(g.nodes.items()):
         in_masks = [m[4:] for m in mask_names if nid in g.masks[m]]

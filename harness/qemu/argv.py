@@ -11,8 +11,8 @@ section of qemu-options (node, dist, hmat-lb, hmat-cache).
 
 from __future__ import annotations
 
-from .topology.model import Node, Topology, Type3
-from .topology.schema import format_size
+from harness.topology.model import Node, Topology, Type3
+from harness.topology.schema import format_size
 
 # Prefix of ids the harness generates (memory backends); topologies may not use it.
 BACKEND_PREFIX = "hmem-"

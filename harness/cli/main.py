@@ -10,15 +10,15 @@ import argparse
 import json
 import shlex
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from rich.console import Console
 from rich.table import Table
 
-from . import __version__
-from .errors import HarnessError
-from .qemu_argv import machine_argv
-from .topology import load, preset_names
+from harness import __version__
+from harness.errors import HarnessError
+from harness.qemu.argv import machine_argv
+from harness.topology import load, preset_names
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -80,7 +80,7 @@ def format_argv(argv: Sequence[str]) -> str:
 
 @command("qemu-cmd")
 def cmd_qemu_cmd(args: argparse.Namespace) -> int:
-    from .preflight import find_binary, preflight
+    from harness.qemu.preflight import find_binary, preflight
 
     topo = load(args.topology).topology
     accel = args.accel if args.accel != "auto" else "tcg"
@@ -120,9 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_boot_commands(sub: argparse._SubParsersAction) -> None:
-    """Boot commands live in harness.cli_boot; imported lazily so topology commands stay fast."""
+    """Boot commands live in harness.cli.boot; imported lazily so topology commands stay fast."""
     try:
-        from . import cli_boot
+        from harness.cli import boot as cli_boot
     except ImportError:
         return
     cli_boot.register(sub, command)

@@ -20,9 +20,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness.console import INIT_RUNNING, parse_milestone
 from harness.errors import QemuError
 from harness.paths import cache_dir
+from harness.vm.console import INIT_RUNNING, parse_milestone
 
 TCG_CPU = "max,-hypervisor"  # -hypervisor: stock kernels' CXL region commit needs it (FACTS.md)
 KVM_CPU = "host"
@@ -100,7 +100,7 @@ def judge_probe(exit_status: int | None, stderr: str, console: str) -> str | Non
 
 def probe_kvm(qemu_binary: str, kernel: Path, initrd: Path, timeout: float = PROBE_TIMEOUT) -> str | None:
     """Boot the guest once under KVM; None if it worked, else why not."""
-    from harness.vm import popen_qemu, terminate_process  # late: vm imports much more
+    from harness.vm.machine import popen_qemu, terminate_process  # late: vm imports much more
 
     with tempfile.TemporaryDirectory(prefix="numa-harness-kvm-") as tmp:
         log, err = Path(tmp) / "console.log", Path(tmp) / "qemu.log"
@@ -157,7 +157,7 @@ def _qemu_identity(qemu_binary: str) -> str:
 
 
 def _kernel_release(kernel: Path) -> str:
-    from harness.kernel import read_bzimage_release
+    from harness.kernel.sources import read_bzimage_release
 
     try:
         return read_bzimage_release(kernel)

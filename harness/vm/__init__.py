@@ -1,0 +1,7 @@
+"""One VM's life on the host: launch and supervise QEMU (:mod:`.machine`), follow its serial
+console (:mod:`.console`), talk QMP (:mod:`.qmp`) and SSH (:mod:`.ssh`), pick the accelerator
+(:mod:`.accel`) and a loopback port (:mod:`.ports`).
+
+Owns: processes, sockets, timeouts, the guarantee that no QEMU outlives its owner. Must not know:
+topologies or YAML (it boots a ready argv), what the guest is asked to do.
+"""
