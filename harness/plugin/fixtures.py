@@ -1,0 +1,79 @@
+"""The plugin's fixtures: ``numa_harness_pool``, ``vm``, ``guest``, ``stats``."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.errors import HarnessError
+from harness.guest.state import GuestState
+from harness.plugin.hooks import MACHINE, MARK, PROBLEMS_BEFORE, pool
+from harness.plugin.machine import Machine
+from harness.plugin.pool import VMPool
+
+_COUNTER = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def numa_harness_pool(pytestconfig: pytest.Config) -> VMPool:
+    """The session's VMs, one per topology (booted on first use, shut down at the end)."""
+    return pool(pytestconfig)
+
+
+def _baseline(m: Machine) -> GuestState:
+    """The state every test starts from: no balancing, no THP, demotion as the topology says (else off)."""
+    demotion = m.topology.guest.demotion
+    return GuestState.of(demotion=bool(demotion))
+
+
+@pytest.fixture
+def vm(request: pytest.FixtureRequest, numa_harness_pool: VMPool) -> Iterator[Machine]:
+    """The booted machine of the test's ``@pytest.mark.topology``, in a known state."""
+    item = request.node
+    marker = item.get_closest_marker("topology")
+    if marker is None or not marker.args:
+        pytest.fail(f"{item.nodeid} uses the vm fixture but has no @pytest.mark.topology(...)", pytrace=False)
+    base = Path(str(item.path)).parent
+    try:
+        m = numa_harness_pool.machine(marker.args[0], base)
+    except HarnessError as e:
+        pytest.fail(f"numa-harness: {e}" + (f"\n{e.detail}" if e.detail else ""), pytrace=False)
+    masks = item.get_closest_marker("requires_node_mask")
+    if masks is not None:
+        have = m.run("ls /sys/devices/system/node", timeout=30).stdout.split()
+        missing = [name for name in masks.args if name not in have]
+        if missing:
+            pytest.skip(f"the guest kernel has no node mask {', '.join(missing)} "
+                        f"(it has {', '.join(sorted(n for n in have if n.startswith('has_')))})")
+    wanted = item.get_closest_marker("guest_state")
+    state = GuestState.of(_baseline(m), **wanted.kwargs) if wanted else _baseline(m)
+    mark = f"pytest begin {next(_COUNTER)} {item.nodeid}"
+    try:
+        m.apply_state(state, mark=mark)
+    except HarnessError as e:
+        pytest.fail(f"numa-harness: {e}", pytrace=False)
+    item.stash[MACHINE] = m
+    item.stash[MARK] = mark
+    item.stash[PROBLEMS_BEFORE] = len(m.problems())
+    yield m
+
+
+class Guest:
+    """Runs the guest programs (``place``, ``move``, ``migrate``, ``pressure``) on a machine."""
+
+    def __init__(self, machine: Machine) -> None:
+        self.machine = machine
+
+    def run(self, program: str, *args: str | int, timeout: float = 300) -> dict[str, Any]:
+        """Run ``program`` with ``args``; its JSON report as a dict."""
+        return self.machine.program(program, *args, timeout=timeout)
+
+
+@pytest.fixture
+def guest(vm: Machine) -> Guest:
+    """Guest programs on the test's machine, returning their reports."""
+    return Guest(vm)

@@ -1,0 +1,134 @@
+"""A booted guest of one topology, as a test sees it: run commands and programs, set state, read logs.
+
+:class:`Machine` wraps a started :class:`harness.vm.machine.VM` with what the
+plugin learned while booting it (the topology, the guest set-up's regions)
+and the few operations every test needs. It holds no pytest logic; the
+plugin's fixtures hand it to tests as ``vm``.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.boot import Prepared
+from harness.errors import GuestCommandError
+from harness.guest.setup import SetupResult
+from harness.guest.state import GuestState, mismatches, parse_state_output, state_command
+from harness.image.initramfs import GUEST_TESTS_IMAGE_DIR
+from harness.topology.model import Topology
+from harness.vm.console import Problem
+from harness.vm.machine import VM, CommandResult
+
+#: Where the guest-state program is in the image.
+GUEST_STATE_PROGRAM = "/usr/lib/numa-harness/bin/guest-state"
+
+
+class ProgramError(GuestCommandError):
+    """A guest program failed as a program (usage error, crash, no JSON), not as a refused syscall."""
+
+
+@dataclass
+class Machine:
+    """One booted VM shared by the tests of its topology."""
+
+    name: str                       # the topology's name (preset name or file stem)
+    prepared: Prepared
+    vm: VM
+    setup: SetupResult
+    state: dict[str, str] = field(default_factory=dict)  # knobs as last read back from the guest
+    failed_tests: list[str] = field(default_factory=list)
+
+    @property
+    def topology(self) -> Topology:
+        """The validated topology this VM was booted from."""
+        return self.prepared.loaded.topology
+
+    @property
+    def console_log(self) -> Path:
+        """QEMU's log of the guest's serial console."""
+        return self.vm.console_log
+
+    @property
+    def running(self) -> bool:
+        """Whether QEMU still runs."""
+        return self.vm.running
+
+    # -- commands --------------------------------------------------------------
+
+    def run(self, command: str, *, timeout: float = 120, check: bool = True) -> CommandResult:
+        """Run a shell command line in the guest as root; ``check`` raises on a non-zero exit."""
+        return self.vm.run(command, timeout=timeout, check=check)
+
+    def program(self, name: str, *args: str | int, timeout: float = 300) -> dict[str, Any]:
+        """Run guest program ``name`` (from ``guest-tests``) with ``args``; its JSON object.
+
+        Raises ProgramError if it exits non-zero (a usage or harness error: a
+        refused syscall is reported in the JSON with exit 0) or prints no JSON.
+        """
+        argv = [f"{GUEST_TESTS_IMAGE_DIR}/{name}", *map(str, args)]
+        r = self.vm.run(shlex.join(argv), timeout=timeout)
+        if r.exit_status != 0:
+            raise ProgramError(f"guest program {name} exited with status {r.exit_status}",
+                               detail=(r.stderr or r.stdout)[-2000:])
+        return parse_program_json(name, r.stdout)
+
+    # -- state -----------------------------------------------------------------
+
+    def apply_state(self, state: GuestState, *, mark: str | None = None) -> dict[str, str]:
+        """Set the guest's page-moving knobs; ends guest programs left running; marks dmesg.
+
+        Raises GuestCommandError if the guest refuses a value or reads back another.
+        """
+        r = self.vm.run(state_command(GUEST_STATE_PROGRAM, state, mark=mark), timeout=60)
+        got = parse_state_output(r.stdout)
+        wrong = mismatches(state, got)
+        if wrong:
+            raise GuestCommandError(f"the guest did not take the requested state: {'; '.join(wrong)}")
+        self.state = got
+        return got
+
+    # -- logs ------------------------------------------------------------------
+
+    def dmesg_since(self, mark: str, *, timeout: float = 30) -> str:
+        """The guest kernel log after the line carrying ``mark`` (all of it if the mark is gone)."""
+        r = self.vm.run("dmesg", timeout=timeout, check=False)
+        return cut_after_mark(r.stdout, mark)
+
+    def console_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of the serial console log."""
+        try:
+            text = self.console_log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.replace("\r", "").splitlines()[-lines:])
+
+    def problems(self) -> list[Problem]:
+        """Kernel problems seen on the console since boot."""
+        return self.vm.problems()
+
+
+def parse_program_json(name: str, stdout: str) -> dict[str, Any]:
+    """The JSON object a guest program printed (the last line that parses as an object)."""
+    for line in reversed(stdout.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(data, dict):
+                return data
+    raise ProgramError(f"guest program {name} printed no JSON object", detail=stdout[-2000:])
+
+
+def cut_after_mark(dmesg: str, mark: str) -> str:
+    """The lines of ``dmesg`` after the last one containing ``mark`` (all lines if none does)."""
+    lines = dmesg.splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        if mark in lines[i]:
+            return "\n".join(lines[i + 1:])
+    return dmesg

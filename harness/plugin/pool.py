@@ -1,0 +1,149 @@
+"""One booted VM per topology per test session, booted when a test first needs it.
+
+:class:`VMPool` owns the session's VMs. ``machine(ref)`` returns the
+:class:`~harness.plugin.machine.Machine` for a topology (a preset name or a
+YAML path), booting and setting it up on first use; the same VM serves every
+later test of that topology. A VM that died (a panic, QEMU killed) is
+dropped and the next test gets a fresh one. A topology whose boot failed is
+remembered, so its other tests fail at once with the same message instead
+of booting again. ``close()`` shuts everything down; with
+``keep_on_failure`` a VM that served a failed test is left running as a
+background VM (``harness ssh pytest-NAME``) instead.
+
+No pytest here: the plugin passes options in and shows ``say`` messages.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.boot import KernelSpec, prepare, resolve_kernel
+from harness.errors import HarnessError
+from harness.guest.setup import apply_guest_setup
+from harness.kernel.sources import Kernel, parse_config
+from harness.paths import state_dir
+from harness.plugin.machine import Machine
+from harness.topology import resolve
+from harness.vm.machine import VM
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    """The session's choices (from the pytest command line)."""
+
+    kernel: KernelSpec = KernelSpec()
+    accel: str | None = None
+    qemu: str | None = None
+    keep_on_failure: bool = False
+
+
+class BootFailed(HarnessError):
+    """A topology's VM could not be booted or set up in this session (the first error, repeated)."""
+
+
+class VMPool:
+    """The session's VMs, one per topology."""
+
+    def __init__(self, options: PoolOptions, say: Callable[[str], None] | None = None) -> None:
+        self.options = options
+        self._say = say or (lambda _m: None)
+        self._machines: dict[Path, Machine] = {}
+        self._failures: dict[Path, HarnessError] = {}
+        self._kernel: Kernel | None = None
+        self._config: dict[str, str] | None = None
+
+    # -- kernel ----------------------------------------------------------------
+
+    def kernel(self) -> Kernel:
+        """The session's kernel (resolved once; fetching the default kernel if needed)."""
+        if self._kernel is None:
+            self._kernel = resolve_kernel(self.options.kernel, self._say)
+        return self._kernel
+
+    def kernel_config(self) -> dict[str, str] | None:
+        """The session kernel's ``.config`` options, or None when it is not known."""
+        if self._config is None:
+            k = self.kernel()
+            if k.config is None:
+                return None
+            self._config = parse_config(k.config.read_text(errors="replace"))
+        return self._config
+
+    # -- machines --------------------------------------------------------------
+
+    @staticmethod
+    def resolve_ref(ref: str | Path, base: Path | None = None) -> Path:
+        """A topology reference -> its YAML file: a path relative to ``base`` (the test's folder),
+        else relative to the working directory, else a preset name."""
+        p = Path(ref)
+        if base is not None and not p.is_absolute() and (p.suffix in (".yaml", ".yml") or "/" in str(ref)):
+            near = base / p
+            if near.is_file():
+                return near.resolve()
+        return resolve(ref).resolve()
+
+    def machine(self, ref: str | Path, base: Path | None = None) -> Machine:
+        """The running Machine for topology ``ref``, booted now if this is its first use."""
+        path = self.resolve_ref(ref, base)
+        failure = self._failures.get(path)
+        if failure is not None:
+            raise BootFailed(f"{path.stem}: booting failed earlier in this session: {failure}",
+                             detail=failure.detail)
+        m = self._machines.get(path)
+        if m is not None and m.running:
+            return m
+        if m is not None:  # died (panic, killed): the next test gets a fresh VM
+            self._say(f"numa-harness: the {m.name} VM is gone; booting a fresh one")
+            self.discard(m)
+        try:
+            m = self._boot(path)
+        except HarnessError as e:
+            self._failures[path] = e
+            raise
+        self._machines[path] = m
+        return m
+
+    def _boot(self, path: Path) -> Machine:
+        t0 = time.monotonic()
+        o = self.options
+        p = prepare(path, kernel=o.kernel, accel=o.accel, qemu=o.qemu, detach=o.keep_on_failure,
+                    name=f"pytest-{path.stem}", progress=None)
+        vm = VM(p.spec)
+        vm.start()
+        try:
+            setup = apply_guest_setup(vm, p.loaded.topology)
+        except BaseException:
+            vm.shutdown()
+            raise
+        self._say(f"numa-harness: booted {p.loaded.name} in {time.monotonic() - t0:.1f} s "
+                  f"(kernel {p.kernel.release}, accel {p.accel.accel}, {len(setup.regions)} CXL regions)")
+        return Machine(name=p.loaded.name, prepared=p, vm=vm, setup=setup)
+
+    def discard(self, m: Machine) -> None:
+        """Shut ``m`` down and forget it."""
+        for key, have in list(self._machines.items()):
+            if have is m:
+                del self._machines[key]
+        m.vm.shutdown()
+
+    def machines(self) -> list[Machine]:
+        """The VMs booted so far."""
+        return list(self._machines.values())
+
+    def close(self) -> list[str]:
+        """Shut every VM down (or keep the failed ones); lines to tell the user."""
+        notes = []
+        for m in self.machines():
+            if self.options.keep_on_failure and m.failed_tests and m.running:
+                d = state_dir() / f"pytest-{m.name}"
+                m.vm.write_state(d)
+                m.vm.close()
+                notes.append(f"numa-harness: kept the {m.name} VM for {len(m.failed_tests)} failed test(s): "
+                             f"harness ssh pytest-{m.name}   (harness down pytest-{m.name} when done)")
+            else:
+                m.vm.shutdown()
+        self._machines.clear()
+        return notes
