@@ -144,7 +144,11 @@ class NodeDelta:
 
     @property
     def pages_gained(self) -> int:
-        """Pages the node's free count fell by (negative if it freed pages): ``nr_free_pages``."""
+        """Pages the node's free count fell by (negative if it freed pages): ``nr_free_pages``.
+
+        Freed pages first sit on per-CPU lists, which ``nr_free_pages`` does not count: after a
+        process that allocated and exited, this stays positive for a while. For "how many pages
+        were allocated here", use the node's ``numa_hit``/``numa_miss`` events instead."""
         return -self.vmstat_level("nr_free_pages").change
 
     def changed(self) -> dict[str, int]:
