@@ -52,3 +52,8 @@ def guest_files_dir() -> Path:
 def guest_programs_dir() -> Path:
     """Sources of the guest workload programs (C and a Makefile), built on the host."""
     return _dir("harness.guest", "programs")
+
+
+def node_masks_file() -> Path:
+    """The table of node masks (``has_*``) and ``mem_features`` bits and the classes they give."""
+    return _dir("harness.stats", "node_masks.yaml")

@@ -1,0 +1,67 @@
+"""Taking a snapshot: one guest command, one SSH round trip.
+
+The guest side is ``harness/guest/files/snapshot.sh`` (POSIX sh). Until the guest image carries
+it at :data:`IN_IMAGE`, its text is sent as the command itself, with ``set --`` giving it its
+arguments; switching to the in-image copy is the one line marked in :func:`snapshot_command`.
+"""
+
+from __future__ import annotations
+
+import shlex
+from functools import cache
+from typing import Any, Protocol
+
+from harness.errors import GuestCommandError
+from harness.resources import guest_files_dir
+
+#: Where the image build puts every non-init file of ``harness/guest/files``.
+IN_IMAGE = "/usr/lib/numa-harness/bin/snapshot.sh"
+
+#: A snapshot reads a few hundred small files; under TCG on a loaded host this stays well below.
+DEFAULT_TIMEOUT = 60.0
+
+
+class Runner(Protocol):
+    """Anything that runs a guest command line: ``harness.vm.machine.VM`` or a test double of it."""
+
+    def run(self, command: str, *, timeout: float = ...) -> Any: ...
+
+
+@cache
+def script_text() -> str:
+    return (guest_files_dir() / "snapshot.sh").read_text()
+
+
+def snapshot_args(*, pid: int | None = None, cgroup: str | None = None, cxl: bool = False,
+                  daxctl: bool = False, boot_log: bool = True) -> list[str]:
+    args: list[str] = []
+    if pid is not None:
+        args += ["-p", str(int(pid))]
+    if cgroup:
+        args += ["-g", cgroup]
+    if cxl:
+        args.append("-c")
+    if daxctl:
+        args.append("-x")
+    if not boot_log:
+        args.append("-B")
+    return args
+
+
+def snapshot_command(args: list[str]) -> str:
+    """The guest command line that prints one snapshot."""
+    # Once the image carries the script: return shlex.join([IN_IMAGE, *args])
+    return f"set -- {shlex.join(args)}\n{script_text()}"
+
+
+def collect(runner: Runner, *, pid: int | None = None, cgroup: str | None = None, cxl: bool = False,
+            daxctl: bool = False, boot_log: bool = True, timeout: float = DEFAULT_TIMEOUT) -> str:
+    """Run the snapshot script in the guest; its raw text (checked complete)."""
+    args = snapshot_args(pid=pid, cgroup=cgroup, cxl=cxl, daxctl=daxctl, boot_log=boot_log)
+    result = runner.run(snapshot_command(args), timeout=timeout)
+    text: str = result.stdout
+    if result.exit_status != 0 or not text.rstrip().endswith("@@ end"):
+        raise GuestCommandError(f"the guest's statistics snapshot failed (exit status {result.exit_status})",
+                                hint="is /sys mounted and the guest healthy? see the detail",
+                                detail=((result.stderr or "") + text[-2000:]).strip())
+    return text
