@@ -37,7 +37,7 @@ test began and, if the test used ``stats``, the statistics delta. A guest
 that panics fails its test; the next test of that topology gets a fresh VM.
 """
 
-from harness.plugin.fixtures import guest, numa_harness_pool, vm
+from harness.plugin.fixtures import guest, numa_harness_pool, stats, vm
 from harness.plugin.hooks import (
     pytest_addoption,
     pytest_collection_modifyitems,
@@ -51,5 +51,5 @@ from harness.plugin.hooks import (
 __all__ = [
     "guest", "numa_harness_pool", "pytest_addoption", "pytest_collection_modifyitems", "pytest_configure",
     "pytest_runtest_call", "pytest_runtest_makereport", "pytest_runtest_setup", "pytest_sessionfinish",
-    "vm",
+    "stats", "vm",
 ]

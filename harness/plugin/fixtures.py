@@ -11,9 +11,10 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.guest.state import GuestState
-from harness.plugin.hooks import MACHINE, MARK, PROBLEMS_BEFORE, pool
+from harness.plugin.hooks import MACHINE, MARK, PROBLEMS_BEFORE, STATS, pool
 from harness.plugin.machine import Machine
 from harness.plugin.pool import VMPool
+from harness.stats import Delta, Snapshot, snapshot
 
 _COUNTER = itertools.count(1)
 
@@ -77,3 +78,36 @@ class Guest:
 def guest(vm: Machine) -> Guest:
     """Guest programs on the test's machine, returning their reports."""
     return Guest(vm)
+
+
+class Stats:
+    """Node statistics of the test's machine: snapshots and deltas, one SSH round trip each.
+
+    ``before`` is the snapshot taken as the test began; ``delta()`` is the change from
+    it to now. ``snapshot(pid=..., cgroup=...)`` adds a process's numa_maps and a
+    cgroup's memory.numa_stat.
+    """
+
+    def __init__(self, machine: Machine) -> None:
+        self.machine = machine
+        self.before: Snapshot = self.snapshot()
+
+    def snapshot(self, pid: int | None = None, cgroup: str | None = None, *, cxl: bool = False) -> Snapshot:
+        """Every NUMA statistic of the guest now (counters folded first)."""
+        return snapshot(self.machine.vm, pid=pid, cgroup=cgroup, cxl=cxl)
+
+    def delta(self, since: Snapshot | None = None) -> Delta:
+        """What changed from ``since`` (default: the test's start) to now."""
+        return (since or self.before).delta(self.snapshot())
+
+    def describe_delta(self) -> str:
+        """The non-zero changes since the test began, for a failure report."""
+        return self.delta().summary()
+
+
+@pytest.fixture
+def stats(request: pytest.FixtureRequest, vm: Machine) -> Stats:
+    """Snapshots and deltas of the guest's node statistics (a snapshot is taken as the test begins)."""
+    probe = Stats(vm)
+    request.node.stash[STATS] = probe
+    return probe

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,7 @@ POOL = pytest.StashKey[VMPool]()
 MACHINE = pytest.StashKey[Machine]()
 MARK = pytest.StashKey[str]()
 PROBLEMS_BEFORE = pytest.StashKey[int]()
-STATS = pytest.StashKey[object]()
+STATS = pytest.StashKey[Any]()
 
 MARKERS = (
     "topology(ref): run on this numa-harness topology (preset name or YAML path); one VM per topology per session",
@@ -147,7 +148,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     probe = item.stash.get(STATS, None)
     if probe is not None and m.running:
         try:
-            report.sections.append(("numa-harness: statistics delta", probe.describe_delta()))  # type: ignore[attr-defined]
+            report.sections.append(("numa-harness: statistics delta since the test began", probe.describe_delta()))
         except HarnessError as e:
             report.sections.append(("numa-harness: statistics delta", f"(could not take a snapshot: {e})"))
     return report

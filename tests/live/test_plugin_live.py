@@ -1,0 +1,140 @@
+"""The pytest plugin, used the way a kernel developer uses it: a test folder outside this checkout.
+
+Each test writes a small test module into a fresh folder and runs ``pytest``
+on it in a subprocess (the plugin is found through its ``pytest11`` entry
+point, not a conftest), then reads the outcome from a JSON report the run
+writes with ``--junitxml``-free means: pytest's own ``-rA`` summary and exit
+status. One topology (numa-basic) keeps it to one boot per run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.live, pytest.mark.timeout(900)]
+
+CONFTEST_FREE = "# no conftest: the plugin comes from the installed package's entry point\n"
+
+
+def run_pytest(folder: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "COV_"))}
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", "-q", *args],
+                          cwd=folder, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def write(folder: Path, name: str, body: str) -> Path:
+    path = folder / name
+    path.write_text(CONFTEST_FREE + textwrap.dedent(body))
+    return path
+
+
+def test_one_vm_serves_a_topologys_tests_in_a_known_state(tmp_path):
+    """The guest starts every test with balancing and THP off, a test can ask for other knobs,
+    and the two tests share one VM (same boot id). Checked against the guest's own /proc and /sys."""
+    write(tmp_path, "test_state.py", """
+        import pytest
+
+        pytestmark = pytest.mark.topology("numa-basic")
+        BOOT_IDS = []
+
+        def test_baseline(vm):
+            assert vm.run("cat /proc/sys/kernel/numa_balancing").stdout.strip() == "0"
+            assert "[never]" in vm.run("cat /sys/kernel/mm/transparent_hugepage/enabled").stdout
+            BOOT_IDS.append(vm.run("cat /proc/sys/kernel/random/boot_id").stdout)
+
+        @pytest.mark.guest_state(numa_balancing=2, thp="always")
+        def test_other_knobs(vm):
+            assert vm.run("cat /proc/sys/kernel/numa_balancing").stdout.strip() == "2"
+            assert "[always]" in vm.run("cat /sys/kernel/mm/transparent_hugepage/enabled").stdout
+            BOOT_IDS.append(vm.run("cat /proc/sys/kernel/random/boot_id").stdout)
+            assert BOOT_IDS[0] == BOOT_IDS[1]
+
+        def test_baseline_again_after_a_test_changed_knobs(vm):
+            assert vm.run("cat /proc/sys/kernel/numa_balancing").stdout.strip() == "0"
+
+        @pytest.mark.requires_kconfig("CONFIG_NUMA", "CONFIG_NO_SUCH_OPTION_XYZ")
+        def test_skipped_for_a_missing_option(vm):
+            raise AssertionError("must not run")
+
+        @pytest.mark.requires_node_mask("has_no_such_mask")
+        def test_skipped_for_a_missing_mask(vm):
+            raise AssertionError("must not run")
+        """)
+    r = run_pytest(tmp_path)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    assert "3 passed, 2 skipped" in out, out
+    assert "kernel lacks CONFIG_NO_SUCH_OPTION_XYZ" in out
+    assert "no node mask has_no_such_mask" in out
+    assert out.count("numa-harness: booted numa-basic") == 1, out
+
+
+def test_failures_carry_the_console_and_dmesg_and_kernel_problems_fail_tests(tmp_path):
+    """A failing test's report has the console tail and the dmesg since it began; a WARN the
+    test did not expect fails it; an OOM it expected passes; the -k topology selection works."""
+    write(tmp_path, "test_failures.py", """
+        import pytest
+
+        pytestmark = pytest.mark.topology("numa-basic")
+
+        def test_fails_with_context(vm):
+            vm.run("echo numa-harness-probe-line > /dev/kmsg")
+            assert False, "deliberate"
+
+        def test_fails_with_a_stats_delta(vm, stats):
+            vm.run("numactl --membind=1 memhog 8M > /dev/null")
+            assert stats.delta().node(1).numa_hit >= 2048
+            assert False, "deliberate"
+
+        @pytest.mark.expect_kernel_problem("oom")
+        def test_provokes_an_oom(vm):
+            # A 2-CPU, 2 GiB guest with no swap: memhog of more than the machine has is OOM-killed.
+            r = vm.run("memhog 3g > /dev/null", check=False, timeout=300)
+            assert r.exit_status != 0
+
+        def test_unexpected_oom_fails(vm):
+            vm.run("memhog 3g > /dev/null", check=False, timeout=300)
+        """)
+    write(tmp_path, "test_other_topology.py", """
+        import pytest
+
+        @pytest.mark.topology("cxl-single")
+        def test_never_selected(vm):
+            raise AssertionError("deselected by -k")
+        """)
+    r = run_pytest(tmp_path, "-k", "numa-basic")
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out
+    assert "1 passed, 3 failed, 1 deselected" in out, out
+    assert "numa-harness: statistics delta since the test began" in out
+    assert "numa-harness: console tail" in out
+    assert "numa-harness: guest dmesg since the test began" in out
+    section = out.split("numa-harness: guest dmesg since the test began", 1)[1]
+    assert "numa-harness-probe-line" in section.split("numa-harness: console tail")[0] or "numa-harness-probe-line" in section
+    assert "guest kernel problem (oom) during the test" in out, out
+
+
+def test_a_panic_fails_its_test_and_the_next_test_gets_a_fresh_vm(tmp_path):
+    write(tmp_path, "test_panic.py", """
+        import pytest
+
+        pytestmark = pytest.mark.topology("numa-basic")
+
+        def test_panics(vm):
+            vm.run("echo c > /proc/sysrq-trigger", timeout=60)
+
+        def test_next_one_runs(vm):
+            assert vm.run("echo alive").stdout.strip() == "alive"
+        """)
+    r = run_pytest(tmp_path)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out
+    assert "1 passed, 1 failed" in out, out
+    assert "panic" in out.lower()
+    assert out.count("numa-harness: booted numa-basic") == 2, out
