@@ -135,7 +135,8 @@ class Type3:
     lsa: Size = fld("label storage area size; required with persistent capacity, optional with volatile only", Size(0))
     serial: int | None = fld("device serial number (sn=)", None)
     backend: Backend = fld("host backend for the capacities", "ram")
-    path: str | None = fld("directory for backend: file (files <id>-vmem.raw, <id>-pmem.raw, <id>-lsa.raw)", None)
+    path: str | None = fld("directory for backend: file (files <id>-vmem.raw, <id>-pmem.raw, <id>-lsa.raw); "
+                            "a relative path is under the harness state directory's .backing/", None)
 
 
 @dataclass(frozen=True, kw_only=True)
