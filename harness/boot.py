@@ -19,7 +19,9 @@ from harness.errors import KernelError
 from harness.image.initramfs import Image, build_initramfs
 from harness.kernel.needs import guest_needs
 from harness.kernel.sources import Kernel, check_config, default_kernel, kernel_from_tree, user_kernel
-from harness.qemu.argv import kernel_cmdline, machine_argv
+from harness.paths import state_dir
+from harness.qemu.argv import backing_path, device_files, kernel_cmdline, machine_argv
+from harness.qemu.limits import TcgThreading, check_limits, choose_tcg_thread, host_cores, host_memory
 from harness.qemu.preflight import find_binary, preflight
 from harness.topology import Loaded, load
 from harness.vm.accel import AccelChoice, choose_accel
@@ -31,6 +33,36 @@ Progress = Callable[[str], None] | None
 ENV_KERNEL = "NUMA_HARNESS_KERNEL"          # a bzImage, or a kernel build tree
 ENV_MODULES = "NUMA_HARNESS_MODULES"        # modules_install root for ENV_KERNEL
 ENV_ACCEL = "NUMA_HARNESS_ACCEL"            # auto | kvm | tcg
+ENV_TCG_THREAD = "NUMA_HARNESS_TCG_THREAD"  # auto | single | multi
+
+
+def backing_dir() -> Path:
+    """Where relative backing-file paths of a topology (``backend: file``) live; kept across boots."""
+    return state_dir() / ".backing"
+
+
+def make_backing_dirs(t, files_dir: Path) -> None:
+    """Create the directories file-backed memory goes into (QEMU creates the files, not their directories)."""
+    paths = [backing_path(n.path, str(files_dir)) for n in t.nodes if n.backend == "file" and n.path]
+    if t.cxl:
+        paths += [f for d in t.cxl.devices for f in device_files(d, str(files_dir)).values()]
+    for f in paths:
+        try:
+            Path(f).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            from harness.errors import QemuError
+            raise QemuError(f"cannot create the directory of backing file {f}: {e.strerror}") from None
+
+
+def tcg_thread_for(t, requested: str | None) -> TcgThreading:
+    """The TCG threading for topology ``t``: ``requested`` (the command line), else
+    $NUMA_HARNESS_TCG_THREAD, else the topology's machine.tcg_thread."""
+    if requested:
+        return choose_tcg_thread(t.machine.smp, host_cores(), requested, "--tcg-thread")
+    env = os.environ.get(ENV_TCG_THREAD)
+    if env:
+        return choose_tcg_thread(t.machine.smp, host_cores(), env, f"${ENV_TCG_THREAD}")
+    return choose_tcg_thread(t.machine.smp, host_cores(), t.machine.tcg_thread, "machine.tcg_thread")
 
 
 @dataclass(frozen=True)
@@ -78,16 +110,19 @@ class Prepared:
     qemu: str
     spec: BootSpec
     warnings: list[str]
+    tcg_thread: TcgThreading | None = None   # None under KVM
 
 
 def prepare(topology: str | Path, *, kernel: KernelSpec | None = None, accel: str | None = None,
             qemu: str | None = None, name: str | None = None, workdir: Path | None = None,
             detach: bool = False, ssh_port: int | None = None, timeouts: Timeouts | None = None,
-            step: Callable[[str], None] | None = None, progress: Progress = None) -> Prepared:
+            step: Callable[[str], None] | None = None, progress: Progress = None,
+            tcg_thread: str | None = None) -> Prepared:
     """Check and build everything for booting ``topology``; raise a HarnessError on the first problem.
 
     ``step(title)`` is called as each stage starts (for the CLI's progress display),
-    ``progress(message)`` with finer detail inside a stage.
+    ``progress(message)`` with finer detail inside a stage. ``tcg_thread`` (auto, single,
+    multi) overrides the topology's machine.tcg_thread.
     """
     say = step or (lambda _t: None)
     say("topology")
@@ -107,10 +142,15 @@ def prepare(topology: str | Path, *, kernel: KernelSpec | None = None, accel: st
     say("accelerator")
     requested = accel or os.environ.get(ENV_ACCEL) or t.machine.accel
     choice = choose_accel(requested, binary, k.image, image.path)
-    argv = machine_argv(t, accel=choice.accel)
+    threading = tcg_thread_for(t, tcg_thread) if choice.accel == "tcg" else None
+    files = backing_dir()
+    argv = machine_argv(t, accel=choice.accel, tcg_thread=threading.mode if threading else None, files_dir=str(files))
     say("QEMU preflight")
-    preflight(argv, binary)
+    caps = preflight(argv, binary)
+    check_limits(t, qemu_version=caps.version, host_memory=host_memory(), accel=choice.accel)
+    make_backing_dirs(t, files)
     spec = BootSpec(machine_argv=argv, kernel=k.image, initrd=image.path, append=kernel_cmdline(t),
                     modules=list(needs.modules), qemu_binary=binary, workdir=workdir, ssh_port=ssh_port,
                     timeouts=timeouts or Timeouts(), detach=detach, name=name or loaded.name)
-    return Prepared(loaded=loaded, kernel=k, image=image, accel=choice, qemu=binary, spec=spec, warnings=warnings)
+    return Prepared(loaded=loaded, kernel=k, image=image, accel=choice, qemu=binary, spec=spec, warnings=warnings,
+                    tcg_thread=threading)

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.status import Status
 from rich.table import Table
 
@@ -55,13 +56,13 @@ class Steps:
         self._finish()
         self._title, self._t0 = title, time.monotonic()
         if self._status is None:
-            self._status = self.console.status(title)
+            self._status = self.console.status(escape(title))
             self._status.start()
-        self._status.update(title)
+        self._status.update(escape(title))
 
     def detail(self, message: str) -> None:
         if self._status is not None and self._title:
-            self._status.update(f"{self._title}: {message}")
+            self._status.update(escape(f"{self._title}: {message}"))
 
     def milestone(self, name: str) -> None:
         """A boot milestone is an event: print it with the time since the previous mark.
@@ -70,14 +71,14 @@ class Steps:
             return
         now = time.monotonic()
         text = MILESTONE_TEXT.get(name, name)
-        self.console.print(f"[green]✓[/green] {text} [dim]({now - self._t0:.1f} s)[/dim]")
+        self.console.print(f"[green]✓[/green] {escape(text)} [dim]({now - self._t0:.1f} s)[/dim]")
         self._title, self._t0 = None, now
         if self._status is not None:
-            self._status.update(f"booting (after {text})")
+            self._status.update(escape(f"booting (after {text})"))
 
     def _finish(self) -> None:
         if self._title is not None:
-            self.console.print(f"[green]✓[/green] {self._title} [dim]({time.monotonic() - self._t0:.1f} s)[/dim]")
+            self.console.print(f"[green]✓[/green] {escape(self._title)} [dim]({time.monotonic() - self._t0:.1f} s)[/dim]")
             self._title = None
 
     def done(self, ok: bool = True) -> None:
@@ -104,20 +105,28 @@ def steps(console: Console = err) -> Iterator[Steps]:
 def _prepare(args: argparse.Namespace, st: Steps, **kw) -> Prepared:
     kspec = KernelSpec.from_env(args.kernel, args.modules, args.kernel_tree, args.kernel_config)
     p = prepare(args.topology, kernel=kspec, accel=args.accel, qemu=args.qemu, ssh_port=args.ssh_port,
-                step=st.step, progress=st.detail, **kw)
+                step=st.step, progress=st.detail, tcg_thread=args.tcg_thread, **kw)
     st.step("booting")
-    err.print(f"[dim]kernel: {p.kernel.origin}; image: {p.image.reason}; accel: {p.accel.accel} ({p.accel.reason})[/dim]")
+    err.print(f"[dim]{escape(boot_summary(p))}[/dim]")
     for w in p.warnings:
-        err.print(f"[yellow]warning:[/yellow] {w}")
+        err.print(f"[yellow]warning:[/yellow] {escape(w)}")
     return p
+
+
+def boot_summary(p: Prepared) -> str:
+    """The line saying what was chosen and why: kernel, image, accelerator, TCG threading."""
+    line = f"kernel: {p.kernel.origin}; image: {p.image.reason}; accel: {p.accel.accel} ({p.accel.reason})"
+    if p.tcg_thread is not None:
+        line += f"; TCG threads: {p.tcg_thread.mode} ({p.tcg_thread.reason})"
+    return line
 
 
 def _check_problems(vm: VM) -> None:
     """Warn about guest set-up failures and oopses/WARNs that did not stop the guest."""
     for line in vm.guest_failures:
-        err.print(f"[yellow]guest:[/yellow] {line}")
+        err.print(f"[yellow]guest:[/yellow] {escape(line)}")
     for p in vm.problems():
-        err.print(f"[yellow]guest kernel reported:[/yellow] {p.line}")
+        err.print(f"[yellow]guest kernel reported:[/yellow] {escape(p.line)}")
 
 
 def nodes_table(g: GuestNodes, title: str = "guest NUMA nodes") -> Table:
@@ -127,9 +136,9 @@ def nodes_table(g: GuestNodes, title: str = "guest NUMA nodes") -> Table:
     mask_names = [m for m in g.masks if m.startswith("has_")]
     for nid, n in sorted(g.nodes.items()):
         in_masks = [m[4:] for m in mask_names if nid in g.masks[m]]
-        table.add_row(str(nid), str(n.cpus) or "—", format_size(n.mem_total - n.mem_total % (1 << 20)) if n.mem_total else "0",
+        table.add_row(str(nid), escape(str(n.cpus)) or "—", format_size(n.mem_total - n.mem_total % (1 << 20)) if n.mem_total else "0",
                       format_size(n.mem_free - n.mem_free % (1 << 20)) if n.mem_free else "0",
-                      str(n.tier) if n.tier is not None else "—", ",".join(in_masks))
+                      str(n.tier) if n.tier is not None else "—", escape(",".join(in_masks)))
     return table
 
 
@@ -165,11 +174,11 @@ def _after_boot(vm: VM, t, args: argparse.Namespace, st: Steps) -> list[str]:
         st.step("guest set-up")
         for r in apply_guest_setup(vm, t).regions:
             where = f"node {r.node}" if r.node is not None else (f"/dev/{r.dax}" if r.dax else "not onlined")
-            notes.append(f"[dim]region {r.name}: {format_size(r.size)} {r.mode} from {', '.join(r.memdevs)} "
-                         f"-> {where} ({r.online})[/dim]")
+            notes.append("[dim]" + escape(f"region {r.name}: {format_size(r.size)} {r.mode} from {', '.join(r.memdevs)} "
+                                          f"-> {where} ({r.online})") + "[/dim]")
     if t.requires:
         masks = set(parse_nodes(vm.run(NODES_COMMAND, timeout=60).stdout).masks)
-        notes += [f"[yellow]warning:[/yellow] {msg}" for msg in unmet_requirements(t, masks)]
+        notes += [f"[yellow]warning:[/yellow] {escape(msg)}" for msg in unmet_requirements(t, masks)]
     return notes
 
 
@@ -243,8 +252,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     finally:
         if not ok:
             shutil.rmtree(d, ignore_errors=True)
-    out.print(f"VM [bold]{args.name}[/bold] is up: ssh port {vm.ssh_port}, console log {vm.console_log}")
-    out.print(f"  harness ssh {args.name}      harness down {args.name}")
+    out.print(f"VM [bold]{escape(args.name)}[/bold] is up: ssh port {vm.ssh_port}, console log {escape(str(vm.console_log))}")
+    out.print(escape(f"  harness ssh {args.name}      harness down {args.name}"))
     return 0
 
 
@@ -281,9 +290,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         except (OSError, ValueError):
             pass
         alive = st.alive
-        table.add_row(d.name, meta.get("topology", "?"), str(st.pid), str(st.ssh_port),
+        table.add_row(escape(d.name), escape(str(meta.get("topology", "?"))), str(st.pid), str(st.ssh_port),
                       f"{time.time() - st.started_at:.0f} s" if alive else "—",
-                      "[green]running[/green]" if alive else "[red]gone[/red]", st.console_log)
+                      "[green]running[/green]" if alive else "[red]gone[/red]", escape(str(st.console_log)))
     out.print(table)
     return 0
 
@@ -295,12 +304,12 @@ def cmd_down(args: argparse.Namespace) -> int:
     except VMStateError as e:
         if d.exists() and "no longer running" in str(e):
             shutil.rmtree(d, ignore_errors=True)
-            out.print(f"VM {args.name} was already gone; state removed")
+            out.print(f"VM {args.name} was already gone; state removed", markup=False)
             return 0
         raise
     vm.shutdown()
     shutil.rmtree(d, ignore_errors=True)
-    out.print(f"VM {args.name} is down")
+    out.print(f"VM {args.name} is down", markup=False)
     return 0
 
 
@@ -314,6 +323,9 @@ def _boot_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kernel-tree", help="a kernel build tree (KSRC or O=): bzImage, .config, modules")
     p.add_argument("--accel", choices=["auto", "kvm", "tcg"], help="accelerator (default: the topology's, normally auto) [$NUMA_HARNESS_ACCEL]")
     p.add_argument("--qemu", help="QEMU binary [$NUMA_HARNESS_QEMU]")
+    p.add_argument("--tcg-thread", choices=["auto", "single", "multi"],
+                   help="TCG threading (default: the topology's machine.tcg_thread, normally auto: single when vCPUs "
+                        "outnumber host cores) [$NUMA_HARNESS_TCG_THREAD]")
     p.add_argument("--ssh-port", type=int, help="host port for the guest's SSH (default: a free one)")
     p.add_argument("--no-setup", action="store_true", help="skip the topology's guest set-up (CXL regions, demotion)")
 

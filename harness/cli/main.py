@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from harness import __version__
@@ -34,6 +35,13 @@ def command(name: str) -> Callable[[Command], Command]:
     return deco
 
 
+def print_error(e: HarnessError) -> None:
+    """One error line; the message (which quotes user input) is printed literally, never as markup."""
+    err.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)
+    if e.detail:
+        err.print(e.detail, markup=False, highlight=False, soft_wrap=True)
+
+
 # --- topology commands ----------------------------------------------------------
 
 @command("list")
@@ -45,7 +53,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     table.add_column("description")
     for name in preset_names():
         t = load(name).topology
-        table.add_row(name, str(len(t.nodes)), str(len(t.cxl.devices) if t.cxl else 0), t.description)
+        table.add_row(escape(name), str(len(t.nodes)), str(len(t.cxl.devices) if t.cxl else 0), escape(t.description))
     out.print(table)
     return 0
 
@@ -57,10 +65,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         try:
             loaded = load(ref)
         except HarnessError as e:
-            err.print(f"[red]error:[/red] {e}", markup=True, soft_wrap=True)
+            print_error(e)
             status = 2
             continue
-        out.print(f"[green]ok[/green] {loaded.path}", soft_wrap=True)
+        out.print(f"[green]ok[/green] {escape(str(loaded.path))}", soft_wrap=True)
     return status
 
 
@@ -80,14 +88,18 @@ def format_argv(argv: Sequence[str]) -> str:
 
 @command("qemu-cmd")
 def cmd_qemu_cmd(args: argparse.Namespace) -> int:
+    from harness.boot import backing_dir, tcg_thread_for
+    from harness.qemu.limits import check_limits, host_memory
     from harness.qemu.preflight import find_binary, preflight
 
     topo = load(args.topology).topology
     accel = args.accel if args.accel != "auto" else "tcg"
-    argv = machine_argv(topo, accel=accel)
+    threading = tcg_thread_for(topo, args.tcg_thread) if accel == "tcg" else None
+    argv = machine_argv(topo, accel=accel, tcg_thread=threading.mode if threading else None, files_dir=str(backing_dir()))
     binary = find_binary(args.qemu) if not args.no_check else (args.qemu or "qemu-system-x86_64")
     if not args.no_check:
-        preflight(argv, binary)
+        caps = preflight(argv, binary)
+        check_limits(topo, qemu_version=caps.version, host_memory=host_memory(), accel=accel)
     full = [binary, *argv]
     if args.json:
         print(json.dumps(full))
@@ -114,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="tcg",
                    help="accelerator to generate for (auto is shown as tcg: probing needs a boot)")
     q.add_argument("--qemu", help="QEMU binary (default: $NUMA_HARNESS_QEMU or qemu-system-x86_64 on PATH)")
+    q.add_argument("--tcg-thread", choices=["auto", "single", "multi"], help="TCG threading (default: the topology's)")
     q.add_argument("--no-check", action="store_true", help="skip checking the argv against the installed QEMU")
     _add_boot_commands(sub)
     from harness.cli import stats as cli_stats
@@ -142,9 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except HarnessError as e:
-        err.print(f"[red]error:[/red] {e}", markup=True, soft_wrap=True)
-        if e.detail:
-            err.print(e.detail, markup=False, highlight=False, soft_wrap=True)
+        print_error(e)
         return e.exit_code
     except KeyboardInterrupt:
         err.print("interrupted")

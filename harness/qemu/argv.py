@@ -11,6 +11,8 @@ section of qemu-options (node, dist, hmat-lb, hmat-cache).
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
+
 from harness.topology.model import Node, Topology, Type3
 from harness.topology.schema import format_size
 
@@ -18,16 +20,31 @@ from harness.topology.schema import format_size
 BACKEND_PREFIX = "hmem-"
 
 
+def opt_escape(value: object) -> str:
+    """A value for QEMU's ``key=value,...`` option syntax: commas doubled, so a comma in a
+    path stays in the path instead of starting a new option."""
+    return str(value).replace(",", ",,")
+
+
 def _kv(kind: str, **props: object) -> str:
-    """``_kv("pxb-cxl", bus_nr=12, id="cxl.1")`` -> ``pxb-cxl,bus_nr=12,id=cxl.1``. None values are dropped."""
+    """``_kv("pxb-cxl", bus_nr=12, id="cxl.1")`` -> ``pxb-cxl,bus_nr=12,id=cxl.1``. None values are dropped;
+    values are escaped for QEMU's option syntax."""
     parts = [kind]
     for k, v in props.items():
         if v is None:
             continue
         if isinstance(v, bool):
             v = "on" if v else "off"
-        parts.append(f"{k.replace('__', '-').rstrip('_')}={v}")
+        parts.append(f"{k.replace('__', '-').rstrip('_')}={opt_escape(v)}")
     return ",".join(parts)
+
+
+def backing_path(path: str, files_dir: str | None) -> str:
+    """A backing file's path: absolute paths as written; relative ones under ``files_dir``
+    (the harness's directory for backing files) when given."""
+    if files_dir is None or PurePosixPath(path).is_absolute():
+        return path
+    return str(PurePosixPath(files_dir) / path)
 
 
 def cpu_model(t: Topology, accel: str) -> str:
@@ -39,19 +56,27 @@ def cpu_model(t: Topology, accel: str) -> str:
     return cpu
 
 
-def machine_argv(t: Topology, *, accel: str = "tcg") -> list[str]:
-    """The QEMU arguments describing the topology's machine, for accelerator ``accel``."""
+def machine_argv(t: Topology, *, accel: str = "tcg", tcg_thread: str | None = None,
+                 files_dir: str | None = None) -> list[str]:
+    """The QEMU arguments describing the topology's machine, for accelerator ``accel``.
+
+    ``tcg_thread`` ("single" or "multi") adds ``thread=`` to ``-accel tcg`` (None: QEMU's
+    default); ``files_dir`` is where relative backing-file paths live.
+    """
     if accel not in ("tcg", "kvm"):
         raise ValueError(f"accel must be tcg or kvm, not {accel!r}")
+    if tcg_thread not in (None, "single", "multi"):
+        raise ValueError(f"tcg_thread must be single or multi, not {tcg_thread!r}")
     props = {"cxl": True if t.cxl else None, "hmat": True if t.hmat else None}
-    argv = ["-machine", _kv("q35", **props), "-accel", accel, "-cpu", cpu_model(t, accel)]
+    accel_opt = _kv(accel, thread=tcg_thread) if accel == "tcg" else accel
+    argv = ["-machine", _kv("q35", **props), "-accel", accel_opt, "-cpu", cpu_model(t, accel)]
     mem = format_size(t.total_memory)
     if t.machine.maxmem is not None:
         mem = _kv(mem, slots=t.machine.slots, maxmem=format_size(t.machine.maxmem))
     argv += ["-m", mem, "-smp", smp_spec(t)]
-    argv += _numa(t)
+    argv += _numa(t, files_dir)
     if t.cxl:
-        argv += _cxl(t)
+        argv += _cxl(t, files_dir)
     for d in t.pci_devices:
         argv += ["-device", _kv(d.driver, bus=d.bus, id=d.id)]
     for g in t.generic_initiators:
@@ -73,10 +98,10 @@ def _backend(bid: str, size: int, backend: str, share: bool, path: str | None) -
     return ["-object", _kv(kind, id=bid, size=format_size(size), share=True if share else None, mem__path=path)]
 
 
-def _numa(t: Topology) -> list[str]:
+def _numa(t: Topology, files_dir: str | None) -> list[str]:
     argv: list[str] = []
     for n in sorted(t.nodes, key=lambda n: n.id):
-        argv += _node(n)
+        argv += _node(n, files_dir)
     if t.slit:
         given = {(d.src, d.dst): d.value for d in t.slit.distances}
         if t.slit.symmetric:
@@ -97,12 +122,12 @@ def _numa(t: Topology) -> list[str]:
     return argv
 
 
-def _node(n: Node) -> list[str]:
+def _node(n: Node, files_dir: str | None) -> list[str]:
     argv: list[str] = []
     memdev = None
     if n.memory:
         memdev = f"{BACKEND_PREFIX}node{n.id}"
-        argv += _backend(memdev, n.memory, n.backend, n.share, n.path)
+        argv += _backend(memdev, n.memory, n.backend, n.share, backing_path(n.path, files_dir) if n.path else None)
     spec = f"node,nodeid={n.id}"
     for r in (n.cpus.ranges() if n.cpus else []):
         spec += f",cpus={r}"
@@ -110,30 +135,40 @@ def _node(n: Node) -> list[str]:
     return argv + ["-numa", spec]
 
 
-def _device_backends(d: Type3) -> tuple[list[str], dict[str, str]]:
+def device_files(d: Type3, files_dir: str | None = None) -> dict[str, str]:
+    """Backing file of each of a file-backed device's backends: {"vmem"|"pmem"|"lsa": path}."""
+    if d.backend != "file" or not d.path:
+        return {}
+    base = backing_path(d.path, files_dir).rstrip("/")
+    kinds = [k for k, size in (("vmem", d.volatile), ("pmem", d.persistent), ("lsa", d.lsa)) if size]
+    return {k: f"{base}/{d.id}-{k}.raw" for k in kinds}
+
+
+def _device_backends(d: Type3, files_dir: str | None) -> tuple[list[str], dict[str, str]]:
     argv: list[str] = []
     props: dict[str, str] = {}
+    files = device_files(d, files_dir)
 
     def add(kind: str, size: int, prop: str) -> None:
         bid = f"{BACKEND_PREFIX}{d.id}-{kind}"
-        path = f"{d.path.rstrip('/')}/{d.id}-{kind}.raw" if d.backend == "file" and d.path else None
-        argv.extend(_backend(bid, size, d.backend, True, path))
+        argv.extend(_backend(bid, size, d.backend, True, files.get(kind)))
         props[prop] = bid
 
     if d.volatile:
         add("vmem", d.volatile, "volatile-memdev")
     if d.persistent:
         add("pmem", d.persistent, "persistent-memdev")
+    if d.lsa:  # QEMU takes an LSA on volatile-only devices too (docs/system/devices/cxl.rst)
         add("lsa", d.lsa, "lsa")
     return argv, props
 
 
-def _cxl(t: Topology) -> list[str]:
+def _cxl(t: Topology, files_dir: str | None) -> list[str]:
     assert t.cxl
     cxl = t.cxl
     argv: list[str] = []
     for d in cxl.devices:
-        argv += _device_backends(d)[0]
+        argv += _device_backends(d, files_dir)[0]
     slot = 0  # (chassis 0, slot N) must be unique across all PCIe slots with hotplug
     for hb in cxl.host_bridges:
         argv += ["-device", _kv("pxb-cxl", bus_nr=hb.bus_nr, bus="pcie.0", id=hb.id, numa_node=hb.node)]
@@ -141,12 +176,20 @@ def _cxl(t: Topology) -> list[str]:
             argv += ["-device", _kv("cxl-rp", port=rp.port if rp.port is not None else j, bus=hb.id, id=rp.id, chassis=0, slot=slot)]
             slot += 1
     for sw in cxl.switches:
-        argv += ["-device", _kv("cxl-upstream", bus=sw.upstream, id=sw.id)]
+        if sw.mailbox_cci:
+            # The switch CCI is function 1 of the upstream port's slot, as in the CXL
+            # maintainers' scripts: cxl-upstream ...,multifunction=on,addr=0.0 then
+            # cxl-switch-mailbox-cci,bus=<same port>,addr=0.1,target=<upstream id>.
+            argv += ["-device", _kv("cxl-upstream", port=sw.port, bus=sw.upstream, id=sw.id, sn=sw.serial,
+                                    multifunction=True, addr="0.0")]
+            argv += ["-device", _kv("cxl-switch-mailbox-cci", bus=sw.upstream, addr="0.1", target=sw.id, id=sw.mailbox_cci)]
+        else:
+            argv += ["-device", _kv("cxl-upstream", port=sw.port, bus=sw.upstream, id=sw.id, sn=sw.serial)]
         for j, dp in enumerate(sw.downstream_ports):
             argv += ["-device", _kv("cxl-downstream", port=dp.port if dp.port is not None else j, bus=sw.id, id=dp.id, chassis=0, slot=slot)]
             slot += 1
     for d in cxl.devices:
-        props = _device_backends(d)[1]
+        props = _device_backends(d, files_dir)[1]
         argv += ["-device", _kv("cxl-type3", bus=d.port, **{k.replace("-", "__"): v for k, v in props.items()}, id=d.id, sn=d.serial)]
     # All windows in one -M: QEMU rejects cxl-fmw.* split over several options
     # ("Parameters 'cxl-fmw.*' used inconsistently").

@@ -1,4 +1,12 @@
-"""Reading topology files: path or preset name -> validated :class:`Topology`."""
+"""Reading topology files: path or preset name -> validated :class:`Topology`.
+
+Input is bounded before it is interpreted, so no file can exhaust memory or
+time: the file is read up to :data:`MAX_FILE_BYTES`, must be UTF-8 (the
+error gives the byte offset), YAML aliases may expand to at most
+:data:`MAX_YAML_NODES` values, nesting is capped, and a key given twice in
+one mapping is refused with both line numbers (PyYAML would silently keep
+the last one).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +22,13 @@ from harness.resources import presets_dir
 from .model import Topology
 from .schema import SchemaError, load_struct
 from .validate import validate
+
+#: A topology is a few KiB; anything past this is a wrong file, not a machine.
+MAX_FILE_BYTES = 1 << 20
+#: Values a document may expand to once aliases are followed (a stock preset has ~200).
+MAX_YAML_NODES = 100_000
+#: Nesting depth of collections (the model is at most ~6 deep).
+MAX_YAML_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -33,9 +48,14 @@ def preset_names() -> list[str]:
 def resolve(ref: str | Path) -> Path:
     """A path to a YAML file, or a preset name such as ``cxl-single``."""
     p = Path(ref)
+    if p.is_dir():
+        raise TopologyError(str(ref), "", "is a directory, not a topology file",
+                            hint="give a path to a .yaml file inside it, or a preset name (harness list)")
     if p.suffix in (".yaml", ".yml") or p.exists() or "/" in str(ref):
-        if not p.is_file():
+        if not p.exists():
             raise TopologyError(str(ref), "", "no such file", hint="give a path to a .yaml file or a preset name (harness list)")
+        if not p.is_file():
+            raise TopologyError(str(ref), "", "is not a regular file", hint="give a path to a .yaml file")
         return p
     preset = presets_dir() / f"{ref}.yaml"
     if preset.is_file():
@@ -45,10 +65,121 @@ def resolve(ref: str | Path) -> Path:
     raise TopologyError(str(ref), "", "is neither a file nor a preset", hint=hint)
 
 
-def parse(text: str, file: str) -> Topology:
-    """YAML text -> validated Topology; errors name ``file`` and the YAML path."""
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (naming both lines) and deep nesting."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _TooDeep(self.peek_event().start_mark.line + 1)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[object, tuple[int, int]] = {}
+            for key_node, _value in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    first = seen.get(key)
+                except TypeError:
+                    continue
+                here = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                if first is not None and key_node.tag != "tag:yaml.org,2002:merge":
+                    raise _DuplicateKey(str(key), first, here)
+                seen[key] = here
+        return super().construct_mapping(node, deep=deep)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, first: tuple[int, int], second: tuple[int, int]):
+        super().__init__(key)
+        self.key, self.first, self.second = key, first, second
+
+    def where(self) -> str:
+        (l1, c1), (l2, c2) = self.first, self.second
+        return f"line {l1}, columns {c1} and {c2}" if l1 == l2 else f"lines {l1} and {l2}"
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """Values the node graph expands to when aliases are followed (shared nodes counted each time).
+
+    Memoised per node, so an alias bomb is measured in time linear in the
+    *written* document, and refused before anything is built from it.
+    Raises ``_TooDeep`` beyond :data:`MAX_YAML_DEPTH`.
+    """
+    memo: dict[int, int] = {}
+
+    def size(node: yaml.Node, depth: int) -> int:
+        if depth > MAX_YAML_DEPTH:
+            raise _TooDeep(node.start_mark.line + 1)
+        key = id(node)
+        if key in memo:
+            return memo[key]
+        memo[key] = 1  # breaks recursive aliases (a node containing itself)
+        n = 1
+        if isinstance(node, yaml.SequenceNode):
+            n += sum(size(c, depth + 1) for c in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            n += sum(size(k, depth + 1) + size(v, depth + 1) for k, v in node.value)
+        n = min(n, MAX_YAML_NODES + 1)
+        memo[key] = n
+        return n
+
+    return size(root, 0)
+
+
+class _TooDeep(Exception):
+    def __init__(self, line: int):
+        super().__init__(line)
+        self.line = line
+
+
+def _decode(raw: bytes, file: str) -> str:
     try:
-        data = yaml.safe_load(text)
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise TopologyError(file, f"line {line}",
+                            f"not UTF-8: byte 0x{raw[e.start]:02x} at offset {e.start}",
+                            hint="save the file as UTF-8") from None
+
+
+def parse(text: str | bytes, file: str) -> Topology:
+    """YAML text -> validated Topology; errors name ``file`` and the YAML path."""
+    if isinstance(text, bytes):
+        if len(text) > MAX_FILE_BYTES:
+            raise _too_big(file, len(text))
+        text = _decode(text, file)
+    elif len(text) > MAX_FILE_BYTES:
+        raise _too_big(file, len(text.encode("utf-8", "replace")))
+    try:
+        loader = _Loader(text)
+        try:
+            node = loader.get_single_node()
+            if node is not None:
+                if _expanded_size(node) > MAX_YAML_NODES:
+                    raise TopologyError(file, "", f"YAML aliases expand to more than {MAX_YAML_NODES} values",
+                                        hint="write the topology out without alias chains")
+                data = loader.construct_document(node)
+            else:
+                data = None
+        finally:
+            loader.dispose()
+    except _DuplicateKey as e:
+        raise TopologyError(file, f"line {e.second[0]}", f"key '{e.key}' is given twice ({e.where()})",
+                            hint="keep one; YAML would silently use the last") from None
+    except _TooDeep as e:
+        raise TopologyError(file, f"line {e.line}", f"nested more than {MAX_YAML_DEPTH} levels deep",
+                            hint="a topology is a few levels deep; check the brackets") from None
+    except RecursionError:
+        raise TopologyError(file, "", "nested too deeply to read", hint="a topology is a few levels deep; check the brackets") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -62,14 +193,24 @@ def parse(text: str, file: str) -> Topology:
     return topo
 
 
+def _too_big(file: str, n: int) -> TopologyError:
+    return TopologyError(file, "", f"is {n / (1 << 20):.1f} MiB; topology files are capped at {MAX_FILE_BYTES >> 20} MiB",
+                         hint="is this the right file? a topology is a few KiB of YAML")
+
+
 def load(ref: str | Path) -> Loaded:
     """Load and validate a topology by path or preset name."""
     path = resolve(ref)
+    display = _display(path)
     try:
-        text = path.read_text()
+        with path.open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+            if len(raw) > MAX_FILE_BYTES:
+                f.seek(0, 2)
+                raise _too_big(display, f.tell())
     except OSError as e:
         raise TopologyError(str(path), "", f"cannot read: {e.strerror}") from None
-    return Loaded(name=path.stem, path=path, topology=parse(text, _display(path)))
+    return Loaded(name=path.stem, path=path, topology=parse(raw, display))
 
 
 def _display(path: Path) -> str:

@@ -14,6 +14,7 @@ from typing import Literal
 from .schema import Granularity, IdList, Size, fld
 
 Accel = Literal["auto", "kvm", "tcg"]
+TcgThread = Literal["auto", "single", "multi"]
 Backend = Literal["ram", "memfd", "file"]
 
 
@@ -27,6 +28,8 @@ class Machine:
     slots: int = fld("-m slots= (memory hotplug slots); 0 = none", 0)
     cpu: str = fld("QEMU CPU model; under TCG the harness adds -hypervisor so CXL regions commit on stock kernels", "max")
     accel: Accel = fld("preferred accelerator: auto probes KVM with a real boot and falls back to TCG", "auto")
+    tcg_thread: TcgThread = fld("TCG threading: auto = one host thread per vCPU unless vCPUs outnumber host cores, "
+                                "then single (thread=single); or force single / multi", "auto")
     kernel_cmdline: str = fld("extra kernel command line appended at boot", "")
 
 
@@ -114,6 +117,10 @@ class Switch:
 
     id: str = fld("QEMU id of the upstream port device (cxl-upstream)")
     upstream: str = fld("root port (or downstream port) the switch is plugged into")
+    port: int | None = fld("the upstream port's port number (port=); QEMU's default is 0", None)
+    serial: int | None = fld("the upstream port's serial number (sn=)", None)
+    mailbox_cci: str | None = fld("QEMU id for a switch mailbox CCI (cxl-switch-mailbox-cci) targeting this switch, "
+                                  "placed as function 1 beside the upstream port", None)
     downstream_ports: list[Port] = fld("downstream ports (cxl-downstream)", [])
 
 
@@ -125,10 +132,11 @@ class Type3:
     port: str = fld("root port or switch downstream port the device is plugged into")
     volatile: Size = fld("volatile capacity, a multiple of 256M", Size(0))
     persistent: Size = fld("persistent capacity, a multiple of 256M; needs lsa", Size(0))
-    lsa: Size = fld("label storage area size for persistent capacity", Size(0))
+    lsa: Size = fld("label storage area size; required with persistent capacity, optional with volatile only", Size(0))
     serial: int | None = fld("device serial number (sn=)", None)
     backend: Backend = fld("host backend for the capacities", "ram")
-    path: str | None = fld("directory for backend: file (files <id>-vmem.raw, <id>-pmem.raw, <id>-lsa.raw)", None)
+    path: str | None = fld("directory for backend: file (files <id>-vmem.raw, <id>-pmem.raw, <id>-lsa.raw); "
+                            "a relative path is under the harness state directory's .backing/", None)
 
 
 @dataclass(frozen=True, kw_only=True)

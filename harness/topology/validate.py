@@ -4,7 +4,9 @@ Each check raises :class:`SchemaError` naming the YAML path of the value at
 fault and how to fix it. Checks run in dependency order (nodes before HMAT,
 ports before devices), so the first error reported is the root cause.
 The rules mirror what QEMU and the kernel would reject or silently
-mis-handle; where a rule comes from QEMU, its message says so.
+mis-handle; where a rule comes from QEMU, its message says so. The kernel's
+CXL region rules live in :mod:`.regions`. Longer than 400 lines because it
+is one flat list of independent checks, each short, read top to bottom.
 """
 
 from __future__ import annotations
@@ -15,12 +17,17 @@ from collections import Counter
 from collections.abc import Iterable
 
 from .model import Topology, Type3
-from .schema import SchemaError, format_size
+from .regions import VALID_WAYS, check_region
+from .schema import IdList, SchemaError, format_size
 
 MiB = 1 << 20
 CXL_CAPACITY_UNIT = 256 * MiB          # CXL device capacity granule (and QEMU's check)
 VALID_GRANULARITIES = [256 << i for i in range(7)]  # 256 .. 16K
-VALID_WINDOW_WAYS = (1, 2, 3, 4, 6, 8, 12, 16)      # CXL 3.0 encodings QEMU accepts
+VALID_WINDOW_WAYS = VALID_WAYS      # CXL encodings QEMU (cxl_interleave_ways_enc) and the kernel accept
+# The most vCPUs any q35 machine type takes (pc-q35-9.0 and later: 4096); the installed
+# QEMU's own limit for its q35 is checked in preflight.
+MAX_SMP = 4096
+_PCI_DRIVER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _QEMU_ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
 # Ids the harness itself gives QEMU: memory backends (qemu_argv.BACKEND_PREFIX) and the
 # VM's console, QMP and network (hcon0, hqmp0, hnet0 in harness/vm.py).
@@ -61,7 +68,18 @@ def _cpu_nodes(t: Topology) -> set[int]:
 
 # --- nodes and machine ---------------------------------------------------------
 
+def _short_ids(ids: Iterable[int], limit: int = 8) -> str:
+    """``0-3,7`` for a list of ids; long lists are cut so one error stays one short line."""
+    ranges = IdList(sorted(set(ids))).ranges()
+    return ",".join(ranges[:limit]) + (f",... ({len(ranges) - limit} more ranges)" if len(ranges) > limit else "")
+
+
 def _check_nodes(t: Topology) -> None:
+    if not 1 <= t.machine.smp <= MAX_SMP:
+        raise SchemaError("machine.smp", f"{t.machine.smp} vCPUs is outside 1..{MAX_SMP} (the most a QEMU q35 machine takes)",
+                          hint="a few vCPUs are plenty under TCG; use the host's core count or less")
+    if len(t.nodes) > 128:
+        raise SchemaError("nodes", f"{len(t.nodes)} nodes is more than QEMU's 128 (MAX_NODES)")
     if not t.nodes:
         raise SchemaError("nodes", "no nodes are defined", hint="add at least one node with cpus and memory")
     seen: dict[int, int] = {}
@@ -87,7 +105,7 @@ def _check_nodes(t: Topology) -> None:
             owner[c] = n.id
     unplaced = sorted(set(range(t.machine.smp)) - set(owner))
     if unplaced:
-        raise SchemaError("nodes", f"vCPUs {','.join(map(str, unplaced))} are in no node",
+        raise SchemaError("nodes", f"vCPUs {_short_ids(unplaced)} are in no node",
                           hint="add them to a node's cpus, or lower machine.smp")
     for i, n in enumerate(t.nodes):
         p = f"nodes[{i}]"
@@ -222,6 +240,7 @@ def _all_ids(t: Topology) -> list[tuple[str, str]]:
             ids += [(f"cxl.switches[{i}].downstream_ports[{j}].id", dp.id) for j, dp in enumerate(sw.downstream_ports)]
         ids += [(f"cxl.devices[{i}].id", d.id) for i, d in enumerate(t.cxl.devices)]
         ids += [(f"cxl.generic_ports[{i}].id", g.id) for i, g in enumerate(t.cxl.generic_ports)]
+        ids += [(f"cxl.switches[{i}].mailbox_cci", sw.mailbox_cci) for i, sw in enumerate(t.cxl.switches) if sw.mailbox_cci]
     ids += [(f"pci_devices[{i}].id", d.id) for i, d in enumerate(t.pci_devices)]
     ids += [(f"generic_initiators[{i}].id", g.id) for i, g in enumerate(t.generic_initiators)]
     return ids
@@ -238,6 +257,12 @@ def _check_ids(t: Topology) -> None:
         if ident in first:
             raise SchemaError(path, f"id '{ident}' is already used at {first[ident]}", hint="QEMU ids must be unique")
         first[ident] = path
+    for i, d in enumerate(t.pci_devices):
+        if not _PCI_DRIVER_RE.match(d.driver):
+            raise SchemaError(f"pci_devices[{i}].driver", f"{d.driver!r} is not a QEMU device model name",
+                              hint="e.g. edu or pci-testdev (qemu-system-x86_64 -device help lists them)")
+        if not _PCI_DRIVER_RE.match(d.bus):
+            raise SchemaError(f"pci_devices[{i}].bus", f"{d.bus!r} is not a QEMU bus id", hint="e.g. pcie.0")
 
 
 # --- CXL -----------------------------------------------------------------------
@@ -322,7 +347,20 @@ def _check_cxl(t: Topology) -> None:
 
     for i, sw in enumerate(cxl.switches):
         p = f"cxl.switches[{i}]"
+        own = [dp.id for dp in sw.downstream_ports]
+        if sw.upstream in own:
+            raise SchemaError(f"{p}.upstream", f"switch {sw.id} is plugged into its own downstream port '{sw.upstream}'",
+                              hint="plug it into a root port or another switch's downstream port")
+        if sw.upstream not in ports:
+            loop = _switch_loop(t, sw.id)
+            if loop:
+                raise SchemaError(f"{p}.upstream", f"switches {' -> '.join(loop)} are plugged into each other in a loop",
+                                  hint="the chain must end at a host bridge's root port")
         plug(f"{p}.upstream", sw.upstream, f"switch {sw.id}")
+        if sw.port is not None and not 0 <= sw.port <= 255:
+            raise SchemaError(f"{p}.port", f"port number {sw.port} is out of range 0..255 (QEMU's port= is 8 bits)")
+        if sw.serial is not None and not 0 <= sw.serial < (1 << 64) - 1:
+            raise SchemaError(f"{p}.serial", f"serial {sw.serial} is out of range 0..2^64-2 (QEMU's sn= is 64 bits; all ones means none)")
         if not sw.downstream_ports:
             raise SchemaError(f"{p}.downstream_ports", f"switch {sw.id} has no downstream ports", hint="add downstream_ports: [{id: dsp0}]")
     for i, d in enumerate(cxl.devices):
@@ -360,6 +398,23 @@ def _check_cxl(t: Topology) -> None:
                               hint="add a node with no cpus and memory: 0 for the port")
 
 
+def _switch_loop(t: Topology, start: str) -> list[str] | None:
+    """Switch ids along an upstream chain that comes back to ``start``, or None."""
+    assert t.cxl
+    owner = {dp.id: sw.id for sw in t.cxl.switches for dp in sw.downstream_ports}
+    ups = {sw.id: sw.upstream for sw in t.cxl.switches}
+    chain, cur = [start], start
+    for _ in range(len(ups)):
+        nxt = owner.get(ups[cur])
+        if nxt is None:
+            return None
+        chain.append(nxt)
+        if nxt == start:
+            return chain
+        cur = nxt
+    return None
+
+
 def _check_device_sizes(d: Type3, p: str) -> None:
     if d.volatile == 0 and d.persistent == 0:
         raise SchemaError(p, f"device {d.id} has no capacity", hint="set volatile: 256M and/or persistent: 256M")
@@ -371,8 +426,10 @@ def _check_device_sizes(d: Type3, p: str) -> None:
     if d.persistent and not d.lsa:
         raise SchemaError(f"{p}.lsa", f"device {d.id} has persistent capacity but no label storage area",
                           hint="add lsa: 1M (the kernel needs labels for pmem regions)")
-    if d.lsa and not d.persistent:
-        raise SchemaError(f"{p}.lsa", "lsa is only used with persistent capacity", hint="drop lsa or add persistent:")
+    if d.lsa and d.lsa % (1 << 10):
+        raise SchemaError(f"{p}.lsa", f"label storage area {format_size(d.lsa)} is not a whole number of KiB", hint="e.g. lsa: 1M")
+    if d.serial is not None and not 0 <= d.serial < (1 << 64) - 1:
+        raise SchemaError(f"{p}.serial", f"serial {d.serial} is out of range 0..2^64-2 (QEMU's sn= is 64 bits; all ones means none)")
     if d.backend == "file" and not d.path:
         raise SchemaError(f"{p}.path", "backend: file needs a path (a directory)")
 
@@ -418,18 +475,8 @@ def _check_guest(t: Topology) -> None:
             if (dev, r.mode) in used:
                 raise SchemaError(f"{p}.devices[{j}]", f"device '{dev}' is already in guest.regions[{used[(dev, r.mode)]}] with mode {r.mode}")
             used[(dev, r.mode)] = i
-        ways = r.ways if r.ways is not None else len(r.devices)
-        if ways < 1 or ways & (ways - 1):
-            raise SchemaError(f"{p}.ways", f"interleave ways {ways} is not a power of two", hint="use 1, 2, 4, 8 or 16")
-        if ways != len(r.devices):
-            raise SchemaError(f"{p}.ways", f"ways is {ways} but {len(r.devices)} devices are listed",
-                              hint="list one device per interleave way, or drop ways")
-        if ways % len(w.targets):
-            raise SchemaError(f"{p}.ways", f"{ways} ways cannot spread over window {r.window}'s {len(w.targets)} host bridges",
-                              hint=f"use a multiple of {len(w.targets)} devices")
-        if r.granularity not in VALID_GRANULARITIES:
-            raise SchemaError(f"{p}.granularity", f"interleave granularity {int(r.granularity)} is not valid",
-                              hint="use a power of two from 256 to 16K")
+        check_region(t, r, w, p, r.window)
+        ways = len(r.devices)
         per_dev = min((devices[d].volatile if r.mode == "ram" else devices[d].persistent) for d in r.devices)
         size = r.size if r.size is not None else per_dev * ways
         if r.size is not None and (r.size % (CXL_CAPACITY_UNIT * ways) or r.size > per_dev * ways):

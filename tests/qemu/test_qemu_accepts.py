@@ -23,10 +23,14 @@ from harness.vm.qmp import SyncQMP
 
 @pytest.mark.parametrize("preset", preset_names())
 def test_qemu_starts_paused_with_preset(preset):
-    argv = machine_argv(load(preset).topology, accel="tcg")
-    binary = find_binary()
-    preflight(argv, binary)
+    from harness.boot import make_backing_dirs
+
+    t = load(preset).topology
     with tempfile.TemporaryDirectory(prefix="nh-qmp-") as d:
+        make_backing_dirs(t, Path(d))  # file-backed presets keep their files under the backing directory
+        argv = machine_argv(t, accel="tcg", files_dir=d)
+        binary = find_binary()
+        preflight(argv, binary)
         sock = Path(d) / "qmp.sock"
         proc = subprocess.Popen([binary, *argv, "-S", "-nodefaults", "-display", "none",
                                  "-qmp", f"unix:{sock},server=on,wait=off"],
@@ -97,3 +101,46 @@ def test_qemu_accepts_several_windows_switch_and_generic_port(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert '"status": "prelaunch"' in p.stdout
+
+
+def _qmp_session(binary: str, argv: list[str], commands: list[str]) -> subprocess.CompletedProcess:
+    lines = ['{"execute":"qmp_capabilities"}'] + [f'{{"execute":"{c}"}}' for c in commands] + ['{"execute":"quit"}']
+    return subprocess.run([binary, *argv, "-S", "-nodefaults", "-display", "none", "-qmp", "stdio"],
+                          input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=60)
+
+
+def test_q35_cpu_table_matches_installed_qemu():
+    """harness.qemu.limits' q35 vCPU table agrees with the installed QEMU's query-machines."""
+    import json
+
+    from harness.qemu.limits import q35_max_cpus
+    from harness.qemu.preflight import capabilities
+
+    binary = find_binary()
+    p = _qmp_session(binary, ["-machine", "none"], ["query-machines"])
+    machines = next(json.loads(ln)["return"] for ln in p.stdout.splitlines() if '"cpu-max"' in ln)
+    q35 = next(m for m in machines if m.get("alias") == "q35")
+    assert q35_max_cpus(capabilities(binary).version) == q35["cpu-max"]
+
+
+def test_comma_in_backing_path_reaches_qemu_as_one_path(tmp_path):
+    """A comma in a path is doubled for QEMU's option syntax: the file QEMU creates has the comma."""
+    from harness.topology import parse
+
+    d = tmp_path / "a,share=off"
+    d.mkdir()
+    t = parse(f"description: x\nnodes:\n  - {{id: 0, cpus: 0-1, memory: 256M, backend: file, share: true, path: '{d}/node0'}}\n",
+              "comma.yaml")
+    argv = machine_argv(t, accel="tcg")
+    assert f"mem-path={str(d).replace(',', ',,')}/node0" in " ".join(argv)
+    p = _qmp_session(find_binary(), argv, ["query-status"])
+    assert p.returncode == 0, p.stderr
+    assert (d / "node0").is_file()
+
+
+def test_qemu_runs_tcg_single_threaded():
+    from harness.topology import parse
+
+    t = parse("description: x\nmachine: {smp: 4}\nnodes:\n  - {id: 0, cpus: 0-3, memory: 256M}\n", "t.yaml")
+    p = _qmp_session(find_binary(), machine_argv(t, accel="tcg", tcg_thread="single"), ["query-status"])
+    assert p.returncode == 0, p.stderr

@@ -60,7 +60,9 @@ CASES = [
     ("bad-enum", BASE, "nodes.0.backend", "memdf", "nodes[0].backend", ["not one of", "did you mean 'memfd'"]),
     ("cpu-beyond-smp", BASE, "nodes.0.cpus", "0-2", "nodes[0].cpus", ["CPU 2 does not exist", "machine.smp is 2"]),
     ("cpu-overlap", BASE, "nodes.1.cpus", "1", "nodes[1].cpus", ["CPU 1 is already in node 0"]),
-    ("cpu-unplaced", BASE, "machine.smp", 4, "nodes", ["vCPUs 2,3 are in no node"]),
+    ("cpu-unplaced", BASE, "machine.smp", 4, "nodes", ["vCPUs 2-3 are in no node"]),
+    ("smp-runaway", BASE, "machine.smp", 100000000, "machine.smp", ["100000000 vCPUs is outside 1..4096"]),
+    ("smp-many-unplaced", BASE, "machine.smp", 4000, "nodes", ["vCPUs 2-3999 are in no node"]),
     ("duplicate-node-id", BASE, "nodes.1.id", 0, "nodes[1].id", ["node id 0 is used twice"]),
     ("node-id-gap", BASE, "nodes.1.id", 5, "nodes[1].id", ["out of range", "0..1", "renumber it to 1"]),
     ("memory-not-adding-up", BASE, "machine.memory", "4G", "machine.memory", ["does not equal", "1G + 1G = 2G"]),
@@ -92,7 +94,17 @@ CASES = [
     ("device-size-not-256M", CXL, "cxl.devices.0.volatile", "100M", "cxl.devices[0].volatile", ["not a multiple of 256M"]),
     ("pmem-without-lsa", CXL, "cxl.devices.0.persistent", "256M", "cxl.devices[0].lsa", ["no label storage area", "lsa: 1M"]),
     ("window-unknown-target", CXL, "cxl.windows.0.targets", ["hb7"], "cxl.windows[0].targets[0]", ["host bridge 'hb7' does not exist"]),
-    ("region-ways-not-power-of-two", CXL, "guest.regions.0.ways", 3, "guest.regions[0].ways", ["3 is not a power of two"]),
+    ("region-ways-no-encoding", CXL, "guest.regions.0.ways", 5, "guest.regions[0].ways", ["ways 5 has no CXL encoding", "ways_to_eiw"]),
+    ("region-ways-3-two-devices", CXL, "guest.regions", [{"window": 1, "devices": ["mem0", "mem1"], "ways": 3}],
+     "guest.regions[0].ways", ["ways is 3 but 2 devices are listed"]),
+    ("switch-into-own-port", {**CXL, "cxl": {**CXL["cxl"], "switches": [{"id": "us0", "upstream": "dsp0", "downstream_ports": [{"id": "dsp0"}]}]}},
+     "machine.smp", 2, "cxl.switches[0].upstream", ["switch us0 is plugged into its own downstream port 'dsp0'"]),
+    ("switch-loop", {**CXL, "cxl": {**CXL["cxl"], "switches": [
+        {"id": "us0", "upstream": "dsp1", "downstream_ports": [{"id": "dsp0"}]},
+        {"id": "us1", "upstream": "dsp0", "downstream_ports": [{"id": "dsp1"}]}]}},
+     "machine.smp", 2, "cxl.switches[0].upstream", ["us0 -> us1 -> us0", "loop"]),
+    ("pci-driver-with-comma", {**BASE, "pci_devices": [{"id": "acc0", "driver": "edu,romfile=/x"}]},
+     "machine.smp", 2, "pci_devices[0].driver", ["not a QEMU device model name"]),
     ("region-ways-mismatch", CXL, "guest.regions.0.ways", 2, "guest.regions[0].ways", ["ways is 2 but 1 devices are listed"]),
     ("region-device-not-under-window", CXL, "guest.regions.0.devices", ["mem1"], "guest.regions[0].devices[0]", ["under host bridge hb1", "window 0 does not target"]),
     ("region-ways-vs-window-ways", CXL, "guest.regions", [{"window": 1, "devices": ["mem0"]}], "guest.regions[0].ways", ["cannot spread over window 1's 2 host bridges"]),
@@ -143,3 +155,75 @@ def test_top_level_must_be_mapping():
     with pytest.raises(TopologyError) as exc:
         parse("- a\n- b\n", "list.yaml")
     assert "expected a mapping" in str(exc.value)
+
+
+# --- input that must be refused quickly, in one line, without a traceback -------------------
+
+GOOD = "description: x\nnodes:\n  - {id: 0, cpus: 0-1, memory: 1G}\n"
+
+
+def test_duplicate_key_names_both_lines():
+    with pytest.raises(TopologyError) as exc:
+        parse(GOOD + "nodes: []\n", "dup.yaml")
+    assert str(exc.value).startswith("dup.yaml: line 4: key 'nodes' is given twice (lines 2 and 4)")
+
+
+def test_duplicate_key_in_flow_mapping_names_columns():
+    with pytest.raises(TopologyError) as exc:
+        parse("description: x\nnodes:\n  - {id: 0, cpus: 0-1, memory: 1G, memory: 3G}\n", "dup.yaml")
+    assert "key 'memory' is given twice (line 3, columns 24 and 36)" in str(exc.value)
+
+
+def test_non_utf8_gives_the_byte_offset():
+    with pytest.raises(TopologyError) as exc:
+        parse(b"description: caf\xe9\n", "latin1.yaml")
+    assert str(exc.value) == "latin1.yaml: line 1: not UTF-8: byte 0xe9 at offset 16 (save the file as UTF-8)"
+
+
+def test_alias_bomb_is_refused_fast():
+    import time
+
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 10)]
+    t0 = time.monotonic()
+    with pytest.raises(TopologyError) as exc:
+        parse("\n".join(lines) + "\n", "bomb.yaml")
+    assert time.monotonic() - t0 < 1.0
+    assert "YAML aliases expand to more than" in str(exc.value)
+
+
+def test_huge_file_is_refused_without_reading_it(tmp_path):
+    import time
+
+    from harness.topology import load
+
+    f = tmp_path / "huge.yaml"
+    with f.open("wb") as fh:
+        fh.truncate(50 << 20)  # a sparse 50 MiB file
+    t0 = time.monotonic()
+    with pytest.raises(TopologyError) as exc:
+        load(f)
+    assert time.monotonic() - t0 < 1.0
+    assert "is 50.0 MiB; topology files are capped at 1 MiB" in str(exc.value)
+
+
+def test_deep_nesting_is_refused():
+    with pytest.raises(TopologyError) as exc:
+        parse("[" * 100_000, "deep.yaml")
+    assert "nested more than 64 levels deep" in str(exc.value)
+
+
+def test_directory_is_called_a_directory(tmp_path):
+    from harness.topology import load
+
+    with pytest.raises(TopologyError) as exc:
+        load(tmp_path)
+    assert "is a directory, not a topology file" in str(exc.value)
+
+
+def test_ways_and_port_names_with_brackets_survive(tmp_path):
+    """Text in square brackets is data: the message keeps it (the CLI prints it without markup)."""
+    doc = _set(CXL, "cxl.devices.0.port", "[rp0]")
+    with pytest.raises(TopologyError) as exc:
+        parse(yaml.safe_dump(doc), "t.yaml")
+    assert "port '[rp0]' does not exist" in str(exc.value)
