@@ -19,7 +19,7 @@ from harness.errors import KernelError
 from harness.image.initramfs import Image, build_initramfs
 from harness.kernel.needs import guest_needs
 from harness.kernel.sources import Kernel, check_config, default_kernel, kernel_from_tree, user_kernel
-from harness.paths import state_dir
+from harness.paths import data_dir
 from harness.qemu.argv import backing_path, device_files, kernel_cmdline, machine_argv
 from harness.qemu.limits import TcgThreading, check_limits, choose_tcg_thread, host_cores, host_memory
 from harness.qemu.preflight import find_binary, preflight
@@ -37,8 +37,10 @@ ENV_TCG_THREAD = "NUMA_HARNESS_TCG_THREAD"  # auto | single | multi
 
 
 def backing_dir() -> Path:
-    """Where relative backing-file paths of a topology (``backend: file``) live; kept across boots."""
-    return state_dir() / ".backing"
+    """Where relative backing-file paths of a topology (``backend: file``) live; kept across boots.
+
+    Not under the background VMs' state directory, whose entries are VM names."""
+    return data_dir() / "backing"
 
 
 def make_backing_dirs(t, files_dir: Path) -> None:

@@ -32,3 +32,16 @@ def state_dir() -> Path:
         p = Path(base) / "numa-harness" / "vms"
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+def data_dir() -> Path:
+    """Files a user keeps between boots (file-backed guest memory): $NUMA_HARNESS_DATA, else
+    $XDG_DATA_HOME/numa-harness, else ~/.local/share/numa-harness."""
+    env = os.environ.get("NUMA_HARNESS_DATA")
+    if env:
+        p = Path(env)
+    else:
+        base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        p = Path(base) / "numa-harness"
+    p.mkdir(parents=True, exist_ok=True)
+    return p

@@ -136,7 +136,7 @@ class Type3:
     serial: int | None = fld("device serial number (sn=)", None)
     backend: Backend = fld("host backend for the capacities", "ram")
     path: str | None = fld("directory for backend: file (files <id>-vmem.raw, <id>-pmem.raw, <id>-lsa.raw); "
-                            "a relative path is under the harness state directory's .backing/", None)
+                            "a relative path is under the harness data directory's backing/ ($NUMA_HARNESS_DATA, default ~/.local/share/numa-harness)", None)
 
 
 @dataclass(frozen=True, kw_only=True)
