@@ -94,6 +94,7 @@ class PlaceResult:
     thp: str
     page_size: int
     npages: int
+    addr: str | None                 # the buffer's start, hex as numa_maps prints it
     mlock: bool
     prefault: bool
     policy: Policy
@@ -245,7 +246,7 @@ def _build_place(o: dict[str, Any]) -> PlaceResult:
     rb = o["readback"]
     return PlaceResult(
         int(o["pid"]), bool(o["ok"]), _refusal(o), int(o["size_mib"]), o["kind"], o["thp"], int(o["page_size"]),
-        int(o["npages"]), bool(o["mlock"]), bool(o["prefault"]), _policy(o["policy"]),
+        int(o["npages"]), o["addr"], bool(o["mlock"]), bool(o["prefault"]), _policy(o["policy"]),
         _policy(rb) if rb.get("ok") else _refusal(rb) or Refusal("get_mempolicy", 0, ""),
         _maybe_pages(o["placement"]), {k: float(v) for k, v in o["elapsed"].items()}, o["hold"])
 

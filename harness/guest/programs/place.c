@@ -95,6 +95,14 @@ int main(int argc, char **argv)
 	else
 		j_bool(&j, "ok", 1);
 	j_region(&j, &ro, &r);
+	if (r.addr) {
+		char a[32];
+
+		snprintf(a, sizeof(a), "%lx", (unsigned long)r.addr); /* as numa_maps prints it */
+		j_str(&j, "addr", a);
+	} else {
+		j_null(&j, "addr");
+	}
 	j_bool(&j, "mlock", do_mlock);
 	j_bool(&j, "prefault", prefault);
 	j_policy(&j, "policy", &pol);
