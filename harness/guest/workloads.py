@@ -13,6 +13,10 @@ A call the kernel refused is data, not an error: ``result.ok`` is False and
 ``result.refusal`` says which call and errno. :class:`WorkloadError` is raised
 only for output that is not what the programs print, a usage error (exit 2) or
 a program that did not run.
+
+Over 400 lines on purpose: four programs' result types, parsers and command-line
+builders side by side, so a key a program prints and the field that reads it
+change together.
 """
 
 from __future__ import annotations

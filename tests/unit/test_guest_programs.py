@@ -70,6 +70,20 @@ def test_build_writes_only_the_programs(out):
         assert b"ld-linux" not in (out / name).read_bytes()[:4096]
 
 
+def test_image_builder_builds_into_a_source_keyed_dir(monkeypatch, tmp_path):
+    from harness.image.initramfs import _guest_tests
+
+    monkeypatch.setenv("NUMA_HARNESS_CACHE", str(tmp_path))
+    built = _guest_tests(None)
+    assert sorted(built) == sorted(PROGRAMS)
+    dirs = {p.parent for p in built.values()}
+    assert len(dirs) == 1
+    d = dirs.pop()
+    assert d.parent == tmp_path / "guest-programs" and len(d.name) == 16 and int(d.name, 16) >= 0
+    # same sources, same dir (no rebuild into a new one)
+    assert {p.parent for p in _guest_tests(None).values()} == {d}
+
+
 @pytest.mark.parametrize("via", ["mbind", "set_mempolicy"])
 @pytest.mark.parametrize("kind", w.KINDS)
 def test_place_bind_node0_puts_every_page_there(out, kind, via):

@@ -1,4 +1,8 @@
-/* Shared code of the guest workload programs: see common.h. */
+/* Shared code of the guest workload programs: see common.h.
+ *
+ * Long on purpose: it is the one helper file every program links, so that no
+ * program copies another's JSON writer, option parsing or syscall wrappers.
+ */
 #define _GNU_SOURCE
 #include "common.h"
 
