@@ -564,13 +564,16 @@ def _guest_tests(progress: Progress) -> dict[str, Path]:
     """Build the guest programs (if their source folder has a Makefile) and list the outputs.
 
     The sources ship inside the package (possibly read-only, in site-packages), so
-    the build writes into the cache: ``make -C SRC OUT=cache_dir()/guest-programs``.
+    the build writes into the cache: ``make -C SRC OUT=cache_dir()/guest-programs/<hash>``,
+    the hash over every source file's name and contents, so two checkouts (or two
+    versions) sharing a cache never share, or overwrite, each other's programs.
     """
     src = guest_programs_dir()
     if not (src / "Makefile").is_file():
         return {}
     make = find_host_program("make", "make")
-    build = cache_dir() / "guest-programs"
+    sources = sorted(p for p in src.iterdir() if p.is_file() and not p.name.startswith("."))
+    build = cache_dir() / "guest-programs" / digest([(p.name, _file_sha(p)) for p in sources])
     build.mkdir(parents=True, exist_ok=True)
     _say(progress, "building guest programs")
     proc = _run([str(make), "-s", "-C", str(src), f"OUT={build}"], "building guest programs",

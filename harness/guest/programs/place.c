@@ -1,0 +1,141 @@
+/* place: allocate memory under a memory policy, touch it, report where every page is.
+ *
+ * Order: set_mempolicy (--via set_mempolicy) -> mmap -> madvise THP ->
+ * [--prefault: touch] -> mbind (--via mbind, with --move/--strict) -> touch ->
+ * [--mlock] -> move_pages query -> get_mempolicy read-back -> JSON -> hold.
+ * A refused call ends the run there: the JSON says which call and errno, and
+ * still reports where the pages already touched are. See README.md.
+ */
+#define _GNU_SOURCE
+#include "common.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+enum { OPT_MLOCK = OPT_FIRST_FREE, OPT_PREFAULT };
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		REGION_LONG_OPTIONS, POLICY_LONG_OPTIONS, HOLD_LONG_OPTIONS,
+		{"mlock", 0, 0, OPT_MLOCK}, {"prefault", 0, 0, OPT_PREFAULT},
+		{0, 0, 0, 0},
+	};
+	region_opts_t ro;
+	policy_t pol;
+	hold_opts_t hold = {0, 0};
+	int do_mlock = 0, prefault = 0, opt, failed = 0;
+	const char *call = NULL;
+	region_t r = {0};
+	double t0, t_map = 0, t_policy = 0, t_touch = 0, t_mlock = 0, t_query = 0;
+	json_t j;
+
+	nh_usage = "place " REGION_USAGE " " POLICY_USAGE " [--prefault] [--mlock] " HOLD_USAGE;
+	region_opts_init(&ro);
+	policy_init(&pol);
+	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (region_opt(&ro, opt, optarg) || policy_opt(&pol, opt, optarg) || hold_opt(&hold, opt, optarg))
+			continue;
+		if (opt == OPT_MLOCK)
+			do_mlock = 1;
+		else if (opt == OPT_PREFAULT)
+			prefault = 1;
+		else
+			usage_error("unknown option");
+	}
+	if (optind < argc)
+		usage_error("unexpected argument '%s'", argv[optind]);
+	region_opts_check(&ro);
+	policy_check(&pol);
+
+	j_init(&j);
+	j_obj(&j, NULL);
+	j_str(&j, "program", "place");
+	j_int(&j, "pid", getpid());
+
+	t0 = now();
+	if (policy_apply_task(&pol, &call) < 0)
+		failed = errno;
+	t_policy += now() - t0;
+	if (!failed) {
+		t0 = now();
+		if (region_map(&r, (size_t)ro.size_mib << 20, ro.kind, ro.thp, &call) < 0)
+			failed = errno;
+		t_map = now() - t0;
+	}
+	if (!failed && prefault) {
+		t0 = now();
+		region_touch(&r);
+		t_touch += now() - t0;
+	}
+	if (!failed) {
+		t0 = now();
+		if (policy_apply_range(&pol, r.addr, r.size, &call) < 0)
+			failed = errno;
+		t_policy += now() - t0;
+	}
+	if (!failed) {
+		t0 = now();
+		region_touch(&r);
+		t_touch += now() - t0;
+	}
+	if (!failed && do_mlock) {
+		t0 = now();
+		call = "mlock";
+		if (mlock(r.addr, r.size) < 0)
+			failed = errno;
+		t_mlock = now() - t0;
+	}
+
+	if (failed)
+		j_fail(&j, call, failed);
+	else
+		j_bool(&j, "ok", 1);
+	j_region(&j, &ro, &r);
+	if (r.addr) {
+		char a[32];
+
+		snprintf(a, sizeof(a), "%lx", (unsigned long)r.addr); /* as numa_maps prints it */
+		j_str(&j, "addr", a);
+	} else {
+		j_null(&j, "addr");
+	}
+	j_bool(&j, "mlock", do_mlock);
+	j_bool(&j, "prefault", prefault);
+	j_policy(&j, "policy", &pol);
+	j_policy_readback(&j, "readback", pol.via_mbind && r.addr ? r.addr : NULL);
+	if (r.addr) {
+		void **pages = region_pages(&r, r.npages);
+		hist_t h;
+
+		t0 = now();
+		if (query_pages(0, pages, r.npages, &h) < 0) {
+			j_obj(&j, "placement");
+			j_fail(&j, "move_pages", errno);
+			j_obj_end(&j);
+		} else {
+			j_hist(&j, "placement", &h);
+		}
+		t_query = now() - t0;
+		free(pages);
+	} else {
+		j_null(&j, "placement");
+	}
+	j_obj(&j, "elapsed");
+	j_num(&j, "map_s", t_map);
+	j_num(&j, "policy_s", t_policy);
+	j_num(&j, "touch_s", t_touch);
+	j_num(&j, "mlock_s", t_mlock);
+	j_num(&j, "query_s", t_query);
+	j_obj_end(&j);
+	j_hold(&j, failed ? &(hold_opts_t){0, 0} : &hold);
+	j_obj_end(&j);
+	j_print(&j, stdout);
+	j_free(&j);
+	if (!failed)
+		hold_run(&hold);
+	return 0;
+}
