@@ -5,11 +5,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from harness.errors import HarnessError
+from harness.guest import workloads
 from harness.guest.state import GuestState
 from harness.plugin.hooks import MACHINE, MARK, PROBLEMS_BEFORE, STATS, pool
 from harness.plugin.machine import Machine
@@ -17,6 +18,7 @@ from harness.plugin.pool import VMPool
 from harness.stats import Delta, Snapshot, snapshot
 
 _COUNTER = itertools.count(1)
+R = TypeVar("R")
 
 
 @pytest.fixture(scope="session")
@@ -64,14 +66,46 @@ def vm(request: pytest.FixtureRequest, numa_harness_pool: VMPool) -> Iterator[Ma
 
 
 class Guest:
-    """Runs the guest programs (``place``, ``move``, ``migrate``, ``pressure``) on a machine."""
+    """Runs the guest programs on the test's machine and returns their typed reports.
+
+    Each method takes the keyword arguments of the command-line builder of the
+    same name in :mod:`harness.guest.workloads` (see its docstrings and
+    ``programs/README.md``), e.g. ``guest.place(16, policy="bind", nodes=[1])``.
+    A refused syscall is data (``result.refused``), not an exception.
+    """
 
     def __init__(self, machine: Machine) -> None:
         self.machine = machine
 
-    def run(self, program: str, *args: str | int, timeout: float = 300) -> dict[str, Any]:
-        """Run ``program`` with ``args``; its JSON report as a dict."""
-        return self.machine.program(program, *args, timeout=timeout)
+    def place(self, size_mib: int, *, timeout: float = 300, **kw: Any) -> workloads.PlaceResult:
+        """Allocate and touch ``size_mib`` under a policy; pages per node."""
+        return self._run(workloads.place(size_mib, **kw), workloads.PlaceResult, timeout)
+
+    def move(self, size_mib: int, to: int, *, timeout: float = 300, **kw: Any) -> workloads.MoveResult:
+        """``move_pages`` a buffer to node ``to``; per-page statuses and checksums."""
+        return self._run(workloads.move(size_mib, to, **kw), workloads.MoveResult, timeout)
+
+    def migrate(self, from_nodes: Any, to_nodes: Any, *, timeout: float = 300, **kw: Any) -> workloads.MigrateResult:
+        """``migrate_pages`` of a process (``pid=``) or of a child holding ``size_mib=``."""
+        return self._run(workloads.migrate(from_nodes, to_nodes, **kw), workloads.MigrateResult, timeout)
+
+    def pressure(self, target: str, until: str, *, timeout: float = 600, **kw: Any) -> workloads.PressureResult:
+        """Fill memory towards ``target`` (``node:N``, ``machine``, ``cgroup:PATH``) in steps."""
+        return self._run(workloads.pressure(target, until, **kw), workloads.PressureResult, timeout)
+
+    def start(self, command: str) -> int:
+        """Start a holding program (built with ``hold_until_signal=True``) in the background; its pid.
+
+        The program keeps running after this returns; the next test's state reset ends it.
+        """
+        r = self.machine.run(f"{command} > /tmp/harness-bg.out 2>&1 & echo $!", timeout=30)
+        return int(r.stdout.strip().splitlines()[-1])
+
+    def _run(self, command: str, kind: type[R], timeout: float) -> R:
+        result = workloads.run(self.machine.vm, command, timeout=timeout)
+        if not isinstance(result, kind):
+            raise workloads.WorkloadError(f"expected a {kind.__name__}, the program printed a {type(result).__name__}")
+        return result
 
 
 @pytest.fixture

@@ -8,27 +8,19 @@ plugin's fixtures hand it to tests as ``vm``.
 
 from __future__ import annotations
 
-import json
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from harness.boot import Prepared
 from harness.errors import GuestCommandError
 from harness.guest.setup import SetupResult
 from harness.guest.state import GuestState, mismatches, parse_state_output, state_command
-from harness.image.initramfs import GUEST_TESTS_IMAGE_DIR
 from harness.topology.model import Topology
 from harness.vm.console import Problem
 from harness.vm.machine import VM, CommandResult
 
 #: Where the guest-state program is in the image.
 GUEST_STATE_PROGRAM = "/usr/lib/numa-harness/bin/guest-state"
-
-
-class ProgramError(GuestCommandError):
-    """A guest program failed as a program (usage error, crash, no JSON), not as a refused syscall."""
 
 
 @dataclass
@@ -63,19 +55,6 @@ class Machine:
         """Run a shell command line in the guest as root; ``check`` raises on a non-zero exit."""
         return self.vm.run(command, timeout=timeout, check=check)
 
-    def program(self, name: str, *args: str | int, timeout: float = 300) -> dict[str, Any]:
-        """Run guest program ``name`` (from ``guest-tests``) with ``args``; its JSON object.
-
-        Raises ProgramError if it exits non-zero (a usage or harness error: a
-        refused syscall is reported in the JSON with exit 0) or prints no JSON.
-        """
-        argv = [f"{GUEST_TESTS_IMAGE_DIR}/{name}", *map(str, args)]
-        r = self.vm.run(shlex.join(argv), timeout=timeout)
-        if r.exit_status != 0:
-            raise ProgramError(f"guest program {name} exited with status {r.exit_status}",
-                               detail=(r.stderr or r.stdout)[-2000:])
-        return parse_program_json(name, r.stdout)
-
     # -- state -----------------------------------------------------------------
 
     def apply_state(self, state: GuestState, *, mark: str | None = None) -> dict[str, str]:
@@ -109,20 +88,6 @@ class Machine:
     def problems(self) -> list[Problem]:
         """Kernel problems seen on the console since boot."""
         return self.vm.problems()
-
-
-def parse_program_json(name: str, stdout: str) -> dict[str, Any]:
-    """The JSON object a guest program printed (the last line that parses as an object)."""
-    for line in reversed(stdout.strip().splitlines()):
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(data, dict):
-                return data
-    raise ProgramError(f"guest program {name} printed no JSON object", detail=stdout[-2000:])
 
 
 def cut_after_mark(dmesg: str, mark: str) -> str:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
-
-from harness.plugin.machine import ProgramError, cut_after_mark, parse_program_json
+from harness.plugin.machine import cut_after_mark
 from harness.plugin.problems import problem_kind, unexpected_problems
 from harness.vm.console import find_kernel_problems
 
@@ -47,13 +45,6 @@ def test_expected_problems_pass_unexpected_fail():
 def test_strict_expectation_must_appear():
     assert unexpected_problems([], {"oom"}) == "the test expected a kernel oom report, and the guest printed none"
     assert unexpected_problems([], {"oom"}, strict=False) is None
-
-
-def test_program_json_is_the_last_object_line():
-    assert parse_program_json("place", 'progress 1\n{"a": 1}\n{"ok": true, "pages": {"1": 4096}}\n') == \
-        {"ok": True, "pages": {"1": 4096}}
-    with pytest.raises(ProgramError, match="printed no JSON object"):
-        parse_program_json("place", "Segmentation fault\n")
 
 
 def test_dmesg_is_cut_after_the_last_mark():
