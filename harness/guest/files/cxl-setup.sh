@@ -347,7 +347,7 @@ create_region() {
 	cr_decs=
 	cr_mds=
 	for cr_id in "$@"; do
-		memdev_of "$cr_id"
+		memdev_of "$cr_id" || fail "find memdev $cr_id" "$PLAN" "no memdev step mapped $cr_id"
 		cr_md=$FOUND
 		wait_until 30 endpoint_of "$cr_md" ||
 			fail "find endpoint of $cr_md" "$CXL/$cr_md" "no endpoint port after 30 s (cxl_mem/cxl_port not bound?)"
