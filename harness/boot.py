@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import KernelError
-from harness.image.initramfs import Image, build_initramfs
+from harness.image.build import Image, build_initramfs
 from harness.kernel.needs import guest_needs
 from harness.kernel.sources import Kernel, check_config, default_kernel, kernel_from_tree, user_kernel
 from harness.paths import data_dir

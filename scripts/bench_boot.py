@@ -25,7 +25,8 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.boot import KernelSpec, prepare
-from harness.image.initramfs import build_bare_initramfs
+from harness.guest.protocol import MILESTONE_INIT
+from harness.image.build import build_bare_initramfs
 from harness.vm.machine import VM
 
 TARGET_RATIO = 1.25
@@ -47,7 +48,7 @@ def bare_boot(qemu: str, machine_argv: list[str], kernel: Path, initrd: Path, ti
         elapsed = time.monotonic() - t0
         if proc.returncode != 0:
             raise SystemExit(f"bare boot failed ({proc.returncode}): {proc.stderr.read().decode()[-500:]}")
-        if "numa-harness: init running" not in Path(d, "console.log").read_text(errors="replace"):
+        if MILESTONE_INIT not in Path(d, "console.log").read_text(errors="replace"):
             raise SystemExit("bare boot exited without its init running; not a valid floor")
         return elapsed
 

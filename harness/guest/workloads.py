@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from harness.errors import HarnessError
+from harness.guest.protocol import GUEST_TESTS_DIR
 
 #: Where the image builder puts the programs in the guest (the image's guest-tests dir).
-PROGRAMS_DIR = "/usr/lib/numa-harness/guest-tests"
+PROGRAMS_DIR = GUEST_TESTS_DIR
 
 POLICIES = ("default", "bind", "preferred", "preferred-many", "interleave", "weighted-interleave", "local")
 KINDS = ("anon", "shared", "memfd", "file")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from harness.boot import Prepared
 from harness.errors import GuestCommandError
+from harness.guest.protocol import GUEST_BIN_DIR
 from harness.guest.setup import SetupResult
 from harness.guest.state import GuestState, mismatches, parse_state_output, state_command
 from harness.topology.model import Topology
@@ -20,7 +21,7 @@ from harness.vm.console import Problem
 from harness.vm.machine import VM, CommandResult
 
 #: Where the guest-state program is in the image.
-GUEST_STATE_PROGRAM = "/usr/lib/numa-harness/bin/guest-state"
+GUEST_STATE_PROGRAM = f"{GUEST_BIN_DIR}/guest-state"
 
 
 @dataclass

@@ -1,21 +1,19 @@
 """Taking a snapshot: one guest command, one SSH round trip.
 
-The guest side is ``harness/guest/files/snapshot.sh`` (POSIX sh). Until the guest image carries
-it at :data:`IN_IMAGE`, its text is sent as the command itself, with ``set --`` giving it its
-arguments; switching to the in-image copy is the one line marked in :func:`snapshot_command`.
+The guest side is ``harness/guest/files/snapshot.sh`` (POSIX sh), which the image carries at
+:data:`IN_IMAGE`; this module runs it with the arguments asked for and checks its output is whole.
 """
 
 from __future__ import annotations
 
 import shlex
-from functools import cache
 from typing import Any, Protocol
 
 from harness.errors import GuestCommandError
-from harness.resources import guest_files_dir
+from harness.guest.protocol import GUEST_BIN_DIR, guest_bin_name
 
-#: Where the image build puts every non-init file of ``harness/guest/files``.
-IN_IMAGE = "/usr/lib/numa-harness/bin/snapshot.sh"
+#: The snapshot program in the image (every non-init guest file lands in GUEST_BIN_DIR, without ``.sh``).
+IN_IMAGE = f"{GUEST_BIN_DIR}/{guest_bin_name('snapshot.sh')}"
 
 #: A snapshot reads a few hundred small files; under TCG on a loaded host this stays well below.
 DEFAULT_TIMEOUT = 60.0
@@ -25,11 +23,6 @@ class Runner(Protocol):
     """Anything that runs a guest command line: ``harness.vm.machine.VM`` or a test double of it."""
 
     def run(self, command: str, *, timeout: float = ...) -> Any: ...
-
-
-@cache
-def script_text() -> str:
-    return (guest_files_dir() / "snapshot.sh").read_text()
 
 
 def snapshot_args(*, pid: int | None = None, cgroup: str | None = None, cxl: bool = False,
@@ -50,8 +43,7 @@ def snapshot_args(*, pid: int | None = None, cgroup: str | None = None, cxl: boo
 
 def snapshot_command(args: list[str]) -> str:
     """The guest command line that prints one snapshot."""
-    # Once the image carries the script: return shlex.join([IN_IMAGE, *args])
-    return f"set -- {shlex.join(args)}\n{script_text()}"
+    return shlex.join([IN_IMAGE, *args])
 
 
 def collect(runner: Runner, *, pid: int | None = None, cgroup: str | None = None, cxl: bool = False,

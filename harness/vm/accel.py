@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from harness.errors import QemuError
+from harness.guest.protocol import INIT_POWEROFF, guest_cmdline
 from harness.paths import cache_dir
 from harness.vm.console import INIT_RUNNING, parse_milestone
 
@@ -71,7 +72,7 @@ def probe_argv(qemu_binary: str, kernel: Path, initrd: Path, console_log: Path) 
     """The QEMU command line of the KVM probe boot (pure)."""
     return [qemu_binary, "-machine", "q35", "-accel", "kvm", "-cpu", KVM_CPU, "-m", "512M", "-smp", "1",
             "-nodefaults", "-display", "none", "-no-reboot", "-kernel", str(kernel), "-initrd", str(initrd),
-            "-append", "console=ttyS0 panic=-1 harness.init=poweroff",
+            "-append", " ".join(["console=ttyS0", "panic=-1", *guest_cmdline(init=INIT_POWEROFF)]),
             "-chardev", f"file,id=hcon0,path={_opt(console_log)}", "-serial", "chardev:hcon0"]
 
 

@@ -40,6 +40,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.guest.protocol import GUEST_PREFIX
+
 # --------------------------------------------------------------------------
 # Milestones
 # --------------------------------------------------------------------------
@@ -55,9 +57,6 @@ SSH_READY = "ssh-ready"
 #: Every milestone, in boot order. The first and the last are seen on the host
 #: side (QMP answered, SSH logged in); the others are console lines.
 MILESTONES = (QEMU_UP, KERNEL_STARTED, INIT_RUNNING, MODULES_LOADED, NETWORK_UP, SSHD_READY, SSH_READY)
-
-#: Prefix of every line the guest's /init prints.
-GUEST_PREFIX = "numa-harness:"
 
 _LINUX_VERSION = re.compile(r"\bLinux version \d+\.\d+")
 # Keyword (after the prefix, case-insensitive) -> milestone. Matched by

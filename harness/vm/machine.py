@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import BootError, GuestCommandError, GuestPanic, VMStateError
-from harness.image.initramfs import guest_cmdline
+from harness.guest.protocol import GUEST_GW, GUEST_IP, guest_cmdline
 from harness.vm import console as con
 from harness.vm.ports import hostfwd_bind_failed, pick_free_port, port_is_free
 from harness.vm.qmp import QMPFailure, SyncQMP
@@ -62,8 +62,6 @@ from harness.vm.ssh import CommandResult, GuestSSH, KeyPair, generate_keypair, l
 __all__ = ["Timeouts", "BootSpec", "VM", "VMState", "CommandResult", "build_qemu_argv", "kernel_cmdline",
            "read_state", "STATE_FILE"]
 
-GUEST_IP = "10.0.2.15/24"  # QEMU user networking's defaults
-GUEST_GW = "10.0.2.2"
 STATE_FILE = "vm.json"
 STATE_VERSION = 1
 MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with the NUL

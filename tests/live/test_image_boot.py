@@ -14,14 +14,15 @@ import time
 import pexpect
 import pytest
 
-from harness.image.initramfs import (
+from harness.guest.protocol import (
+    CXL_SETUP,
     MILESTONE_INIT,
     MILESTONE_MODULES,
     MILESTONE_NETWORK,
     MILESTONE_SSHD,
-    build_initramfs,
     guest_cmdline,
 )
+from harness.image.build import build_initramfs
 from harness.kernel.sources import default_kernel
 
 pytestmark = pytest.mark.live
@@ -81,7 +82,8 @@ def test_image_boots_to_ssh():
         client.connect("127.0.0.1", port, username="root", pkey=key, timeout=SSH_TIMEOUT,
                        banner_timeout=SSH_TIMEOUT, auth_timeout=SSH_TIMEOUT, allow_agent=False, look_for_keys=False)
         try:
-            _, out, _ = client.exec_command("cat /proc/meminfo; echo PATH=$PATH HOME=$HOME; lsmod", timeout=SSH_TIMEOUT)
+            _, out, _ = client.exec_command(f"cat /proc/meminfo; echo PATH=$PATH HOME=$HOME; lsmod; "
+                                         f"[ -x {CXL_SETUP} ] && echo has-cxl-setup", timeout=SSH_TIMEOUT)
             text = out.read().decode()
             assert out.channel.recv_exit_status() == 0
         finally:
@@ -91,6 +93,7 @@ def test_image_boots_to_ssh():
         assert "MemTotal:" in text
         assert "/usr/sbin" in text and "HOME=/root" in text
         assert "cxl_mem" in text and "virtio_net" in text
+        assert "has-cxl-setup" in text, "the guest files are packed as executables"
     finally:
         child.terminate(force=True)
         child.close(force=True)

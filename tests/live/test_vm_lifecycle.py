@@ -44,7 +44,7 @@ def guest() -> tuple[Path, Path]:
     """(kernel image, initramfs) of the default guest."""
     if shutil.which(QEMU) is None:
         pytest.skip(f"{QEMU} is not installed (scripts/install-host-deps)")
-    from harness.image.initramfs import build_initramfs
+    from harness.image.build import build_initramfs
     from harness.kernel.sources import default_kernel
 
     kernel = default_kernel()

@@ -71,7 +71,7 @@ def test_build_writes_only_the_programs(out):
 
 
 def test_image_builder_builds_into_a_source_keyed_dir(monkeypatch, tmp_path):
-    from harness.image.initramfs import _guest_tests
+    from harness.image.host import build_guest_programs as _guest_tests
 
     monkeypatch.setenv("NUMA_HARNESS_CACHE", str(tmp_path))
     built = _guest_tests(None)

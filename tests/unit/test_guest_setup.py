@@ -1,16 +1,17 @@
-"""Guest set-up script: rendering, shell syntax, memdev keys, output parsing (pure; no VM)."""
+"""Guest set-up, host side: the plan from a topology, the command that carries it, memdev keys,
+and the parser of the program's result lines (pure; the program itself: test_cxl_setup_program)."""
 
 from __future__ import annotations
 
-import re
-import shutil
+import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from harness.errors import GuestCommandError
+from harness.guest.protocol import MAX_COMMAND_BYTES, SYSFS_ENV
 from harness.guest.setup import (
-    CHUNK_LIMIT,
     GuestSetupError,
     SetupResult,
     apply_guest_setup,
@@ -19,24 +20,17 @@ from harness.guest.setup import (
     parse_setup_output,
     region_size,
     region_ways,
-    setup_script,
-    upload_commands,
+    setup_command,
+    setup_plan,
 )
-from harness.topology import load, preset_names
+from harness.resources import guest_files_dir
+from harness.topology import load, parse, preset_names
 
 REGION_PRESETS = [p for p in preset_names() if load(p).topology.guest.regions]
-SHELLS = [s for s in (["dash", "-n"], ["busybox", "sh", "-n"]) if shutil.which(s[0])]
 
 
-def _body(script: str, func: str) -> str:
-    """The text of shell function ``func`` in the rendered script."""
-    m = re.search(rf"^{func}\(\) {{\n(.*?)^}}\n", script, re.S | re.M)
-    assert m, f"{func} not in script"
-    return m.group(1)
-
-
-def _topology_part(script: str) -> list[str]:
-    return script.split("# --- this topology ---\n", 1)[1].splitlines()
+def _steps(plan: str, kind: str) -> list[list[str]]:
+    return [ln.split()[1:] for ln in plan.splitlines() if ln.split()[:1] == [kind]]
 
 
 def test_region_presets_are_the_expected_ones():
@@ -44,96 +38,80 @@ def test_region_presets_are_the_expected_ones():
 
 
 @pytest.mark.parametrize("preset", REGION_PRESETS)
-def test_create_region_call_carries_the_topology(preset):
+def test_region_step_carries_the_topology(preset):
     t = load(preset).topology
-    lines = _topology_part(setup_script(t))
-    calls = [ln.split() for ln in lines if ln.startswith("create_region ")]
-    assert len(calls) == len(t.guest.regions)
-    for call, r in zip(calls, t.guest.regions):
-        _, window, mode, ways, gran, size, dpa, online, *mds = call
+    plan = setup_plan(t)
+    regions = _steps(plan, "region")
+    assert len(regions) == len(t.guest.regions)
+    for step, r in zip(regions, t.guest.regions):
+        window, mode, ways, gran, size, dpa, online, *ids = step
         assert (int(window), mode, online) == (r.window, r.mode, r.online)
         assert int(ways) == region_ways(r) == len(r.devices)
         assert int(gran) == int(r.granularity)
         assert int(size) == region_size(t, r)
         assert int(dpa) * int(ways) == int(size), "dpa_size per device is size / ways"
-        assert len(mds) == len(r.devices)
-    # Every device a region uses is mapped (by PCI path) before the first region.
-    first_region = next(i for i, ln in enumerate(lines) if ln.startswith("create_region"))
-    finds = [i for i, ln in enumerate(lines) if "find_memdev" in ln]
+        assert ids == list(r.devices)
+    # Every device a region uses is mapped (by PCI path) before the first region; the
+    # program first waits for all of the topology's memdevs.
+    lines = plan.splitlines()
+    first_region = next(i for i, ln in enumerate(lines) if ln.startswith("region "))
+    finds = [i for i, ln in enumerate(lines) if ln.startswith("memdev ")]
     assert finds and max(finds) < first_region
+    assert _steps(plan, "memdevs") == [[str(len(t.cxl.devices)), "30"]]
+    assert lines.index(f"memdevs {len(t.cxl.devices)} 30") < min(finds)
 
 
 def test_interleave_devices_in_position_order_with_their_keys():
-    t = load("cxl-interleave").topology
-    lines = _topology_part(setup_script(t))
-    assert "MD0=$(find_memdev mem0 0c/00.0/00.0 -) || exit 1" in lines
-    assert "MD1=$(find_memdev mem1 de/00.0/00.0 -) || exit 1" in lines
-    assert 'create_region 0 ram 2 256 536870912 268435456 system-ram "$MD0" "$MD1"' in lines
+    plan = setup_plan(load("cxl-interleave").topology).splitlines()
+    assert "memdev mem0 0c/00.0/00.0 -" in plan
+    assert "memdev mem1 de/00.0/00.0 -" in plan
+    assert "region 0 ram 2 256 536870912 268435456 system-ram mem0 mem1" in plan
 
 
-def test_single_and_pmem_calls():
-    single = _topology_part(setup_script(load("cxl-single").topology))
-    assert 'create_region 0 ram 1 256 268435456 268435456 system-ram "$MD0"' in single
-    pmem = _topology_part(setup_script(load("cxl-pmem").topology))
-    assert "MD0=$(find_memdev pmem0 0c/00.0/00.0 1) || exit 1" in pmem, "the topology's serial is checked"
-    assert 'create_region 0 pmem 1 256 268435456 268435456 devdax "$MD0"' in pmem
-
-
-def test_sysfs_writes_in_kernel_order():
-    """The order cxl create-region uses; commit only after every target, bind after commit."""
-    body = _body(setup_script(load("cxl-single").topology), "create_region")
-    steps = [
-        'rd "$cr_f" "create region"',                 # read create_*_region for the name
-        'wr "$cr_f" "$cr_name" "create region"',      # write it back
-        'wr "$cr_r/uuid"',                            # pmem only
-        'wr "$cr_r/interleave_granularity" "$cr_gran"',
-        'wr "$cr_r/interleave_ways" "$cr_ways"',
-        'cr_dec=$(free_decoder "$cr_ep")',
-        'wr "$CXL/$cr_dec/mode" "$cr_mode"',
-        'wr "$CXL/$cr_dec/dpa_size" "$cr_per"',
-        'wr "$cr_r/size" "$cr_size"',
-        'wr "$cr_r/target$cr_i" "$cr_dec"',
-        'wr "$cr_r/commit" 1',
-        'set_auto_online "$cr_online"',
-        'wr /sys/bus/cxl/drivers/cxl_region/bind "$cr_name"',
-    ]
-    pos = [body.index(s) for s in steps]
-    assert pos == sorted(pos), [s for s, p in zip(steps, pos)]
-    assert "cr_f=$cr_root/create_${cr_mode}_region" in body
-    assert "cr_root=$CXL/decoder0.$cr_win" in body
-
-
-def test_free_decoder_wants_mode_none_and_zero_dpa():
-    body = _body(setup_script(load("cxl-single").topology), "free_decoder")
-    assert '[ "$fd_mode" = none ]' in body and '"$((fd_size))" -eq 0' in body
-    assert "sort -t. -k2 -n" in body, "decoders are taken in numeric order"
-
-
-def test_online_types():
-    s = setup_script(load("cxl-single").topology)
-    auto = _body(s, "set_auto_online")
-    assert "system-ram) sa_v=online" in auto and "system-ram-movable) sa_v=online_movable" in auto
-    assert "*) sa_v=offline" in auto
-    assert "trap restore_auto_online EXIT" in s
+def test_single_and_pmem_steps():
+    single = setup_plan(load("cxl-single").topology).splitlines()
+    assert "region 0 ram 1 256 268435456 268435456 system-ram cxl-vmem0" in single
+    pmem = setup_plan(load("cxl-pmem").topology).splitlines()
+    assert "memdev pmem0 0c/00.0/00.0 1" in pmem, "the topology's serial is checked"
+    assert "region 0 pmem 1 256 268435456 268435456 devdax pmem0" in pmem
 
 
 def test_demotion_written_only_when_set():
-    t = load("cxl-single").topology
-    assert not any(ln.startswith("set_demotion") for ln in _topology_part(setup_script(t)))
+    assert not _steps(setup_plan(load("cxl-single").topology), "demotion")
     tiered = [p for p in preset_names() if load(p).topology.guest.demotion is not None]
     for p in tiered:
         want = "true" if load(p).topology.guest.demotion else "false"
-        assert f"set_demotion {want}" in _topology_part(setup_script(load(p).topology))
+        assert _steps(setup_plan(load(p).topology), "demotion") == [[want]]
 
 
-@pytest.mark.skipif(not SHELLS, reason="no dash or busybox on the host")
-@pytest.mark.parametrize("preset", preset_names())
-def test_script_parses_in_dash_and_busybox(preset, tmp_path):
-    path = tmp_path / "setup.sh"
-    path.write_text(setup_script(load(preset).topology))
-    for sh in SHELLS:
-        r = subprocess.run([*sh, str(path)], capture_output=True, text=True, timeout=10)
-        assert r.returncode == 0, f"{sh[0]}: {r.stderr}"
+# --- the command ----------------------------------------------------------
+
+def test_command_writes_the_plan_and_runs_the_program(tmp_path):
+    """The command, run by the host's sh with the program and paths pointed into tmp_path."""
+    plan = setup_plan(load("cxl-interleave").topology).replace("memdevs 2 30", "memdevs 2 0")  # no waiting here
+    cmd = setup_command(plan)
+    assert len(cmd.encode()) < MAX_COMMAND_BYTES
+    run_dir = tmp_path / "run"
+    local = (cmd.replace("/tmp/numa-harness", str(run_dir))
+             .replace("exec /usr/lib/numa-harness/bin/cxl-setup", f"exec sh {guest_files_dir() / 'cxl-setup.sh'}"))
+    empty = tmp_path / "sys"
+    empty.mkdir()
+    env = {**os.environ, SYSFS_ENV: str(empty), "TMPDIR": str(tmp_path)}
+    r = subprocess.run(["sh", "-c", local], capture_output=True, text=True, timeout=60, env=env)
+    assert (run_dir / "cxl-setup.plan").read_text() == plan
+    # The program ran on it: its plan check passed, its first wait (for the memdevs) ran.
+    assert r.returncode == 1 and parse_error(r.stdout)[0] == "find memdevs", r.stdout + r.stderr
+
+
+def test_command_too_long_for_dropbear_is_refused():
+    with pytest.raises(GuestSetupError, match="too long"):
+        setup_command("demotion true\n" * 1000)
+
+
+def test_no_setup_runs_nothing():
+    t = load("numa-basic").topology
+    assert not t.guest.regions and t.guest.demotion is None
+    assert apply_guest_setup(None, t) == SetupResult()  # the VM is never touched
 
 
 # --- memdev mapping -------------------------------------------------------
@@ -145,87 +123,55 @@ def test_pci_keys():
     assert memdev_pci_key(load("cxl-single").topology, "cxl-vmem0") == "0c/00.0/00.0"
 
 
-# Seen in the guest (cxl-switch boot): real sysfs paths of the memdevs.
-GUEST_PATHS = {
-    "/sys/devices/pci0000:0c/0000:0c:00.0/0000:0d:00.0/0000:0e:00.0/0000:0f:00.0/mem0": "0c/00.0/00.0/00.0/00.0",
-    "/sys/devices/pci0000:0c/0000:0c:00.0/0000:0d:00.0/0000:0e:01.0/0000:10:00.0/mem1": "0c/00.0/00.0/01.0/00.0",
-    "/sys/devices/pci0000:de/0000:de:00.0/0000:df:00.0/mem12": "de/00.0/00.0",
-}
-
-
-@pytest.mark.skipif(not SHELLS, reason="no dash or busybox on the host")
-@pytest.mark.parametrize("path,key", sorted(GUEST_PATHS.items()))
-def test_script_pcikey_matches_python_key(path, key, tmp_path):
-    lib = setup_script(load("numa-basic").topology)
-    script = tmp_path / "k.sh"
-    script.write_text(lib.split("# --- this topology ---")[0] + f"pcikey {path}\ntrap - EXIT\n")
-    for sh in SHELLS:
-        r = subprocess.run([sh[0], *sh[1:-1], str(script)], capture_output=True, text=True, timeout=10)
-        assert r.stdout.strip() == key, (sh[0], r.stdout, r.stderr)
-
-
-@pytest.mark.skipif(not SHELLS, reason="no dash or busybox on the host")
-def test_failed_write_names_step_file_and_errno(tmp_path):
-    """The script's write helper, run by the host shell against a missing file."""
-    lib = setup_script(load("numa-basic").topology).split("# --- this topology ---")[0]
-    script = tmp_path / "w.sh"
-    target = tmp_path / "nodir" / "commit"
-    script.write_text(lib.replace("/tmp/harness-guest-setup.err", str(tmp_path / "err"))
-                      + f'wr {target} 1 commit\necho not reached\n')
-    for sh in SHELLS:
-        r = subprocess.run([sh[0], *sh[1:-1], str(script)], capture_output=True, text=True, timeout=10)
-        assert r.returncode == 1 and "not reached" not in r.stdout
-        step, file, msg = parse_error(r.stdout)
-        assert (step, file) == ("commit", str(target))
-        assert msg.startswith("writing '1': ") and ("nonexistent" in msg or "No such file" in msg), msg
-
-
-# --- transport ------------------------------------------------------------
-
-def test_upload_reassembles_the_script_below_dropbears_limit(tmp_path):
-    script = setup_script(load("cxl-interleave").topology)
-    big = script + "".join(f"# padding line {i} {'x' * 80}\n" for i in range(300))
-    dest = tmp_path / "s.sh"
-    cmds = upload_commands(big, str(dest))
-    assert len(cmds) > 1 and all(len(c) < 9000 for c in cmds) and CHUNK_LIMIT < 9000
-    for c in cmds:
-        subprocess.run(["sh", "-c", c], check=True, timeout=10)
-    assert dest.read_text() == big
-
-
-def test_no_setup_runs_nothing():
-    t = load("numa-basic").topology
-    assert not t.guest.regions and t.guest.demotion is None
-    assert apply_guest_setup(None, t) == SetupResult()  # the VM is never touched
-
-
 # --- parsing --------------------------------------------------------------
 
-# Verbatim from a cxl-interleave boot (guest mem0 is QEMU's mem1 there).
-INTERLEAVE_OUT = """memdev mem0 mem1 pci=0c/00.0/00.0 serial=0x0
-memdev mem1 mem0 pci=de/00.0/00.0 serial=0x0
-region region0 committed size=536870912 node=1 mode=ram online=system-ram dax=dax0.0 memdevs=mem1,mem0 decoders=decoder4.0,decoder3.0
-summary {"regions":[{"name":"region0","size":536870912,"node":1,"mode":"ram","online":"system-ram","dax":"dax0.0","memdevs":["mem1","mem0"],"decoders":["decoder4.0","decoder3.0"]}],"memdevs":{"mem0":"mem1","mem1":"mem0"},"demotion":null}
-"""
+DATA = Path(__file__).parent / "data"
 
 
-def test_parse_summary():
-    res = parse_setup_output(INTERLEAVE_OUT)
-    assert res.memdevs == {"mem0": "mem1", "mem1": "mem0"}
-    assert res.demotion is None
+def test_parse_recorded_interleave_output():
+    """Recorded from a cxl-interleave guest."""
+    text = (DATA / "cxl-setup-interleave.out").read_text()
+    res = parse_setup_output(text)
+    assert res.memdevs == {"mem0": "mem0", "mem1": "mem1"}
+    assert res.demotion is None and res.output == text
     (r,) = res.regions
     assert (r.name, r.size, r.node, r.mode, r.online, r.dax) == ("region0", 512 << 20, 1, "ram", "system-ram", "dax0.0")
-    assert r.memdevs == ("mem1", "mem0") and r.decoders == ("decoder4.0", "decoder3.0")
+    assert r.memdevs == ("mem0", "mem1") and r.decoders == ("decoder3.0", "decoder4.0")
 
 
-def test_parse_empty_summary_and_demotion():
-    res = parse_setup_output('demotion enabled=true\nsummary {"regions":[],"memdevs":{},"demotion":true}\n')
-    assert res.regions == [] and res.demotion is True
+def test_parse_recorded_cascade_output():
+    """Recorded from the live test's cascaded-switch guest: movable RAM, devdax, demotion."""
+    res = parse_setup_output((DATA / "cxl-setup-cascade.out").read_text())
+    assert res.demotion is True
+    assert set(res.memdevs) == {"a", "b"}
+    movable, devdax = res.regions
+    assert (movable.mode, movable.online, devdax.online) == ("ram", "system-ram-movable", "devdax")
+    assert movable.memdevs == (res.memdevs["b"],) and devdax.memdevs == (res.memdevs["a"],)
+    assert movable.size == devdax.size == 256 << 20
+    assert (movable.name, movable.dax, movable.decoders) == ("region0", "dax0.0", ("decoder6.0",))
+    assert (devdax.name, devdax.dax, devdax.node) == ("region1", "dax1.0", 1)
 
 
-def test_parse_without_summary_raises():
+def test_parse_demotion_only():
+    res = parse_setup_output("demotion enabled=true\ndone regions=0\n")
+    assert res.regions == [] and res.demotion is True and res.memdevs == {}
+
+
+def test_parse_region_without_node():
+    res = parse_setup_output("region region3 committed size=4096 node= mode=ram online=devdax dax=dax3.0 "
+                             "memdevs=mem0 decoders=decoder2.0\ndone regions=1\n")
+    assert res.regions[0].node is None and res.regions[0].dax == "dax3.0"
+
+
+@pytest.mark.parametrize("text", [
+    "memdev x mem0 pci=0c/00.0/00.0 serial=0x0\n",                     # cut off: no done line
+    "region region0 committed size=1 node=0 mode=ram online=devdax dax=d memdevs=m decoders=d\n",
+    "done regions=1\n",                                                    # a region line lost
+    "region region0 committed node=0 mode=ram online=devdax\ndone regions=1\n",   # no size
+])
+def test_parse_incomplete_output_raises(text):
     with pytest.raises(GuestSetupError) as e:
-        parse_setup_output("memdev x mem0 pci=0c/00.0/00.0 serial=0x0\n")
+        parse_setup_output(text)
     assert isinstance(e.value, GuestCommandError)
 
 
@@ -264,18 +210,18 @@ guest:
 """
 
 
-def test_custom_topology_keys_order_and_demotion(tmp_path):
-    from harness.topology import parse
+def test_custom_topology_keys_order_and_demotion():
     t = parse(CUSTOM, "custom.yaml")
     assert memdev_pci_key(t, "a") == "0c/00.0/00.0"
     assert memdev_pci_key(t, "b") == "0c/01.0/00.0/01.0/00.0/02.0/00.0"   # rpb, us0, d1, us1, e2, device
     assert memdev_pci_key(t, "c") == "64/00.0/00.0"
-    lines = _topology_part(setup_script(t))
-    assert "MD0=$(find_memdev a 0c/00.0/00.0 7) || exit 1" in lines
-    assert 'create_region 0 ram 1 256 536870912 536870912 system-ram-movable "$MD0"' in lines
-    assert 'create_region 1 ram 2 1024 536870912 268435456 devdax "$MD1" "$MD2"' in lines
-    assert lines.index("set_demotion true") > max(i for i, ln in enumerate(lines) if ln.startswith("create_region"))
-    path = tmp_path / "s.sh"
-    path.write_text(setup_script(t))
-    for sh in SHELLS:
-        assert subprocess.run([*sh, str(path)], capture_output=True, timeout=10).returncode == 0
+    assert setup_plan(t).splitlines() == [
+        "# numa-harness cxl-setup plan",
+        "memdevs 3 30",
+        "memdev a 0c/00.0/00.0 7",
+        "memdev b 0c/01.0/00.0/01.0/00.0/02.0/00.0 -",
+        "memdev c 64/00.0/00.0 -",
+        "region 0 ram 1 256 536870912 536870912 system-ram-movable a",
+        "region 1 ram 2 1024 536870912 268435456 devdax b c",
+        "demotion true",
+    ]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness.guest import workloads as w
-from harness.image.initramfs import GUEST_TESTS_IMAGE_DIR
+from harness.guest.protocol import GUEST_TESTS_DIR as GUEST_TESTS_IMAGE_DIR
 
 DATA = Path(__file__).parent / "data" / "guest-programs"
 

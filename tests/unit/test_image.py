@@ -1,4 +1,4 @@
-"""Pure logic of harness.image.initramfs: module closure, cpio writer, cache keys, cmdline helpers."""
+"""Pure logic of harness.image: module closure, cpio writer, cache keys, the image layout."""
 
 from __future__ import annotations
 
@@ -8,23 +8,29 @@ import subprocess
 
 import pytest
 
-from harness.image.initramfs import (
+from harness.guest.protocol import CXL_SETUP, GUEST_BIN_DIR
+from harness.image.build import (
+    Inputs,
+    guest_file_paths,
+    guest_files_digest,
+    image_key,
+    image_tree,
+    read_guest_files,
+    rebuild_reason,
+)
+from harness.image.cpio import CpioWriter, Tree
+from harness.image.host import parse_ldd
+from harness.image.modules import (
     GUEST_MODULES,
-    INIT_SCRIPT,
-    CpioWriter,
-    Tree,
     close_modules,
     filter_alias,
-    guest_cmdline,
-    image_key,
     module_name,
     parse_builtin,
-    parse_ldd,
     parse_modules_dep,
-    rebuild_reason,
     render_modules_dep,
-    sshkey_param,
 )
+from harness.kernel.sources import Kernel
+from harness.resources import guest_files_dir
 
 MODULES_DEP = """\
 kernel/net/core/failover.ko.xz:
@@ -133,7 +139,7 @@ def test_cpio_is_deterministic_and_rejects_duplicates():
         w.file("a", b"")
 
 
-GROUPS = {"format": "1", "kernel": "k", "modules-list": "m", "init": "i", "programs": "p",
+GROUPS = {"format": "1", "kernel": "k", "modules-list": "m", "guest-files": "i", "programs": "p",
           "guest-tests": "g", "hostkey": "h"}
 
 
@@ -146,26 +152,41 @@ def test_cache_key_changes_with_any_input():
 
 def test_rebuild_reason_names_changed_groups():
     assert rebuild_reason(None, GROUPS) == "built: no cached image"
-    assert rebuild_reason(GROUPS, {**GROUPS, "init": "new"}) == "rebuilt: init script changed"
+    assert rebuild_reason(GROUPS, {**GROUPS, "guest-files": "new"}) == "rebuilt: guest files changed"
     assert rebuild_reason(GROUPS, {**GROUPS, "kernel": "x", "guest-tests": "y"}) == (
         "rebuilt: kernel modules changed, guest tests changed")
 
 
-def test_sshkey_param_and_guest_cmdline():
-    ed = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDYC user@host"
-    assert sshkey_param(ed) == "AAAAC3NzaC1lZDI1NTE5AAAAIDYC"
-    assert sshkey_param("ecdsa-sha2-nistp256 AAAAE2 c") == "ecdsa-sha2-nistp256:AAAAE2"
-    assert guest_cmdline(modules=["cxl_acpi", "cxl_pci"], sshkey=ed, ip="10.0.2.15/24") == [
-        "harness.modules=cxl_acpi,cxl_pci", "harness.sshkey=AAAAC3NzaC1lZDI1NTE5AAAAIDYC",
-        "harness.ip=10.0.2.15/24"]
-    with pytest.raises(ValueError):
-        guest_cmdline(hostname="a b")
+def test_guest_files_go_to_init_and_the_bin_dir():
+    assert guest_file_paths(["init", "cxl-setup.sh", "tool"]) == {
+        "init": "/init", "cxl-setup.sh": f"{GUEST_BIN_DIR}/cxl-setup", "tool": f"{GUEST_BIN_DIR}/tool"}
+    files = read_guest_files()
+    assert files["/init"] == (guest_files_dir() / "init").read_bytes()
+    assert files[CXL_SETUP] == (guest_files_dir() / "cxl-setup.sh").read_bytes()
 
 
-def test_init_script_is_valid_sh_and_knows_the_contract():
-    text = INIT_SCRIPT.read_text()
-    for param in ("harness.modules=", "harness.sshkey=", "harness.ip=", "harness.gw=", "harness.init="):
-        assert param in text
-    sh = shutil.which("busybox") or shutil.which("sh")
-    args = [sh, "sh", "-n", str(INIT_SCRIPT)] if sh.endswith("busybox") else [sh, "-n", str(INIT_SCRIPT)]
-    assert subprocess.run(args, capture_output=True, timeout=30).returncode == 0
+def test_any_guest_file_change_changes_the_image_key():
+    files = read_guest_files()
+    base = guest_files_digest(files)
+    assert guest_files_digest(dict(files)) == base
+    assert guest_files_digest({**files, f"{GUEST_BIN_DIR}/new-helper": b"#!/bin/sh\n"}) != base, "a file added"
+    assert guest_files_digest({**files, CXL_SETUP: files[CXL_SETUP] + b"\n"}) != base, "a file edited"
+    without = {g: d for g, d in files.items() if g != CXL_SETUP}
+    assert guest_files_digest(without) != base, "a file removed"
+
+
+def test_image_tree_packs_every_guest_file_executable(tmp_path):
+    bb = tmp_path / "busybox"
+    bb.write_bytes(b"\x7fELF fake")
+    key = tmp_path / "hostkey"
+    key.write_bytes(b"k")
+    files = read_guest_files()
+    kernel = Kernel(image=tmp_path / "bzImage", config=None, modules_root=None, release="6.12.0", origin="test")
+    inp = Inputs(guest_files=files, busybox=bb, applets=["bin/sh", "usr/bin/awk"], programs={}, libraries={},
+                 kernel=kernel, mod_deps={}, mod_paths=[], mod_missing=[], guest_tests={}, hostkey=key, groups={})
+    t = image_tree(inp)
+    assert len(files) >= 2
+    for guest, data in files.items():
+        assert t.entries[guest] == ("file", data, 0o755), guest
+    assert t.entries[GUEST_BIN_DIR] == ("dir", 0o755)
+    assert t.entries["/bin/sh"] == ("link", "/bin/busybox")

@@ -1,0 +1,512 @@
+#!/bin/sh
+# numa-harness guest CXL set-up: create, commit and online the regions a plan asks for,
+# through the kernel's CXL sysfs ABI (the steps `cxl create-region` takes).
+# POSIX sh; runs under busybox ash (the guest's shell) and dash.
+#
+# Usage: cxl-setup PLAN
+#
+# PLAN is a file the host writes (harness/guest/setup.py), one step per line, run in order;
+# blank lines and lines starting with # are ignored. The whole plan is checked before the
+# first sysfs write.
+#   memdevs COUNT SECONDS      wait up to SECONDS until COUNT CXL memdevs exist
+#   memdev ID PCIKEY SERIAL    the memdev at PCI path PCIKEY (e.g. 0c/00.0/00.0: root bus, then
+#                              dev.fn per hop) is topology device ID; SERIAL "-" or checked
+#   region WINDOW MODE WAYS GRAN SIZE DPA ONLINE ID...
+#                              a region in root decoder 0.WINDOW; MODE ram|pmem; DPA is each
+#                              device's share (SIZE/WAYS); ONLINE system-ram|
+#                              system-ram-movable|devdax; the IDs in position order
+#   demotion true|false        write /sys/kernel/mm/numa/demotion_enabled
+#
+# Output, one line per result:
+#   memdev ID memN pci=PCIKEY serial=SERIAL
+#   region NAME committed size=BYTES node=NID mode=MODE online=ONLINE dax=daxN.M memdevs=memA,.. decoders=decX.Y,..
+#   demotion enabled=VALUE
+#   done regions=N
+# On failure: "error step=STEP file=FILE msg=TEXT", then the kernel's last CXL lines as
+# "dmesg ..." lines; exit status 1 (2 for a bad plan or usage).
+#
+# HARNESS_SYSFS (default /sys) and HARNESS_DEV (default /dev) are the sysfs and devtmpfs
+# roots; the unit tests run this program on the host against a fake tree. HARNESS_TRACE=FILE
+# appends "PATH VALUE" to FILE for every write, in order.
+
+set -eu
+
+SYSFS=${HARNESS_SYSFS:-/sys}
+DEV=${HARNESS_DEV:-/dev}
+TRACE=${HARNESS_TRACE:-}
+PLAN=${1:-}
+
+say() { echo "$*"; }
+
+if [ -z "$PLAN" ] || [ ! -r "$PLAN" ]; then
+	say "error step=plan file=${PLAN:--} msg=usage: cxl-setup PLAN (a readable plan file)"
+	exit 2
+fi
+if ! SYSFS=$(cd "$SYSFS" 2>/dev/null && pwd -P); then
+	say "error step=plan file=${HARNESS_SYSFS:-/sys} msg=no such sysfs root"
+	exit 2
+fi
+
+CXL=$SYSFS/bus/cxl/devices
+MEMSYS=$SYSFS/devices/system/memory
+DAXBUS=$SYSFS/bus/dax
+NDBUS=$SYSFS/bus/nd/devices
+DEMOTION=$SYSFS/kernel/mm/numa/demotion_enabled
+ERRF=$(mktemp "${TMPDIR:-/tmp}/cxl-setup.XXXXXX")
+AUTO_ONLINE_ORIG=
+MAP=            # " ID=memN ..." as memdev steps find them
+VAL=            # what rd read
+FOUND=          # what a predicate found
+NODE=           # the node online_dax saw
+NREGIONS=0
+
+cleanup() {
+	if [ -n "$AUTO_ONLINE_ORIG" ]; then
+		echo "$AUTO_ONLINE_ORIG" > "$MEMSYS/auto_online_blocks" 2>/dev/null || true
+	fi
+	rm -f "$ERRF"
+}
+trap cleanup EXIT
+trap 'exit 1' HUP INT TERM
+
+# ---------------------------------------------------------------- errors, reads, writes
+
+errmsg() {
+	# "PROGRAM: line N: " (busybox) or "PROGRAM: N: " (dash), then "echo: " and "write error: "
+	sed -e 's/^[^:]*: line [0-9][0-9]*: //' -e 's/^[^:]*: [0-9][0-9]*: //' -e 's/^[a-z]*: //' \
+		-e 's/^write error: //' -e 's/^read error: //' "$ERRF" 2>/dev/null | tail -n 1
+}
+
+# fail STEP FILE MESSAGE: the error line, the kernel's view, exit 1.
+fail() {
+	say "error step=$1 file=$2 msg=$3"
+	dmesg 2>/dev/null | grep -i cxl | grep -iv 'command line' | tail -n 8 | sed 's/^/dmesg /' || true
+	exit 1
+}
+
+# wr FILE VALUE STEP: one sysfs write; the errno text goes into the error line.
+wr() {
+	if [ -n "$TRACE" ]; then echo "$1 $2" >> "$TRACE"; fi
+	if ! echo "$2" 2>"$ERRF" >"$1"; then
+		fail "$3" "$1" "writing '$2': $(errmsg)"
+	fi
+}
+
+# rd FILE STEP: VAL = the file's contents.
+rd() {
+	if ! VAL=$(cat "$1" 2>"$ERRF"); then
+		fail "$2" "$1" "reading: $(errmsg)"
+	fi
+}
+
+# ---------------------------------------------------------------- waiting
+
+# uptime_cs: UP = centiseconds since boot.
+uptime_cs() {
+	read -r UP _ < /proc/uptime
+	UP=$((${UP%.*} * 100 + 1${UP#*.} - 100))
+}
+
+# wait_until SECONDS COMMAND [ARG...]: run COMMAND every 0.1 s until it succeeds (status 0)
+# or SECONDS have passed (status 1). COMMAND is a predicate: it prints nothing and may set
+# FOUND. The one polling loop of this program; callers turn a timeout into an error line.
+wait_until() {
+	wu_end=$1
+	shift
+	uptime_cs
+	wu_end=$((UP + wu_end * 100))
+	while ! "$@"; do
+		uptime_cs
+		[ "$UP" -lt "$wu_end" ] || return 1
+		sleep 0.1
+	done
+}
+
+# wait_path SECONDS PATH STEP
+wait_path() {
+	wait_until "$1" test -e "$2" || fail "$3" "$2" "did not appear within $1 s"
+}
+
+# ---------------------------------------------------------------- predicates (for wait_until)
+
+# memdevs_at_least COUNT (FOUND = how many there are)
+memdevs_at_least() {
+	FOUND=0
+	for ma_m in "$CXL"/mem[0-9]*; do
+		if [ -e "$ma_m" ]; then FOUND=$((FOUND + 1)); fi
+	done
+	[ "$FOUND" -ge "$1" ]
+}
+
+# endpoint_of memN (FOUND = its endpoint port: endpointN/uport points at the memdev)
+endpoint_of() {
+	eo_t=$(readlink -f "$CXL/$1")
+	for eo_e in "$CXL"/endpoint[0-9]*; do
+		[ -e "$eo_e/uport" ] || continue
+		if [ "$(readlink -f "$eo_e/uport")" = "$eo_t" ]; then
+			FOUND=${eo_e##*/}
+			return 0
+		fi
+	done
+	return 1
+}
+
+# dax_under DIR (FOUND = the dax device below a child of DIR, once it is on the dax bus:
+# REGION/dax_regionN/daxN.M for a ram region, NDREGION/daxN.M/daxN.M for a pmem one)
+dax_under() {
+	for du_d in "$1"/*/dax[0-9]*.[0-9]*; do
+		if [ -e "$DAXBUS/devices/${du_d##*/}" ]; then
+			FOUND=${du_d##*/}
+			return 0
+		fi
+	done
+	return 1
+}
+
+# nd_region_at ADDRESS (FOUND = the nvdimm region starting there)
+nd_region_at() {
+	for nr_r in "$NDBUS"/region[0-9]*; do
+		nr_v=$(cat "$nr_r/resource" 2>/dev/null) || continue
+		if [ "$((nr_v))" -eq "$(($1))" ]; then
+			FOUND=${nr_r##*/}
+			return 0
+		fi
+	done
+	return 1
+}
+
+# driver_of daxN.M: print the name of its driver, or nothing.
+driver_of() {
+	if [ -e "$DAXBUS/devices/$1/driver" ]; then
+		dv_p=$(readlink -f "$DAXBUS/devices/$1/driver")
+		echo "${dv_p##*/}"
+	fi
+}
+
+# bound_to daxN.M DRIVER
+bound_to() {
+	[ "$(driver_of "$1")" = "$2" ]
+}
+
+# ---------------------------------------------------------------- memdevs
+
+# pcikey PATH: the PCI key of a memdev's resolved sysfs path:
+# $SYSFS/devices/pci0000:0c/0000:0c:00.0/0000:0d:00.0/mem0 -> 0c/00.0/00.0
+pcikey() {
+	echo "${1#"$SYSFS"/devices/}" | sed -e 's|/mem[0-9]*$||' \
+		-e 's|^pci[0-9a-f]*:\([0-9a-f]*\)|\1|' \
+		-e 's|/[0-9a-f]*:[0-9a-f]*:\([0-9a-f]*\.[0-9a-f]\)|/\1|g'
+}
+
+# find_memdev ID PCIKEY SERIAL|-: map topology device ID to the memdev at PCIKEY.
+find_memdev() {
+	fm_list=
+	for fm_m in "$CXL"/mem[0-9]*; do
+		[ -e "$fm_m" ] || continue
+		fm_k=$(pcikey "$(readlink -f "$fm_m")")
+		fm_list="$fm_list ${fm_m##*/}=$fm_k"
+		[ "$fm_k" = "$2" ] || continue
+		rd "$fm_m/serial" "find memdev $1"
+		if [ "$3" != - ] && [ "$((VAL))" -ne "$3" ]; then
+			fail "find memdev $1" "$fm_m/serial" "serial $VAL, the topology says $3"
+		fi
+		MAP="$MAP $1=${fm_m##*/}"
+		say "memdev $1 ${fm_m##*/} pci=$2 serial=$VAL"
+		return 0
+	done
+	fail "find memdev $1" "$CXL" "no memdev at PCI path $2; found:$fm_list"
+}
+
+# memdev_of ID (FOUND = the memdev find_memdev mapped ID to)
+memdev_of() {
+	for mo_pair in $MAP; do
+		case $mo_pair in
+			"$1="*) FOUND=${mo_pair#*=}; return 0 ;;
+		esac
+	done
+	return 1
+}
+
+# free_decoder endpointN (FOUND = its first decoder with mode none and dpa_size 0)
+free_decoder() {
+	fd_i=${1#endpoint}
+	for fd_d in $(printf '%s\n' "$CXL/decoder$fd_i".* | sed 's|.*/||' | sort -t. -k2 -n); do
+		fd_mode=$(cat "$CXL/$fd_d/mode" 2>/dev/null || echo unknown)
+		[ "$fd_mode" = none ] || continue
+		fd_size=$(cat "$CXL/$fd_d/dpa_size" 2>/dev/null || echo 1)
+		if [ "$((fd_size))" -eq 0 ]; then
+			FOUND=$fd_d
+			return 0
+		fi
+	done
+	fail "pick endpoint decoder" "$CXL/decoder$fd_i.*" "$1 has no free decoder (mode none, dpa_size 0)"
+}
+
+# ---------------------------------------------------------------- dax and memory blocks
+
+# set_auto_online ONLINE: how kmem onlines the blocks it adds (restored on exit).
+set_auto_online() {
+	case $1 in
+		system-ram) sa_v=online ;;
+		system-ram-movable) sa_v=online_movable ;;
+		*) sa_v=offline ;;
+	esac
+	[ -e "$MEMSYS/auto_online_blocks" ] || return 0
+	if [ -z "$AUTO_ONLINE_ORIG" ]; then
+		rd "$MEMSYS/auto_online_blocks" "set auto_online_blocks"
+		AUTO_ONLINE_ORIG=$VAL
+	fi
+	wr "$MEMSYS/auto_online_blocks" "$sa_v" "set auto_online_blocks"
+}
+
+# bind_dax daxN.M DRIVER: move a dax device to kmem or device_dax.
+bind_dax() {
+	bd_cur=$(driver_of "$1")
+	if [ "$bd_cur" = "$2" ]; then return 0; fi
+	[ -d "$DAXBUS/drivers/$2" ] || modprobe "$2" 2>/dev/null || true
+	[ -d "$DAXBUS/drivers/$2" ] || fail "bind $1 to $2" "$DAXBUS/drivers/$2" "driver $2 not loaded"
+	if [ -n "$bd_cur" ]; then
+		wr "$DAXBUS/drivers/$bd_cur/unbind" "$1" "unbind $1 from $bd_cur"
+	fi
+	# new_id makes the driver match this device whatever its region's type, and attaches
+	# it (what daxctl reconfigure-device does); an explicit bind if it has not after 1 s.
+	echo "$1" 2>/dev/null > "$DAXBUS/drivers/$2/new_id" || true
+	if ! wait_until 1 bound_to "$1" "$2"; then
+		wr "$DAXBUS/drivers/$2/bind" "$1" "bind $1 to $2"
+		wait_until 10 bound_to "$1" "$2" ||
+			fail "bind $1 to $2" "$DAXBUS/devices/$1/driver" "still bound to '$(driver_of "$1")' after 10 s"
+	fi
+}
+
+# online_dax daxN.M ONLINE-TYPE: online every memory block of the dax range (NODE = its node).
+online_dax() {
+	od_dev=$DAXBUS/devices/$1
+	rd "$MEMSYS/block_size_bytes" "online $1"
+	od_bs=$((0x$VAL))
+	rd "$od_dev/resource" "online $1"
+	od_start=$((VAL))
+	rd "$od_dev/size" "online $1"
+	od_b=$(((od_start + od_bs - 1) / od_bs))
+	od_last=$(((od_start + VAL) / od_bs))
+	NODE=
+	od_count=0
+	while [ "$od_b" -lt "$od_last" ]; do
+		od_st=$MEMSYS/memory$od_b/state
+		wait_path 10 "$od_st" "online $1"
+		rd "$od_st" "online $1"
+		if [ "$VAL" != online ]; then
+			wr "$od_st" "$2" "online memory$od_b of $1"
+		fi
+		for od_l in "$MEMSYS/memory$od_b"/node[0-9]*; do
+			if [ -e "$od_l" ]; then NODE=${od_l##*/node}; fi
+		done
+		od_count=$((od_count + 1))
+		od_b=$((od_b + 1))
+	done
+	if [ "$od_count" -eq 0 ]; then
+		fail "online $1" "$od_dev/resource" "the dax range holds no whole memory block"
+	fi
+}
+
+# pmem_dax REGION-PATH: an nvdimm namespace in devdax mode on the nvdimm region cxl_pmem
+# made for the CXL region (same resource); FOUND = its daxN.M.
+pmem_dax() {
+	rd "$1/resource" "find nvdimm region"
+	pd_res=$VAL
+	wait_until 20 nd_region_at "$pd_res" ||
+		fail "find nvdimm region" "$NDBUS/region*/resource" "no nvdimm region at $pd_res after 20 s (cxl_pmem loaded?)"
+	pd_nd=$FOUND
+	modprobe dax_pmem 2>/dev/null || true
+	if ! ndctl create-namespace -m devdax -r "$pd_nd" >"$ERRF" 2>&1; then
+		fail "create namespace" "$NDBUS/$pd_nd" "ndctl create-namespace -m devdax -r $pd_nd: $(tail -n 1 "$ERRF")"
+	fi
+	wait_until 10 dax_under "$NDBUS/$pd_nd" ||
+		fail "find dax device" "$NDBUS/$pd_nd" "no dax device 10 s after create-namespace (dax_pmem loaded?)"
+}
+
+# ---------------------------------------------------------------- steps
+
+# create_region WINDOW MODE WAYS GRAN SIZE DPA ONLINE ID...
+create_region() {
+	cr_win=$1 cr_mode=$2 cr_ways=$3 cr_gran=$4 cr_size=$5 cr_per=$6 cr_online=$7
+	shift 7
+	cr_root=$CXL/decoder0.$cr_win
+	wait_path 30 "$cr_root" "find root decoder"
+	cr_f=$cr_root/create_${cr_mode}_region
+	rd "$cr_f" "create region"
+	cr_name=$VAL
+	wr "$cr_f" "$cr_name" "create region"
+	cr_r=$CXL/$cr_name
+	wait_path 10 "$cr_r" "create region"
+	if [ "$cr_mode" = pmem ]; then
+		rd /proc/sys/kernel/random/uuid "set uuid"
+		wr "$cr_r/uuid" "$VAL" "set uuid"
+	fi
+	wr "$cr_r/interleave_granularity" "$cr_gran" "set interleave_granularity"
+	wr "$cr_r/interleave_ways" "$cr_ways" "set interleave_ways"
+	cr_decs=
+	cr_mds=
+	for cr_id in "$@"; do
+		memdev_of "$cr_id" || fail "find memdev $cr_id" "$PLAN" "no memdev step mapped $cr_id"
+		cr_md=$FOUND
+		wait_until 30 endpoint_of "$cr_md" ||
+			fail "find endpoint of $cr_md" "$CXL/$cr_md" "no endpoint port after 30 s (cxl_mem/cxl_port not bound?)"
+		free_decoder "$FOUND"
+		wr "$CXL/$FOUND/mode" "$cr_mode" "reserve DPA on $cr_md"
+		wr "$CXL/$FOUND/dpa_size" "$cr_per" "reserve DPA on $cr_md"
+		cr_decs="$cr_decs${cr_decs:+,}$FOUND"
+		cr_mds="$cr_mds${cr_mds:+,}$cr_md"
+	done
+	wr "$cr_r/size" "$cr_size" "set region size"
+	cr_i=0
+	cr_rest=$cr_decs,
+	while [ -n "$cr_rest" ]; do
+		wr "$cr_r/target$cr_i" "${cr_rest%%,*}" "attach target$cr_i"
+		cr_rest=${cr_rest#*,}
+		cr_i=$((cr_i + 1))
+	done
+	wr "$cr_r/commit" 1 "commit"
+	rd "$cr_r/commit" "commit"
+	[ "$VAL" = 1 ] || fail "commit" "$cr_r/commit" "reads $VAL after writing 1"
+	set_auto_online "$cr_online"
+	wr "$SYSFS/bus/cxl/drivers/cxl_region/bind" "$cr_name" "bind region"
+	if [ "$cr_mode" = ram ]; then
+		wait_until 20 dax_under "$cr_r" ||
+			fail "find dax device" "$cr_r/dax_region*" "no dax device after 20 s (dax_cxl loaded?)"
+	else
+		pmem_dax "$cr_r"
+	fi
+	cr_dax=$FOUND
+	case $cr_online in
+		system-ram)
+			bind_dax "$cr_dax" kmem
+			online_dax "$cr_dax" online
+			;;
+		system-ram-movable)
+			bind_dax "$cr_dax" kmem
+			online_dax "$cr_dax" online_movable
+			;;
+		*)
+			bind_dax "$cr_dax" device_dax
+			wait_path 10 "$DEV/$cr_dax" "devdax $cr_dax"
+			rd "$DAXBUS/devices/$cr_dax/target_node" "read target node of $cr_dax"
+			NODE=$VAL
+			;;
+	esac
+	rd "$cr_r/size" "read region size"
+	say "region $cr_name committed size=$((VAL)) node=$NODE mode=$cr_mode online=$cr_online dax=$cr_dax memdevs=$cr_mds decoders=$cr_decs"
+	NREGIONS=$((NREGIONS + 1))
+}
+
+set_demotion() {
+	wr "$DEMOTION" "$1" "set demotion"
+	rd "$DEMOTION" "set demotion"
+	say "demotion enabled=$VAL"
+}
+
+# ---------------------------------------------------------------- the plan
+
+plan_error() {
+	say "error step=plan file=$PLAN msg=line $rp_n: $1"
+	exit 2
+}
+
+# number VALUE WHAT: VALUE is a decimal number, else a plan error.
+number() {
+	case $1 in
+		''|*[!0-9]*) plan_error "$2 '$1' is not a number" ;;
+	esac
+}
+
+# run_plan check|apply: check every line, or run them.
+run_plan() {
+	rp_n=0
+	rp_ids=' '
+	while IFS= read -r rp_line <&4 || [ -n "$rp_line" ]; do
+		rp_n=$((rp_n + 1))
+		case $rp_line in
+			''|'#'*) continue ;;
+		esac
+		# Blank-separated fields are the plan's syntax; globbing is off while splitting.
+		set -f
+		# shellcheck disable=SC2086
+		set -- $rp_line
+		set +f
+		rp_step=$1
+		shift
+		case $rp_step in
+			memdevs)
+				if [ "$RP_MODE" = check ]; then
+					[ $# -eq 2 ] || plan_error "memdevs takes COUNT SECONDS"
+					number "$1" COUNT
+					number "$2" SECONDS
+				else
+					wait_until "$2" memdevs_at_least "$1" ||
+						fail "find memdevs" "$CXL" "$FOUND CXL memdevs after $2 s, the topology has $1 (cxl_pci/cxl_mem loaded?)"
+				fi
+				;;
+			memdev)
+				if [ "$RP_MODE" = check ]; then
+					[ $# -eq 3 ] || plan_error "memdev takes ID PCIKEY SERIAL"
+					case $1 in
+						''|*[!A-Za-z0-9_.-]*) plan_error "bad device id '$1'" ;;
+					esac
+					case $2 in
+						''|*[!0-9a-f./]*) plan_error "bad PCI key '$2'" ;;
+					esac
+					[ "$3" = - ] || number "$3" SERIAL
+					rp_ids="$rp_ids$1 "
+				else
+					find_memdev "$@"
+				fi
+				;;
+			region)
+				if [ "$RP_MODE" = check ]; then
+					[ $# -ge 8 ] || plan_error "region takes WINDOW MODE WAYS GRAN SIZE DPA ONLINE ID..."
+					number "$1" WINDOW
+					case $2 in
+						ram|pmem) ;;
+						*) plan_error "MODE '$2' is not ram or pmem" ;;
+					esac
+					number "$3" WAYS
+					number "$4" GRAN
+					number "$5" SIZE
+					number "$6" DPA
+					case $7 in
+						system-ram|system-ram-movable|devdax) ;;
+						*) plan_error "ONLINE '$7' is not system-ram, system-ram-movable or devdax" ;;
+					esac
+					shift 7
+					for rp_id in "$@"; do
+						case $rp_ids in
+							*" $rp_id "*) ;;
+							*) plan_error "device '$rp_id' has no memdev line before this region" ;;
+						esac
+					done
+				else
+					create_region "$@"
+				fi
+				;;
+			demotion)
+				if [ "$RP_MODE" = check ]; then
+					[ $# -eq 1 ] || plan_error "demotion takes true or false"
+					case $1 in
+						true|false) ;;
+						*) plan_error "demotion '$1' is not true or false" ;;
+					esac
+				else
+					set_demotion "$1"
+				fi
+				;;
+			*)
+				plan_error "unknown step '$rp_step'"
+				;;
+		esac
+	done 4< "$PLAN"
+}
+
+RP_MODE=check
+run_plan
+RP_MODE=apply
+run_plan
+say "done regions=$NREGIONS"
