@@ -10,6 +10,7 @@ status. One topology (numa-basic) keeps it to one boot per run.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -69,7 +70,7 @@ def test_one_vm_serves_a_topologys_tests_in_a_known_state(tmp_path):
     r = run_pytest(tmp_path)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
-    assert "3 passed, 2 skipped" in out, out
+    assert re.search(r"\b3 passed, 2 skipped\b", out), out
     assert "kernel lacks CONFIG_NO_SUCH_OPTION_XYZ" in out
     assert "no node mask has_no_such_mask" in out
     assert out.count("numa-harness: booted numa-basic") == 1, out
@@ -82,6 +83,7 @@ def test_failures_carry_the_console_and_dmesg_and_kernel_problems_fail_tests(tmp
         import pytest
 
         pytestmark = pytest.mark.topology("numa-basic")
+        OOM_COMMAND = "pressure --target machine --until total:8192 --step 64 --no-guard > /dev/null"
 
         def test_fails_with_context(vm):
             vm.run("echo numa-harness-probe-line > /dev/kmsg")
@@ -94,12 +96,12 @@ def test_failures_carry_the_console_and_dmesg_and_kernel_problems_fail_tests(tmp
 
         @pytest.mark.expect_kernel_problem("oom")
         def test_provokes_an_oom(vm):
-            # A 2-CPU, 2 GiB guest with no swap: memhog of more than the machine has is OOM-killed.
-            r = vm.run("memhog 3g > /dev/null", check=False, timeout=300)
-            assert r.exit_status != 0
+            # No swap: filling past the machine's memory in 64 MiB steps, guard off, ends in an OOM kill.
+            r = vm.run(OOM_COMMAND, check=False, timeout=300)
+            assert r.exit_status == 137
 
         def test_unexpected_oom_fails(vm):
-            vm.run("memhog 3g > /dev/null", check=False, timeout=300)
+            vm.run(OOM_COMMAND, check=False, timeout=300)
         """)
     write(tmp_path, "test_other_topology.py", """
         import pytest
@@ -111,7 +113,7 @@ def test_failures_carry_the_console_and_dmesg_and_kernel_problems_fail_tests(tmp
     r = run_pytest(tmp_path, "-k", "numa-basic")
     out = r.stdout + r.stderr
     assert r.returncode == 1, out
-    assert "1 passed, 3 failed, 1 deselected" in out, out
+    assert re.search(r"\b3 failed, 1 passed, 1 deselected\b", out), out
     assert "numa-harness: statistics delta since the test began" in out
     assert "numa-harness: console tail" in out
     assert "numa-harness: guest dmesg since the test began" in out
@@ -135,6 +137,6 @@ def test_a_panic_fails_its_test_and_the_next_test_gets_a_fresh_vm(tmp_path):
     r = run_pytest(tmp_path)
     out = r.stdout + r.stderr
     assert r.returncode == 1, out
-    assert "1 passed, 1 failed" in out, out
+    assert re.search(r"\b1 failed, 1 passed\b", out), out
     assert "panic" in out.lower()
     assert out.count("numa-harness: booted numa-basic") == 2, out

@@ -1,0 +1,41 @@
+"""The stock-kernel suite: every test boots (or shares) a real guest, so every test here is live.
+
+These tests use only the numa-harness pytest plugin's public API (markers, ``vm``,
+``guest``, ``stats``): they are written the way a kernel developer writes tests in
+their own repository, and can be copied there. Helpers shared by several files are
+fixtures below.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_CGROUPS = itertools.count(1)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.live)
+
+
+@pytest.fixture
+def cgroup(vm) -> Iterator[str]:
+    """A fresh cgroup v2 directory with the memory controller (its path in the guest); removed after."""
+    path = f"/sys/fs/cgroup/nh-test-{next(_CGROUPS)}"
+    vm.run("grep -qw memory /sys/fs/cgroup/cgroup.subtree_control || "
+           "echo +memory > /sys/fs/cgroup/cgroup.subtree_control")
+    vm.run(f"mkdir {path}")
+    yield path
+    # Processes left in it are ended by the next test's state reset; kill them now so rmdir works.
+    vm.run(f"for p in $(cat {path}/cgroup.procs); do kill -9 $p; done; sleep 0.2; rmdir {path}", check=False)
+
+
+def in_cgroup(path: str, command: str) -> str:
+    """``command`` run inside cgroup ``path`` (the shell joins it, then execs the command)."""
+    return f"sh -c 'echo $$ > {path}/cgroup.procs && exec {command}'"
