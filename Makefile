@@ -49,7 +49,7 @@ status: setup
 
 # Lint and type checks first: CI fails in seconds on them, before any VM boots.
 lint: setup
-	$(VENV)/bin/ruff check harness tests scripts
+	$(VENV)/bin/ruff check harness tests scripts guest-tests
 	$(VENV)/bin/mypy
 
 test: lint

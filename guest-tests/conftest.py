@@ -39,3 +39,16 @@ def cgroup(vm) -> Iterator[str]:
 def in_cgroup(path: str, command: str) -> str:
     """``command`` run inside cgroup ``path`` (the shell joins it, then execs the command)."""
     return f"sh -c 'echo $$ > {path}/cgroup.procs && exec {command}'"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001
+    """Print what tests measured (their ``measured_*`` user properties), pass or fail."""
+    lines = []
+    for report in terminalreporter.getreports("passed") + terminalreporter.getreports("failed"):
+        for key, value in getattr(report, "user_properties", []):
+            if key.startswith("measured_"):
+                lines.append(f"{report.nodeid}: {key[len('measured_'):]} = {value}")
+    if lines:
+        terminalreporter.section("numa-harness: measured")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -17,7 +17,6 @@ from conftest import in_cgroup
 
 from harness.guest import workloads
 
-
 MIB = 256
 BATCH = 32  # SWAP_CLUSTER_MAX: reclaim's unit of work
 

@@ -1,0 +1,117 @@
+"""Topology fidelity: the guest kernel sees the machine the topology describes.
+
+Nodes, CPUs, memory per node, SLIT distances, HMAT access0 latency and bandwidth,
+memory-tier grouping, demotion targets, and the CXL objects, all read from one
+snapshot of the guest's sysfs and compared with the topology file's own numbers
+(so a wrong QEMU option, or a field the generator drops, fails here).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.topology.schema import IdList
+
+MIB = 1 << 20
+
+
+def on(*presets: str) -> list:
+    """Parameters that run a test on each preset (its topology marker, so -k PRESET selects)."""
+    return [pytest.param(p, marks=pytest.mark.topology(p), id=p) for p in presets]
+
+
+def distance(t, a: int, b: int) -> int:
+    """What the topology asks for between ``a`` and ``b`` (QEMU's defaults without SLIT data)."""
+    if a == b:
+        return 10
+    for d in t.slit.distances if t.slit else ():
+        if (d.src, d.dst) == (a, b) or (t.slit.symmetric and (d.src, d.dst) == (b, a)):
+            return d.value
+    return 20
+
+
+@pytest.mark.parametrize("preset", on("numa-basic", "memory-only", "tiered-3", "cxl-single"))
+def test_nodes_cpus_memory_and_distances(preset, vm, stats):
+    m, snap = vm, stats.before
+    t = m.topology
+    regions = {r.node for r in m.setup.regions if r.node is not None}
+    assert set(snap.masks["has_memory"]) == {n.id for n in t.nodes if int(n.memory)} | regions
+    for n in t.nodes:
+        assert tuple(snap.node(n.id).cpus) == tuple(n.cpus or ()) if n.cpus else snap.node(n.id).cpus == IdList()
+        if int(n.memory):
+            total = snap.node(n.id).mem_total
+            assert int(n.memory) * 0.9 <= total <= int(n.memory), f"node {n.id}: MemTotal {total}"
+    for r in m.setup.regions:
+        assert snap.node(r.node).mem_total == pytest.approx(r.size, rel=0.1)
+    nodes = [n.id for n in t.nodes if n.id in snap.nodes]
+    for a in nodes:
+        for b in nodes:
+            assert snap.distance(a, b) == distance(t, a, b), f"distance {a}->{b}"
+
+
+@pytest.mark.parametrize("preset", on("memory-only", "tiered-3"))
+def test_hmat_access_attributes_are_the_topologys_numbers(preset, vm, stats):
+    """The kernel reports HMAT latency in ns and bandwidth in MB/s (2^20 bytes/s)."""
+    snap = stats.before
+    for link in vm.topology.hmat.links:
+        got = snap.hmat[link.target][0]
+        assert link.initiator in got.initiators
+        assert (got.read_latency, got.write_latency) == (link.latency, link.latency), f"node {link.target}"
+        mbs = int(link.bandwidth) // MIB
+        assert (got.read_bandwidth, got.write_bandwidth) == (mbs, mbs), f"node {link.target}"
+
+
+@pytest.mark.parametrize("preset", on("memory-only", "tiered-3", "cxl-single"))
+def test_memory_tiers_group_nodes_as_expected(preset, vm, stats):
+    want = [tuple(g) for g in vm.topology.expect.tiers]
+    assert [tuple(g) for g in stats.before.tier_groups()] == want
+
+
+@pytest.mark.topology("tiered-3")
+def test_demotion_targets_follow_the_tiers(stats):
+    snap = stats.before
+    assert tuple(snap.demotion_targets[0].preferred) == (1,)
+    assert tuple(snap.demotion_targets[1].preferred) == (2,)
+    assert 2 not in snap.demotion_targets or not tuple(snap.demotion_targets[2].preferred)
+
+
+@pytest.mark.topology("cxl-single")
+def test_cxl_memdev_decoders_and_region_as_cxl_list_reports(vm, stats):
+    m = vm
+    snap = stats.snapshot(cxl=True)
+    assert snap.cxl is not None
+    dev = m.topology.cxl.devices[0]
+    (memdev,) = snap.cxl.memdevs.values()
+    assert memdev["ram_size"] == int(dev.volatile)
+    root = snap.cxl.decoders["decoder0.0"]
+    assert root["size"] == int(m.topology.cxl.windows[0].size)
+    region = m.setup.regions[0]
+    assert snap.cxl.regions[region.name]["size"] == region.size
+
+
+@pytest.mark.topology("cxl-single")
+def test_without_a_generic_port_the_cxl_node_has_no_performance_data(vm, stats):
+    """The negative control of the next test: cxl-single's region node has no access0
+    attributes and sits in the default dax/kmem tier."""
+    snap = stats.before
+    node = vm.setup.regions[0].node
+    assert 0 not in snap.hmat.get(node, {}) or snap.hmat[node][0].read_latency is None
+    assert node in snap.tiers[DEFAULT_DAX_TIER]
+
+
+#: The tier the kernel gives dax/kmem memory it has no performance data for (6.12:
+#: MEMTIER_DEFAULT_DAX_ADISTANCE / MEMTIER_CHUNK_SIZE).
+DEFAULT_DAX_TIER = 22
+
+
+@pytest.mark.topology("topologies/cxl-generic-port.yaml")
+def test_a_generic_port_gives_the_cxl_region_performance_data_and_a_computed_tier(vm, stats):
+    """With the host bridge tied to node 1's HMAT numbers (150 ns, 20G from node 0), the
+    region's node gets access0 latency worse than the port's own (port + device CDAT +
+    link) and a tier computed from it, not the default dax tier."""
+    snap = stats.before
+    node = vm.setup.regions[0].node
+    access = snap.hmat[node][0]
+    assert access.read_latency is not None and access.read_latency > 150
+    assert access.read_bandwidth is not None and 0 < access.read_bandwidth <= 20 * 1024
+    assert node not in snap.tiers.get(DEFAULT_DAX_TIER, IdList())
