@@ -100,7 +100,7 @@ def judge_probe(exit_status: int | None, stderr: str, console: str) -> str | Non
 
 def probe_kvm(qemu_binary: str, kernel: Path, initrd: Path, timeout: float = PROBE_TIMEOUT) -> str | None:
     """Boot the guest once under KVM; None if it worked, else why not."""
-    from harness.vm.machine import popen_qemu, terminate_process  # late: vm imports much more
+    from harness.vm.process import popen_qemu, terminate_process
 
     with tempfile.TemporaryDirectory(prefix="numa-harness-kvm-") as tmp:
         log, err = Path(tmp) / "console.log", Path(tmp) / "qemu.log"
