@@ -157,7 +157,7 @@ def _qemu_identity(qemu_binary: str) -> str:
 
 
 def _kernel_release(kernel: Path) -> str:
-    from harness.kernel.sources import read_bzimage_release
+    from harness.kernel.user import read_bzimage_release
 
     try:
         return read_bzimage_release(kernel)

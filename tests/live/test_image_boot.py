@@ -22,7 +22,7 @@ from harness.image.initramfs import (
     build_initramfs,
     guest_cmdline,
 )
-from harness.kernel.sources import default_kernel
+from harness.kernel.debian import default_kernel
 
 pytestmark = pytest.mark.live
 

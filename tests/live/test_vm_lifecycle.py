@@ -45,7 +45,7 @@ def guest() -> tuple[Path, Path]:
     if shutil.which(QEMU) is None:
         pytest.skip(f"{QEMU} is not installed (scripts/install-host-deps)")
     from harness.image.initramfs import build_initramfs
-    from harness.kernel.sources import default_kernel
+    from harness.kernel.debian import default_kernel
 
     kernel = default_kernel()
     return kernel.image, build_initramfs(kernel).path

@@ -15,14 +15,14 @@ def test_validate_presets_exit_0(capsys):
 def test_validate_bad_file_exit_2_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("description: x\nnodes:\n  - {id: 0, cpus: 0-1, memory: 1 GB}\n")
-    assert main(["validate", str(bad)]) == 2
+    assert main(["validate", str(bad)]) == 125
     errtext = capsys.readouterr().err.strip()
     assert errtext.count("\n") == 0
     assert "nodes[0].memory" in errtext and "Traceback" not in errtext
 
 
 def test_unknown_preset_suggests(capsys):
-    assert main(["validate", "cxl-singel"]) == 2
+    assert main(["validate", "cxl-singel"]) == 125
     assert "did you mean 'cxl-single'" in capsys.readouterr().err
 
 
