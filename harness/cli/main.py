@@ -159,9 +159,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print("interrupted")
         return 130
     except OSError as e:  # a host problem no layer below turned into a HarnessError: still one line
-        where = f": {e.filename}" if e.filename else ""
-        err.print(f"[red]error:[/red] {e.strerror or e}{where}", markup=True, soft_wrap=True)
+        err.print(f"[red]error:[/red] {_os_error_line(e)}", markup=True, soft_wrap=True)
         return HARNESS_FAILURE
+
+
+def _os_error_line(e: OSError) -> str:
+    """One line for an OSError; a full or read-only disk names the cache, where the harness writes."""
+    import errno
+
+    where = f": {e.filename}" if e.filename else ""
+    if e.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
+        from harness.cachefs import CACHE_HINT
+
+        try:
+            from harness.paths import cache_dir
+
+            cache = f" (cache: {cache_dir()}; {CACHE_HINT})"
+        except HarnessError:
+            cache = f" ({CACHE_HINT})"
+        return f"cannot write{where}: {(e.strerror or str(e)).lower()}{cache}"
+    return f"{e.strerror or e}{where}"
 
 
 if __name__ == "__main__":
