@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from faultlib import Harness, assert_one_line_error, text
 
 
