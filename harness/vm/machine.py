@@ -18,6 +18,10 @@ Launch
     timeout (measured from ``cont``): ``kernel-started``, ``init-running``,
     ``sshd-ready`` and ``ssh-ready`` (an SSH login worked).
 
+Size: over 400 lines because :class:`VM` is the one public object and keeps
+its lifecycle transitions (start, fail, shutdown, close, attach) in one
+place; what each step does lives in the modules above.
+
 Lifecycle
     One explicit :class:`Lifecycle` state per VM object. ``VM(spec)`` and
     :meth:`VM.attach` both go through one internal constructor.

@@ -108,6 +108,7 @@ def tmpfs(tmp_path: Path):
 
 @pytest.mark.parametrize("opts,cause", [("ro,size=1m", "read-only file system"),
                                         ("size=1m", "no space left on")])
+@pytest.mark.live  # needs the default kernel's files (fetched once)
 def test_7_read_only_or_full_cache_is_one_line(h: Harness, tmpfs, default_kernel_files, opts, cause):
     k = default_kernel_files
     cache = tmpfs(opts)
