@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,21 +25,30 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.live)
 
 
+@dataclass(frozen=True)
+class Cgroup:
+    """A cgroup v2 directory in the guest."""
+
+    path: str
+
+    def wrap(self, command: str) -> str:
+        """``command`` run inside this cgroup (a shell joins it, then execs the command)."""
+        return f"sh -c 'echo $$ > {self.path}/cgroup.procs && exec {command}'"
+
+    def __str__(self) -> str:
+        return self.path
+
+
 @pytest.fixture
-def cgroup(vm) -> Iterator[str]:
-    """A fresh cgroup v2 directory with the memory controller (its path in the guest); removed after."""
+def cgroup(vm) -> Iterator[Cgroup]:
+    """A fresh cgroup v2 directory with the memory controller; removed after the test."""
     path = f"/sys/fs/cgroup/nh-test-{next(_CGROUPS)}"
     vm.run("grep -qw memory /sys/fs/cgroup/cgroup.subtree_control || "
            "echo +memory > /sys/fs/cgroup/cgroup.subtree_control")
     vm.run(f"mkdir {path}")
-    yield path
+    yield Cgroup(path)
     # Processes left in it are ended by the next test's state reset; kill them now so rmdir works.
     vm.run(f"for p in $(cat {path}/cgroup.procs); do kill -9 $p; done; sleep 0.2; rmdir {path}", check=False)
-
-
-def in_cgroup(path: str, command: str) -> str:
-    """``command`` run inside cgroup ``path`` (the shell joins it, then execs the command)."""
-    return f"sh -c 'echo $$ > {path}/cgroup.procs && exec {command}'"
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001

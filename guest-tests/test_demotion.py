@@ -13,7 +13,6 @@ the buffer went is read from the buffer's own numa_maps line.
 from __future__ import annotations
 
 import pytest
-from conftest import in_cgroup
 
 from harness.guest import workloads
 
@@ -21,9 +20,9 @@ MIB = 256
 BATCH = 32  # SWAP_CLUSTER_MAX: reclaim's unit of work
 
 
-def hold(guest, cgroup: str, size_mib: int, **kw) -> tuple[int, int]:
+def hold(guest, cgroup, size_mib: int, **kw) -> tuple[int, int]:
     """A process in ``cgroup`` holding ``size_mib`` on node 0 (its CPU's node): (pid, buffer address)."""
-    held = guest.start(in_cgroup(cgroup, workloads.place(size_mib, hold_until_signal=True, **kw)))
+    held = guest.start(cgroup.wrap(workloads.place(size_mib, hold_until_signal=True, **kw)))
     r = held.report
     assert isinstance(r, workloads.PlaceResult) and r.placement is not None and r.addr is not None
     assert r.placement.on(0) == size_mib * MIB

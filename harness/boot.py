@@ -1,7 +1,7 @@
 """From "this topology on this kernel" to a ready :class:`~harness.vm.BootSpec`.
 
 The one place that strings the pieces together, in the order that fails
-fastest and cheapest: topology (validated) -> QEMU binary -> kernel and its
+fastest and cheapest: topology (validated) -> QEMU binary and its version -> kernel and its
 .config (checked against what the topology needs) -> guest image (cached)
 -> accelerator (probed, cached) -> QEMU argv (generated, checked against
 the binary). Nothing boots until all of that passed. The CLI, the pytest
@@ -17,12 +17,15 @@ from pathlib import Path
 
 from harness.errors import KernelError
 from harness.image.build import Image, build_initramfs
+from harness.kernel.config import check_config
+from harness.kernel.debian import default_kernel
+from harness.kernel.model import Kernel
 from harness.kernel.needs import guest_needs
-from harness.kernel.sources import Kernel, check_config, default_kernel, kernel_from_tree, user_kernel
+from harness.kernel.user import kernel_from_tree, user_kernel
 from harness.paths import data_dir
 from harness.qemu.argv import backing_path, device_files, kernel_cmdline, machine_argv
 from harness.qemu.limits import TcgThreading, check_limits, choose_tcg_thread, host_cores, host_memory
-from harness.qemu.preflight import find_binary, preflight
+from harness.qemu.preflight import check_version, find_binary, preflight
 from harness.topology import Loaded, load
 from harness.vm.accel import AccelChoice, choose_accel
 from harness.vm.machine import BootSpec, Timeouts
@@ -131,6 +134,7 @@ def prepare(topology: str | Path, *, kernel: KernelSpec | None = None, accel: st
     loaded = load(topology)
     t = loaded.topology
     binary = find_binary(qemu)
+    check_version(binary)  # before the accelerator probe boots it (README's order)
     say("kernel")
     k = resolve_kernel(kernel or KernelSpec(), progress)
     needs = guest_needs(t)

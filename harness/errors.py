@@ -1,16 +1,42 @@
 """Error types. Every error the user can act on is a HarnessError.
 
 ``str(err)`` is one line a user can act on; the CLI prints it once, without a
-traceback, and exits with ``err.exit_code``.
+traceback, and exits with ``err.exit_code``: 125 for the harness's own
+failures (as ``env``/``timeout`` do), so a script can tell them from a guest
+command's own status, which ``harness run``/``ssh`` pass through (137 for a
+command killed by SIGKILL, e.g. by the guest's OOM killer).
+
+Errors about the guest a test can assert on:
+
+* :class:`KernelProblem`: the guest kernel reported an oops, BUG, WARN, stall
+  or call trace; ``problems`` holds the parsed reports
+  (:class:`harness.vm.problems.Problem`). :class:`GuestPanic` is its fatal
+  subtype (the guest is gone).
+* An OOM kill is *not* a kernel problem: a command it killed ends with
+  :class:`CommandKilled` (``oom_kills`` holds the parsed
+  :class:`harness.vm.problems.OomKill` records), or, with ``check=False``, a
+  :class:`~harness.vm.ssh.CommandResult` whose ``signal`` is ``KILL``.
+* :class:`CommandFailed`: a guest command ran and failed; ``result`` is its
+  :class:`~harness.vm.ssh.CommandResult` (exit status, signal, output).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # only for annotations: errors must import nothing of the harness
+    from harness.vm.problems import OomKill, Problem
+
+#: Exit status of the ``harness`` command when the harness itself failed.
+HARNESS_FAILURE = 125
+#: Exit status for a guest command killed by SIGKILL (128 + 9), as a shell reports it.
+KILLED = 137
 
 
 class HarnessError(Exception):
     """Base of every error the CLI shows to the user without a traceback."""
 
-    exit_code = 2
+    exit_code = HARNESS_FAILURE
 
     def __init__(self, message: str, *, hint: str | None = None, detail: str | None = None):
         super().__init__(message)
@@ -23,6 +49,10 @@ class HarnessError(Exception):
         if self.hint:
             return f"{self.message} ({self.hint})"
         return self.message
+
+
+class UsageError(HarnessError):
+    """A command-line argument or library parameter is not acceptable."""
 
 
 class TopologyError(HarnessError):
@@ -47,16 +77,67 @@ class ImageError(HarnessError):
     """The guest initramfs cannot be built (a missing host tool, library or module)."""
 
 
+class CacheError(HarnessError):
+    """The cache directory cannot be written (read-only, full) or holds a damaged artefact."""
+
+
 class BootError(HarnessError):
     """The VM did not reach a boot milestone in time, or QEMU exited early."""
 
 
-class GuestPanic(BootError):
-    """The guest kernel panicked, oopsed, hit a BUG or a WARN. ``detail`` holds the excerpt."""
+class KernelProblem(HarnessError):
+    """The guest kernel reported a problem (oops, BUG, WARN, stall, call trace).
+
+    ``problems`` are the parsed reports, most telling first in the message;
+    ``detail`` holds their console excerpt.
+    """
+
+    def __init__(self, message: str, *, problems: list[Problem] | None = None, hint: str | None = None,
+                 detail: str | None = None):
+        super().__init__(message, hint=hint, detail=detail)
+        self.problems: list[Problem] = list(problems or [])
+
+
+class GuestPanic(KernelProblem, BootError):
+    """The guest kernel panicked (fatal: QEMU is gone), or a problem ended a boot."""
 
 
 class GuestCommandError(HarnessError):
-    """A command could not be run in the guest (SSH failure, timeout)."""
+    """A command could not be run in the guest (SSH failure, timeout, frozen guest)."""
+
+
+class GuestFrozen(GuestCommandError):
+    """The guest stopped making progress (paused, or no answer on SSH) while a command ran."""
+
+
+class CommandFailed(GuestCommandError):
+    """A guest command ran and failed (``check=True``); ``result`` is its CommandResult.
+
+    The CLI exits with the command's own status.
+    """
+
+    def __init__(self, message: str, result: Any, *, hint: str | None = None, detail: str | None = None):
+        super().__init__(message, hint=hint, detail=detail)
+        self.result = result
+
+    @property
+    def exit_code(self) -> int:  # type: ignore[override]
+        status = getattr(self.result, "exit_status", -1)
+        return status if isinstance(status, int) and 0 <= status <= 255 else HARNESS_FAILURE
+
+
+class CommandKilled(CommandFailed):
+    """A guest command was killed by a signal; ``oom_kills`` says if the OOM killer did it."""
+
+    def __init__(self, message: str, result: Any, *, oom_kills: list[OomKill] | None = None,
+                 hint: str | None = None, detail: str | None = None):
+        super().__init__(message, result, hint=hint, detail=detail)
+        self.oom_kills: list[OomKill] = list(oom_kills or [])
+
+    @property
+    def by_oom_killer(self) -> bool:
+        """Whether the guest's OOM killer killed it."""
+        return bool(self.oom_kills)
 
 
 class VMStateError(HarnessError):

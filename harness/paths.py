@@ -18,7 +18,12 @@ def cache_dir() -> Path:
     else:
         base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         p = Path(base) / "numa-harness"
-    p.mkdir(parents=True, exist_ok=True)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        from harness.cachefs import cache_error
+
+        raise cache_error(e, "creating the cache directory") from e
     return p
 
 
@@ -31,6 +36,8 @@ def state_dir() -> Path:
         base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
         p = Path(base) / "numa-harness" / "vms"
     p.mkdir(parents=True, exist_ok=True)
+    if p.stat().st_mode & 0o077:  # VMs' keys and sockets live below: private whatever the umask
+        os.chmod(p, 0o700)
     return p
 
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from rich.console import Console
 from rich.markup import escape
@@ -22,13 +23,16 @@ from rich.status import Status
 from rich.table import Table
 
 from harness.boot import KernelSpec, Prepared, prepare
-from harness.errors import HarnessError, VMStateError
+from harness.errors import HarnessError, UsageError, VMStateError
 from harness.guest.nodes import NODES_COMMAND, GuestNodes, parse_nodes
 from harness.guest.setup import apply_guest_setup, has_setup
 from harness.kernel.needs import unmet_requirements
 from harness.paths import state_dir
 from harness.topology.schema import format_size
 from harness.vm.machine import VM, read_state
+from harness.vm.problems import OomKill
+from harness.vm.ssh import CommandResult
+from harness.vm.state import STATE_FILE, check_vm_name, make_private_dir, stop_recorded, vm_dir
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -213,38 +217,57 @@ def _guest_command(words: list[str]) -> str:
     return words[0] if len(words) == 1 else shlex.join(words)
 
 
+def report_command_end(result: CommandResult) -> int:
+    """Say why a guest command was killed (if it was); its exit status for the CLI."""
+    if result.signal is not None:
+        oom: OomKill | None = result.oom_kills[-1] if result.oom_kills else None
+        if result.signal == "KILL" and oom is not None:
+            err.print(f"[red]error:[/red] guest command killed by the OOM killer (SIGKILL, exit {result.exit_status}): "
+                      f"{oom.message_line}", markup=True, soft_wrap=True)
+            err.print(oom.describe(), markup=False)
+        else:
+            err.print(f"[red]error:[/red] guest command killed by SIG{result.signal} (exit {result.exit_status})",
+                      markup=True)
+    return result.exit_status
+
+
+def _stdin_for_guest() -> BinaryIO | None:
+    """The harness's stdin, passed to a guest command unless it is a terminal."""
+    try:
+        return None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer
+    except (ValueError, AttributeError):
+        return None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     line = _guest_command(list(args.cmd))
     _, vm = _boot_vm(args)
     with vm:
         result = vm.run(line, timeout=args.timeout, on_output=_stream)
         _check_problems(vm)
-    return result.exit_status
+    return report_command_end(result)
 
 
 def _vm_dir(name: str) -> Path:
-    return state_dir() / name
+    return vm_dir(name)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     d = _vm_dir(args.name)
-    if (d / "vm.json").exists():
+    if (d / STATE_FILE).exists():
         try:
-            alive = read_state(d).alive
+            st = read_state(d)
         except VMStateError:
-            alive = False  # unreadable state: nothing of ours runs there
-        if alive:
-            raise VMStateError(f"a VM named '{args.name}' is already running", hint=f"harness ssh {args.name}, or harness down {args.name}")
+            st = None  # unreadable state: nothing of ours runs there
+        if st is not None and st.alive:
+            raise VMStateError(f"a VM named '{args.name}' already exists ({st.condition})",
+                               hint=f"harness ssh {args.name}, or harness down {args.name}")
+    if d.exists():  # a dead VM's leftovers, inside the state root (the name is checked)
         shutil.rmtree(d, ignore_errors=True)
-    d.mkdir(parents=True, exist_ok=True)
+    make_private_dir(d)
     ok = False
     try:
         p, vm = _boot_vm(args, name=args.name, workdir=d, detach=True)
-        try:
-            vm.write_state(d)
-        except BaseException:
-            vm.shutdown()
-            raise
         (d / "meta.json").write_text(json.dumps({"topology": p.loaded.name, "kernel": p.kernel.origin,
                                                  "accel": p.accel.accel}) + "\n")
         vm.close()
@@ -257,11 +280,20 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _known_vms() -> list[str]:
+    return sorted(p.name for p in state_dir().iterdir() if (p / STATE_FILE).exists())
+
+
+def _no_such_vm(name: str) -> VMStateError:
+    known = _known_vms()
+    return VMStateError(f"no VM named '{name}'", hint=f"known: {', '.join(known)}" if known
+                        else "start one with harness up TOPOLOGY --name NAME")
+
+
 def _attach(name: str) -> VM:
     d = _vm_dir(name)
-    if not (d / "vm.json").exists():
-        known = sorted(p.name for p in state_dir().iterdir() if (p / "vm.json").exists())
-        raise VMStateError(f"no VM named '{name}'", hint=f"running: {', '.join(known)}" if known else "start one with harness up TOPOLOGY --name NAME")
+    if not (d / STATE_FILE).exists():
+        raise _no_such_vm(name)
     return VM.attach(d)
 
 
@@ -269,7 +301,9 @@ def cmd_ssh(args: argparse.Namespace) -> int:
     vm = _attach(args.name)
     try:
         if args.cmd:
-            return vm.run(_guest_command(list(args.cmd)), timeout=args.timeout, on_output=_stream).exit_status
+            result = vm.run(_guest_command(list(args.cmd)), timeout=args.timeout, on_output=_stream,
+                            stdin=_stdin_for_guest())
+            return report_command_end(result)
         return vm.shell()
     finally:
         vm.close()
@@ -279,6 +313,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     table = Table(title="numa-harness VMs", title_justify="left")
     for col in ("name", "topology", "pid", "ssh port", "up for", "state", "console log"):
         table.add_column(col)
+    colour = {"running": "green", "booting": "yellow", "boot abandoned": "red", "dead": "red"}
     for d in sorted(p for p in state_dir().iterdir() if p.is_dir()):
         try:
             st = read_state(d)
@@ -289,28 +324,61 @@ def cmd_status(args: argparse.Namespace) -> int:
             meta = json.loads((d / "meta.json").read_text())
         except (OSError, ValueError):
             pass
-        alive = st.alive
+        cond = st.condition
         table.add_row(escape(d.name), escape(str(meta.get("topology", "?"))), str(st.pid), str(st.ssh_port),
-                      f"{time.time() - st.started_at:.0f} s" if alive else "—",
-                      "[green]running[/green]" if alive else "[red]gone[/red]", escape(str(st.console_log)))
+                      f"{time.time() - st.started_at:.0f} s" if cond != "dead" else "—",
+                      f"[{colour.get(cond, 'red')}]{escape(cond)}[/]", escape(str(st.console_log)))
     out.print(table)
     return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    """Stop a background VM without needing its guest: QMP quit, then SIGKILL of its verified PID."""
     d = _vm_dir(args.name)
+    if not (d / STATE_FILE).exists():
+        raise _no_such_vm(args.name)
     try:
-        vm = _attach(args.name)
-    except VMStateError as e:
-        if d.exists() and "no longer running" in str(e):
-            shutil.rmtree(d, ignore_errors=True)
-            out.print(f"VM {args.name} was already gone; state removed", markup=False)
-            return 0
-        raise
-    vm.shutdown()
+        st = read_state(d)
+    except VMStateError:
+        shutil.rmtree(d, ignore_errors=True)
+        out.print(f"VM {args.name} had unreadable state; removed", markup=False)
+        return 0
+    how = stop_recorded(st)
     shutil.rmtree(d, ignore_errors=True)
-    out.print(f"VM {args.name} is down", markup=False)
+    if how == "already gone":
+        out.print(f"VM {args.name} was already gone; state removed", markup=False)
+    else:
+        out.print(f"VM {args.name} is down ({how})", markup=False)
     return 0
+
+
+# --- argument types (checked while parsing, before anything boots) --------------
+
+def vm_name(text: str) -> str:
+    try:
+        return check_vm_name(text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port {value} is not in 1-65535")
+    return value
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"timeout must be a positive number of seconds, not {text}")
+    return value
 
 
 # --- registration ---------------------------------------------------------------
@@ -326,7 +394,7 @@ def _boot_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tcg-thread", choices=["auto", "single", "multi"],
                    help="TCG threading (default: the topology's machine.tcg_thread, normally auto: single when vCPUs "
                         "outnumber host cores) [$NUMA_HARNESS_TCG_THREAD]")
-    p.add_argument("--ssh-port", type=int, help="host port for the guest's SSH (default: a free one)")
+    p.add_argument("--ssh-port", type=port, help="host port for the guest's SSH (default: a free one)")
     p.add_argument("--no-setup", action="store_true", help="skip the topology's guest set-up (CXL regions, demotion)")
 
 
@@ -340,19 +408,19 @@ def register(sub: argparse._SubParsersAction, command: Callable) -> None:
     r = sub.add_parser("run", help="boot, run one guest command, shut down; exits with its status",
                        usage="harness run TOPOLOGY [options] -- CMD [ARGS...]")
     _boot_options(r)
-    r.add_argument("--timeout", type=float, default=600, help="seconds the guest command may take (default 600)")
+    r.add_argument("--timeout", type=seconds, default=600, help="seconds the guest command may take (default 600)")
     r.set_defaults(cmd=[])  # everything after "--" (split off in harness.cli.main)
     command("run")(cmd_run)
 
     u = sub.add_parser("up", help="boot a VM in the background")
     _boot_options(u)
-    u.add_argument("--name", default="default", help="name to refer to it by (default: default)")
+    u.add_argument("--name", type=vm_name, default="default", help="name to refer to it by (default: default)")
     command("up")(cmd_up)
 
     s = sub.add_parser("ssh", help="a shell (or one command) in a background VM",
                        usage="harness ssh [NAME] [-- CMD [ARGS...]]")
-    s.add_argument("name", nargs="?", default="default")
-    s.add_argument("--timeout", type=float, default=600)
+    s.add_argument("name", nargs="?", type=vm_name, default="default")
+    s.add_argument("--timeout", type=seconds, default=600)
     s.set_defaults(cmd=[])
     command("ssh")(cmd_ssh)
 
@@ -360,5 +428,5 @@ def register(sub: argparse._SubParsersAction, command: Callable) -> None:
     command("status")(cmd_status)
 
     d = sub.add_parser("down", help="shut a background VM down")
-    d.add_argument("name", nargs="?", default="default")
+    d.add_argument("name", nargs="?", type=vm_name, default="default")
     command("down")(cmd_down)

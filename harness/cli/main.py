@@ -1,7 +1,10 @@
 """The ``harness`` command. Parses arguments, calls the library, shows results.
 
 Errors the user can act on (HarnessError) are printed once, in one line (plus
-any detail such as a console tail), without a traceback; exit status 2.
+any detail such as a console tail), without a traceback. Exit statuses: a
+guest command's own status when it ran (``run``, ``ssh``; 128+N when a signal
+killed it, 137 for SIGKILL), 125 for a failure of the harness itself (bad
+arguments included), 130 for Ctrl-C.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness import __version__
-from harness.errors import HarnessError
+from harness.errors import HARNESS_FAILURE, HarnessError
 from harness.qemu.argv import machine_argv
 from harness.topology import load, preset_names
 
@@ -66,7 +69,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             loaded = load(ref)
         except HarnessError as e:
             print_error(e)
-            status = 2
+            status = HARNESS_FAILURE
             continue
         out.print(f"[green]ok[/green] {escape(str(loaded.path))}", soft_wrap=True)
     return status
@@ -110,8 +113,16 @@ def cmd_qemu_cmd(args: argparse.Namespace) -> int:
 
 # --- argument parsing -----------------------------------------------------------
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error exits 125 like every other harness failure (2 could be a guest's)."""
+
+    def error(self, message: str):  # noqa: ANN201 - NoReturn in typeshed
+        self.print_usage(sys.stderr)
+        self.exit(HARNESS_FAILURE, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="harness", description="Boot emulated NUMA/CXL topologies in QEMU and test kernels on them.")
+    p = Parser(prog="harness", description="Boot emulated NUMA/CXL topologies in QEMU and test kernels on them.")
     p.add_argument("--version", action="version", version=f"numa-harness {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -160,6 +171,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130
+    except OSError as e:  # a host problem no layer below turned into a HarnessError: still one line
+        err.print(f"[red]error:[/red] {_os_error_line(e)}", markup=True, soft_wrap=True)
+        return HARNESS_FAILURE
+
+
+def _os_error_line(e: OSError) -> str:
+    """One line for an OSError; a full or read-only disk names the cache, where the harness writes."""
+    import errno
+
+    where = f": {e.filename}" if e.filename else ""
+    if e.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
+        from harness.cachefs import CACHE_HINT
+
+        try:
+            from harness.paths import cache_dir
+
+            cache = f" (cache: {cache_dir()}; {CACHE_HINT})"
+        except HarnessError:
+            cache = f" ({CACHE_HINT})"
+        return f"cannot write{where}: {(e.strerror or str(e)).lower()}{cache}"
+    return f"{e.strerror or e}{where}"
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from harness.image.modules import (
     render_modules_dep,
     strip_compression,
 )
-from harness.kernel.sources import Kernel
+from harness.kernel.model import Kernel
 from harness.paths import cache_dir
 from harness.resources import guest_files_dir
 

@@ -64,7 +64,7 @@ def vm(request: pytest.FixtureRequest, numa_harness_pool: VMPool) -> Iterator[Ma
         pytest.fail(f"numa-harness: {e}", pytrace=False)
     item.stash[MACHINE] = m
     item.stash[MARK] = mark
-    item.stash[PROBLEMS_BEFORE] = len(m.problems())
+    item.stash[PROBLEMS_BEFORE] = (len(m.problems()), len(m.vm.oom_kills()))
     yield m
 
 

@@ -18,7 +18,7 @@ from harness.plugin.problems import unexpected_problems
 POOL = pytest.StashKey[VMPool]()
 MACHINE = pytest.StashKey[Machine]()
 MARK = pytest.StashKey[str]()
-PROBLEMS_BEFORE = pytest.StashKey[int]()
+PROBLEMS_BEFORE = pytest.StashKey[tuple[int, int]]()
 STATS = pytest.StashKey[Any]()
 
 MARKERS = (
@@ -117,12 +117,12 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     m = item.stash.get(MACHINE, None)
     if m is None:
         return result
-    before = item.stash.get(PROBLEMS_BEFORE, 0)
+    problems_before, ooms_before = item.stash.get(PROBLEMS_BEFORE, (0, 0))
     marker = item.get_closest_marker("expect_kernel_problem")
     expected = set(marker.args) if marker else set()
     strict = bool(marker.kwargs.get("strict", True)) if marker else False
-    new = m.problems()[before:]
-    message = unexpected_problems(new, expected, strict=strict)
+    message = unexpected_problems(m.problems()[problems_before:], m.vm.oom_kills()[ooms_before:], expected,
+                                  strict=strict)
     if message:
         pytest.fail(message, pytrace=False)
     return result

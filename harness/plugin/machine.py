@@ -17,8 +17,8 @@ from harness.guest.protocol import GUEST_BIN_DIR
 from harness.guest.setup import SetupResult
 from harness.guest.state import GuestState, mismatches, parse_state_output, state_command
 from harness.topology.model import Topology
-from harness.vm.console import Problem
 from harness.vm.machine import VM, CommandResult
+from harness.vm.problems import Problem
 
 #: Where the guest-state program is in the image.
 GUEST_STATE_PROGRAM = f"{GUEST_BIN_DIR}/guest-state"

@@ -23,7 +23,8 @@ from pathlib import Path
 from harness.boot import KernelSpec, prepare, resolve_kernel
 from harness.errors import HarnessError
 from harness.guest.setup import apply_guest_setup
-from harness.kernel.sources import Kernel, parse_config
+from harness.kernel.config import parse_config
+from harness.kernel.model import Kernel
 from harness.paths import state_dir
 from harness.plugin.machine import Machine
 from harness.topology import resolve

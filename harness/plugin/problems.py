@@ -1,39 +1,41 @@
-"""Which kernel problems a test provoked on purpose, and which fail it (pure)."""
+"""Which kernel reports a test provoked on purpose, and which fail it (pure).
+
+Kernel problems (WARN, BUG, oops, call trace) come from the console as
+:class:`~harness.vm.problems.Problem`; OOM kills are their own records
+(:class:`~harness.vm.problems.OomKill`), never problems. A test names what it
+expects with ``@pytest.mark.expect_kernel_problem(kind)``, kind ``oom`` or a
+problem kind (``warning``, ``bug``, ``oops``, ``call-trace``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from harness.vm.console import Problem
+from harness.vm.problems import OomKill, Problem
 
 OOM = "oom"
-#: Lines that make a console problem report an OOM kill (its call trace is the OOM killer's own).
-_OOM_MARKERS = ("invoked oom-killer", "Out of memory: Killed process", "oom-kill:", "Memory cgroup out of memory")
 
 
-def problem_kind(p: Problem) -> str:
-    """``oom`` for an OOM-killer report, else the console classifier's kind (``warning``, ``bug`` ...)."""
-    text = f"{p.line}\n{p.excerpt}"
-    if p.kind != "panic" and any(m in text for m in _OOM_MARKERS):
-        return OOM
-    return p.kind
+def unexpected_problems(problems: Iterable[Problem], oom_kills: Iterable[OomKill], expected: set[str], *,
+                        strict: bool = True) -> str | None:
+    """Why a test with these new console reports fails, or None.
 
-
-def unexpected_problems(problems: Iterable[Problem], expected: set[str], *, strict: bool = True) -> str | None:
-    """Why a test with these new console problems fails, or None.
-
-    A problem whose kind is not ``expected`` fails the test; with ``strict``,
-    so does an expected kind that never appeared.
+    A problem or OOM kill of a kind not ``expected`` fails the test; with
+    ``strict``, so does an expected kind that never appeared.
     """
-    problems = list(problems)
-    kinds = [problem_kind(p) for p in problems]
-    bad = [(k, p) for k, p in zip(kinds, problems) if k not in expected]
+    problems, oom_kills = list(problems), list(oom_kills)
+    bad = [p for p in problems if p.kind not in expected]
     if bad:
-        k, p = bad[0]
+        p = bad[0]
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        return f"guest kernel problem ({k}) during the test: {p.message_line}{more}\n{p.excerpt}"
+        return f"guest kernel problem ({p.kind}) during the test: {p.message_line}{more}\n{p.excerpt}"
+    if oom_kills and OOM not in expected:
+        k = oom_kills[0]
+        return (f"guest kernel OOM kill during the test: {k.describe()}\n{k.message_line}\n"
+                "(mark the test @pytest.mark.expect_kernel_problem('oom') if it provokes one on purpose)")
     if strict:
-        missing = sorted(expected - set(kinds))
+        seen = {p.kind for p in problems} | ({OOM} if oom_kills else set())
+        missing = sorted(expected - seen)
         if missing:
             return f"the test expected a kernel {', '.join(missing)} report, and the guest printed none"
     return None

@@ -146,10 +146,13 @@ def capabilities(binary: str, *, needed_types: frozenset[tuple[str, str]] | set[
             table[tp] = sorted(parse_props(_run_help(binary, f"-{kind}", f"{tp},help")))
             changed = True
     if changed:
-        cf.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cf.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(cf)
+        try:
+            cf.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cf.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(data, indent=1))
+            tmp.replace(cf)
+        except OSError:
+            pass  # a read-only or full cache only costs the probe next time
     return Capabilities(binary=binary, version=tuple(data["version"]), devices=set(data["devices"]),
                         objects=set(data["objects"]),
                         device_props={k: set(v) for k, v in data["device_props"].items()},
@@ -186,11 +189,23 @@ def needed_types(argv: list[str]) -> set[tuple[str, str]]:
     return {(k, t) for k, t, _ in argv_uses(argv) if k in ("device", "object")}
 
 
-def check_argv(argv: list[str], caps: Capabilities, features: list[Feature]) -> None:
-    """Raise QemuError naming the first feature ``caps`` lacks for ``argv``."""
+def check_min_version(caps: Capabilities) -> None:
+    """QemuError if ``caps`` is older than the harness supports at all."""
     if caps.version[:2] < MIN_VERSION:
         raise QemuError(f"QEMU {caps.version_text} at {caps.binary} is too old: numa-harness needs QEMU >= {'.'.join(map(str, MIN_VERSION))}",
                         hint="run scripts/install-host-deps (Debian 12: QEMU 10 from bookworm-backports), or point --qemu at a newer build")
+
+
+def check_version(binary: str) -> Capabilities:
+    """Read ``binary``'s version (cached) and refuse one too old: the first check, before any probe boots it."""
+    caps = capabilities(binary)
+    check_min_version(caps)
+    return caps
+
+
+def check_argv(argv: list[str], caps: Capabilities, features: list[Feature]) -> None:
+    """Raise QemuError naming the first feature ``caps`` lacks for ``argv``."""
+    check_min_version(caps)
     for kind, tp, props in argv_uses(argv):
         for feat in features:
             if _feature_applies(feat, kind, tp, props) and caps.version < feat.min_version:

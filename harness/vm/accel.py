@@ -101,7 +101,7 @@ def judge_probe(exit_status: int | None, stderr: str, console: str) -> str | Non
 
 def probe_kvm(qemu_binary: str, kernel: Path, initrd: Path, timeout: float = PROBE_TIMEOUT) -> str | None:
     """Boot the guest once under KVM; None if it worked, else why not."""
-    from harness.vm.machine import popen_qemu, terminate_process  # late: vm imports much more
+    from harness.vm.process import popen_qemu, terminate_process
 
     with tempfile.TemporaryDirectory(prefix="numa-harness-kvm-") as tmp:
         log, err = Path(tmp) / "console.log", Path(tmp) / "qemu.log"
@@ -158,7 +158,7 @@ def _qemu_identity(qemu_binary: str) -> str:
 
 
 def _kernel_release(kernel: Path) -> str:
-    from harness.kernel.sources import read_bzimage_release
+    from harness.kernel.user import read_bzimage_release
 
     try:
         return read_bzimage_release(kernel)

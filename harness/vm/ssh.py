@@ -13,13 +13,17 @@ import logging
 import os
 import select
 import shutil
+import signal as _signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import paramiko
+from paramiko.common import MSG_CHANNEL_REQUEST
 
 from harness.errors import GuestCommandError
 
@@ -86,21 +90,38 @@ def load_keypair(private: Path) -> KeyPair:
 
 @dataclass
 class CommandResult:
-    """What a guest command did. ``exit_status`` is -1 if the guest sent none."""
+    """What a guest command did.
+
+    ``exit_status`` is the command's status; for a command killed by a signal
+    it is 128 + the signal number (137 for SIGKILL), as a shell reports it,
+    and ``signal`` names the signal (``KILL``).
+    """
 
     command: str
     exit_status: int
     stdout: str
     stderr: str
     duration: float
-    #: Kernel problems (console.Problem) that appeared while the command ran.
+    #: Kernel problems (problems.Problem) that appeared while the command ran.
     problems: list = field(default_factory=list)
+    #: The signal that killed the command (``KILL``, ``SEGV`` ...), or None if it exited.
+    signal: str | None = None
+    #: OOM kills (problems.OomKill) the guest kernel reported while the command ran.
+    oom_kills: list = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         """Exit status 0."""
         return self.exit_status == 0
 
+    @property
+    def killed_by_oom(self) -> bool:
+        """Killed by SIGKILL while the guest's OOM killer killed a process."""
+        return self.signal == "KILL" and bool(self.oom_kills)
+
+
+#: Stdin for a guest command: bytes, or a binary file read until EOF.
+Stdin = bytes | BinaryIO | None
 
 #: Callback polled while waiting on the guest; returns an exception to raise
 #: (the guest panicked, QEMU exited) or None to keep waiting.
@@ -145,8 +166,18 @@ class GuestSSH:
         transport = client.get_transport()
         if transport is not None:
             transport.set_keepalive(5)
+            _handle_exit_signal(transport)
         self._client = client
         return None
+
+    def probe(self, timeout: float) -> bool:
+        """Whether the guest's sshd answers a channel open within ``timeout`` s (liveness)."""
+        try:
+            chan = self._transport().open_session(timeout=timeout)
+        except (GuestCommandError, paramiko.SSHException, OSError, EOFError):
+            return False
+        chan.close()
+        return True
 
     def connect(self, deadline: float, abort: AbortCheck, *, interval: float = 0.5) -> None:
         """Retry :meth:`try_connect` until ``deadline`` (monotonic); ``abort`` may end it early.
@@ -174,9 +205,11 @@ class GuestSSH:
         return t
 
     def run(self, command: str, *, timeout: float, abort: AbortCheck,
-            on_output: OutputSink | None = None) -> CommandResult:
-        """Run ``command`` with ``sh -c`` semantics (the guest's login shell), stdin closed.
+            on_output: OutputSink | None = None, stdin: Stdin = None) -> CommandResult:
+        """Run ``command`` with ``sh -c`` semantics (the guest's login shell).
 
+        ``stdin`` (bytes or a binary file, read until EOF) is the command's
+        standard input; without it stdin is closed at once.
         Polls ``abort`` every 0.2 s so a guest panic ends the wait promptly.
         Raises GuestCommandError on timeout or if the connection drops before the
         command reports an exit status (the caller checks the VM first).
@@ -185,7 +218,10 @@ class GuestSSH:
         try:
             chan = self._transport().open_session(timeout=10)
             chan.exec_command(command)
-            chan.shutdown_write()
+            if stdin is None:
+                chan.shutdown_write()
+            else:
+                _feed_stdin(chan, stdin)
         except (paramiko.SSHException, OSError, EOFError) as e:
             raise GuestCommandError(f"could not start {command!r} in the guest: {e}") from e
         out, err = bytearray(), bytearray()
@@ -204,7 +240,7 @@ class GuestSSH:
             raise GuestCommandError(f"SSH connection lost while running {command!r}",
                                     detail=_tail_text(out, err))
         return CommandResult(command, status, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"),
-                             time.monotonic() - start)
+                             time.monotonic() - start, signal=getattr(chan, "numa_harness_signal", None))
 
     def send_poweroff(self, command: str = "poweroff -f") -> bool:
         """Start ``command`` (which never answers) in the guest. True if it was sent."""
@@ -264,6 +300,57 @@ def _pump_command(chan: paramiko.Channel, deadline: float, abort: AbortCheck,
             return None
         if not got:
             select.select([chan], [], [], 0.2)
+
+
+def _feed_stdin(chan: paramiko.Channel, stdin: bytes | BinaryIO) -> None:
+    """Send ``stdin`` to the command from a daemon thread, then EOF (a slow pipe never blocks us)."""
+
+    def feed() -> None:
+        try:
+            if isinstance(stdin, bytes | bytearray):
+                chan.sendall(bytes(stdin))
+            else:
+                while chunk := stdin.read(65536):
+                    chan.sendall(chunk)
+            chan.shutdown_write()
+        except (OSError, EOFError, ValueError, paramiko.SSHException):
+            pass  # the command ended or the connection dropped: the main loop reports it
+
+    threading.Thread(target=feed, name="ssh-stdin", daemon=True).start()
+
+
+def _signal_status(name: str) -> int:
+    """128 + the number of signal ``name`` (``KILL`` -> 137); 255 if unknown."""
+    try:
+        return 128 + int(_signal.Signals[f"SIG{name}"])
+    except KeyError:
+        return 255
+
+
+def _handle_exit_signal(transport: paramiko.Transport) -> None:
+    """Teach ``transport``'s channels the ``exit-signal`` request (RFC 4254 6.10).
+
+    paramiko ignores it, so a command killed by a signal (the OOM killer's
+    SIGKILL) looked like a lost connection. The channel then gets
+    ``exit_status`` 128+N and ``numa_harness_signal`` = the signal's name.
+    """
+    table = dict(transport._channel_handler_table)  # type: ignore[attr-defined]
+    original = table[MSG_CHANNEL_REQUEST]
+
+    def handle(chan: paramiko.Channel, m: paramiko.Message) -> None:
+        pos = m.packet.tell()
+        if m.get_text() == "exit-signal":
+            m.get_boolean()  # want_reply: always false for exit-signal
+            name = m.get_text()
+            chan.numa_harness_signal = name  # type: ignore[attr-defined]
+            chan.exit_status = _signal_status(name)
+            chan.status_event.set()
+            return
+        m.packet.seek(pos)
+        original(chan, m)
+
+    table[MSG_CHANNEL_REQUEST] = handle
+    transport._channel_handler_table = table  # type: ignore[attr-defined]
 
 
 def _drain(chan: paramiko.Channel, out: bytearray, err: bytearray, on_output: OutputSink | None) -> bool:

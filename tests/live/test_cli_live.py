@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.kernel.sources import default_kernel
+from harness.kernel.debian import default_kernel
 
 pytestmark = [pytest.mark.live, pytest.mark.timeout(600)]
 
@@ -72,7 +72,7 @@ def test_user_kernel_path_boots(tmp_path):
 
 def test_missing_kernel_is_a_clear_error_and_boots_nothing(tmp_path):
     r = harness("run", "numa-basic", "--kernel", str(tmp_path / "nope"), "--", "true")
-    assert r.returncode == 2
+    assert r.returncode == 125
     assert "Traceback" not in r.stderr and "nope" in r.stderr
     assert our_qemus() == []
 
@@ -87,10 +87,10 @@ def test_background_vm_up_ssh_status_down(tmp_path):
         r = harness("status", env=env)
         assert "t1" in r.stdout and "running" in r.stdout
         r = harness("up", "numa-basic", "--name", "t1", env=env)
-        assert r.returncode == 2 and "already running" in r.stderr
+        assert r.returncode == 125 and "already exists" in r.stderr
     finally:
         d = harness("down", "t1", env=env)
     assert d.returncode == 0, d.stderr
     r = harness("ssh", "t1", "--", "true", env=env)
-    assert r.returncode == 2 and "no VM named 't1'" in r.stderr
+    assert r.returncode == 125 and "no VM named 't1'" in r.stderr
     assert our_qemus() == []

@@ -23,7 +23,7 @@ from harness.guest.protocol import (
     guest_cmdline,
 )
 from harness.image.build import build_initramfs
-from harness.kernel.sources import default_kernel
+from harness.kernel.debian import default_kernel
 
 pytestmark = pytest.mark.live
 

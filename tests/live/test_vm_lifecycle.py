@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import BootError, GuestCommandError, GuestPanic
+from harness.errors import BootError, GuestCommandError, GuestPanic, KernelProblem
 from harness.vm import console as con
 from harness.vm.machine import VM, BootSpec, pid_alive
 
@@ -45,7 +45,7 @@ def guest() -> tuple[Path, Path]:
     if shutil.which(QEMU) is None:
         pytest.skip(f"{QEMU} is not installed (scripts/install-host-deps)")
     from harness.image.build import build_initramfs
-    from harness.kernel.sources import default_kernel
+    from harness.kernel.debian import default_kernel
 
     kernel = default_kernel()
     return kernel.image, build_initramfs(kernel).path
@@ -113,8 +113,10 @@ def test_kernel_warning_is_detected_but_not_fatal(vm):
     deadline = time.monotonic() + 5
     while not vm.problems() and time.monotonic() < deadline:
         time.sleep(0.1)
-    with pytest.raises(GuestPanic, match="guest kernel warning: WARNING: CPU: 0 PID: 1 at mm/fake.c:1"):
+    with pytest.raises(KernelProblem, match="guest kernel warning: WARNING: CPU: 0 PID: 1 at mm/fake.c:1") as e:
         vm.check_health()
+    assert not isinstance(e.value, GuestPanic)  # a WARN is a kernel problem, not the fatal kind
+    assert [p.kind for p in e.value.problems] == ["warning"]
     assert vm.run("echo alive").stdout == "alive\n"
 
 

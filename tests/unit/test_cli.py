@@ -15,14 +15,14 @@ def test_validate_presets_exit_0(capsys):
 def test_validate_bad_file_exit_2_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("description: x\nnodes:\n  - {id: 0, cpus: 0-1, memory: 1 GB}\n")
-    assert main(["validate", str(bad)]) == 2
+    assert main(["validate", str(bad)]) == 125
     errtext = capsys.readouterr().err.strip()
     assert errtext.count("\n") == 0
     assert "nodes[0].memory" in errtext and "Traceback" not in errtext
 
 
 def test_unknown_preset_suggests(capsys):
-    assert main(["validate", "cxl-singel"]) == 2
+    assert main(["validate", "cxl-singel"]) == 125
     assert "did you mean 'cxl-single'" in capsys.readouterr().err
 
 
@@ -44,18 +44,18 @@ def test_square_brackets_in_user_text_print_literally(tmp_path, capsys):
         bad.write_text("description: x\nnodes:\n  - {id: 0, cpus: 0-1, memory: 1G}\ncxl:\n"
                        "  host_bridges: [{id: hb0, bus_nr: 12, root_ports: [{id: rp0}]}]\n"
                        f"  devices: [{{id: m0, port: '{port}', volatile: 256M}}]\n")
-        assert main(["validate", str(bad)]) == 2
+        assert main(["validate", str(bad)]) == 125
         errtext = capsys.readouterr().err
         assert f"port '{port}' does not exist" in errtext, errtext
         assert "Traceback" not in errtext
 
 
 def test_directory_and_non_utf8_are_one_line(tmp_path, capsys):
-    assert main(["validate", str(tmp_path)]) == 2
+    assert main(["validate", str(tmp_path)]) == 125
     assert "is a directory" in capsys.readouterr().err
     f = tmp_path / "l.yaml"
     f.write_bytes(b"description: caf\xe9\n")
-    assert main(["validate", str(f)]) == 2
+    assert main(["validate", str(f)]) == 125
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "not UTF-8: byte 0xe9 at offset 16" in err
 

@@ -5,7 +5,10 @@ from pathlib import Path
 import pytest
 
 from harness.vm import console as con
-from harness.vm.console import classify_line, find_kernel_problem, find_kernel_problems, parse_milestone
+from harness.vm import console_log
+from harness.vm import problems as prob
+from harness.vm.console import parse_milestone
+from harness.vm.problems import classify_line, find_kernel_problem, find_kernel_problems
 
 DATA = Path(__file__).parent / "data"
 CLEAN_BOOT = (DATA / "console_clean_boot.log").read_text()  # a real boot of Debian 6.12 under TCG
@@ -95,7 +98,7 @@ def test_sysrq_panic_is_one_fatal_problem_with_excerpt():
     problems = find_kernel_problems(PANIC_SYSRQ)
     assert len(problems) == 1  # the panic's own Call Trace is part of it
     p = problems[0]
-    assert p.kind == con.PANIC and p.fatal
+    assert p.kind == prob.PANIC and p.fatal
     assert p.message_line == "Kernel panic - not syncing: sysrq triggered crash"
     assert p.excerpt.splitlines()[0].endswith("sysrq triggered crash")
     assert "sysrq_handle_crash" in p.excerpt
@@ -103,29 +106,29 @@ def test_sysrq_panic_is_one_fatal_problem_with_excerpt():
 
 def test_oops_keeps_the_bug_line_and_is_not_fatal():
     p = find_kernel_problem(OOPS_NULL)
-    assert p is not None and p.kind == con.OOPS and not p.fatal
+    assert p is not None and p.kind == prob.OOPS and not p.fatal
     assert p.message_line.startswith("BUG: kernel NULL pointer dereference")
     assert len(find_kernel_problems(OOPS_NULL)) == 1
 
 
 def test_warning_replaces_cut_here_marker():
     problems = find_kernel_problems(WARN)
-    assert [p.kind for p in problems] == [con.WARNING]
+    assert [p.kind for p in problems] == [prob.WARNING]
     assert problems[0].message_line.startswith("WARNING: CPU: 0 PID: 1 at mm/page_alloc.c:4700")
     assert problems[0].excerpt.splitlines()[0].endswith("[ cut here ]------------")
 
 
 def test_bug_sleeping_function():
     p = find_kernel_problem(BUG_SLEEPING)
-    assert p is not None and p.kind == con.BUG
+    assert p is not None and p.kind == prob.BUG
 
 
 def test_panic_wins_over_the_oops_that_caused_it():
     problems = find_kernel_problems(GPF_THEN_PANIC)
-    assert [p.kind for p in problems] == [con.OOPS, con.PANIC]
+    assert [p.kind for p in problems] == [prob.OOPS, prob.PANIC]
     main = find_kernel_problem(GPF_THEN_PANIC)
-    assert main is not None and main.kind == con.PANIC
-    msg, detail = con.describe_problems(problems)
+    assert main is not None and main.kind == prob.PANIC
+    msg, detail = prob.describe_problems(problems)
     assert msg.startswith("guest kernel panic: Kernel panic - not syncing: Fatal exception in interrupt")
     assert "general protection fault" in msg
     assert "non-canonical address" in detail
@@ -134,19 +137,19 @@ def test_panic_wins_over_the_oops_that_caused_it():
 def test_problem_inside_clean_boot_is_found():
     text = CLEAN_BOOT + WARN
     problems = find_kernel_problems(text)
-    assert len(problems) == 1 and problems[0].kind == con.WARNING
+    assert len(problems) == 1 and problems[0].kind == prob.WARNING
 
 
 def test_excerpt_is_line_plus_twenty_following():
     text = "[ 1.0] BUG: soft lockup - CPU#0 stuck for 22s! [sh:1]\n" + "".join(f"[ 1.{i}] l{i}\n" for i in range(1, 40))
     p = find_kernel_problem(text)
     assert p is not None
-    assert len(p.excerpt.splitlines()) == 1 + con.EXCERPT_AFTER
+    assert len(p.excerpt.splitlines()) == 1 + prob.EXCERPT_AFTER
 
 
 def test_separate_reports_are_separate_problems():
     problems = find_kernel_problems(WARN + CLEAN_BOOT[:2000] + BUG_SLEEPING)
-    assert [p.kind for p in problems] == [con.WARNING, con.BUG]
+    assert [p.kind for p in problems] == [prob.WARNING, prob.BUG]
 
 
 def test_carriage_returns_and_ansi_are_cleaned():
@@ -186,7 +189,7 @@ def test_guest_failures():
 def test_monitor_follows_a_growing_log(tmp_path):
     log = tmp_path / "console.log"
     seen = []
-    mon = con.ConsoleMonitor(log, on_milestone=seen.append)
+    mon = console_log.ConsoleMonitor(log, on_milestone=seen.append)
     assert not mon.poll()  # no file yet
     log.write_text("[ 0.0] Linux version 6.12.1 (x)\nnuma-harness: init run")
     mon.poll()
@@ -196,5 +199,5 @@ def test_monitor_follows_a_growing_log(tmp_path):
         f.write("ning\n" + WARN)
     mon.poll()
     assert seen == [con.KERNEL_STARTED, con.INIT_RUNNING]
-    assert mon.problem_count == 1 and mon.problems()[0].kind == con.WARNING
+    assert mon.problem_count == 1 and mon.problems()[0].kind == prob.WARNING
     assert mon.problems(since=1) == []

@@ -29,7 +29,7 @@ from harness.image.modules import (
     parse_modules_dep,
     render_modules_dep,
 )
-from harness.kernel.sources import Kernel
+from harness.kernel.model import Kernel
 from harness.resources import guest_files_dir
 
 MODULES_DEP = """\

@@ -1,4 +1,4 @@
-"""Pure logic of harness.kernel.sources: .config parsing and checks, bzImage headers, apt output."""
+"""Pure logic of harness.kernel (config, user, debian): .config parsing and checks, bzImage headers, apt output."""
 
 from __future__ import annotations
 
@@ -8,18 +8,10 @@ from pathlib import Path
 import pytest
 
 from harness.errors import KernelError
-from harness.kernel.sources import (
-    Kernel,
-    check_config,
-    describe_missing,
-    missing_options,
-    parse_apt_depends,
-    parse_bzimage_release,
-    parse_config,
-    pick_kernel_package,
-    read_bzimage_release,
-    user_kernel,
-)
+from harness.kernel.config import check_config, describe_missing, missing_options, parse_config
+from harness.kernel.debian import parse_apt_depends, pick_kernel_package
+from harness.kernel.model import Kernel
+from harness.kernel.user import parse_bzimage_release, read_bzimage_release, user_kernel
 
 CONFIG = """\
 #
@@ -149,7 +141,7 @@ def test_apt_depends_resolution():
 
 
 def test_kernel_from_tree_needs_a_built_bzimage(tmp_path):
-    from harness.kernel.sources import kernel_from_tree
+    from harness.kernel.user import kernel_from_tree
 
     with pytest.raises(KernelError) as ei:
         kernel_from_tree(tmp_path)
@@ -157,7 +149,7 @@ def test_kernel_from_tree_needs_a_built_bzimage(tmp_path):
 
 
 def test_kernel_from_tree_without_modules_needs_no_make(tmp_path):
-    from harness.kernel.sources import kernel_from_tree
+    from harness.kernel.user import kernel_from_tree
 
     boot = tmp_path / "arch" / "x86" / "boot"
     boot.mkdir(parents=True)

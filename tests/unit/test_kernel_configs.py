@@ -1,7 +1,7 @@
 """kernel-configs/numa-harness.config covers everything any preset needs from a kernel."""
 
+from harness.kernel.config import parse_config
 from harness.kernel.needs import guest_needs
-from harness.kernel.sources import parse_config
 from harness.resources import kernel_configs_dir
 from harness.topology import load, preset_names
 

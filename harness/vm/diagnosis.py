@@ -1,0 +1,105 @@
+"""Why a boot failed, as a pure function of what was seen (unit-tested on recorded logs).
+
+:func:`diagnose` takes the console text, QEMU's stderr and QEMU's exit status
+(None while it runs) and returns the error to raise, with a cause a user can
+act on: a kernel problem (with the parsed reports), KVM refusing the guest, a
+kernel image QEMU could not boot, a guest without its network driver (no
+``--modules``), a guest service that failed, or a plain timeout.
+"""
+
+from __future__ import annotations
+
+from harness.errors import BootError, GuestPanic, HarnessError, KernelProblem
+from harness.vm.console import KERNEL_STARTED, clean_line, guest_message, is_guest_failure, parse_milestone
+from harness.vm.problems import Problem, describe_problems, find_kernel_problems
+
+CONSOLE_TAIL = 30
+MODULES_HINT = ("pass --modules DIR, the INSTALL_MOD_PATH of this kernel's `make modules_install` "
+                "(virtio_net must load for SSH)")
+
+
+def qemu_error_lines(text: str) -> str:
+    """QEMU's stderr, trimmed to what a user needs to read (pure)."""
+    lines = [ln.rstrip() for ln in text.splitlines() if ln.strip()]
+    return "\n".join(lines[-20:])
+
+
+def console_tail(console: str, n: int = CONSOLE_TAIL) -> str:
+    """``last console lines:`` and the last ``n`` lines, or ``(no console output)``."""
+    lines = [clean_line(ln) for ln in console.splitlines()][-n:]
+    return "last console lines:\n" + "\n".join(lines) if any(ln.strip() for ln in lines) else "(no console output)"
+
+
+def kvm_error(qemu_stderr: str) -> str | None:
+    """QEMU's ``KVM internal error`` line, if any."""
+    for line in qemu_stderr.splitlines():
+        if "KVM internal error" in line:
+            return line.strip()
+    return None
+
+
+def guest_failures(console: str) -> list[str]:
+    """The messages of ``numa-harness: ... FAILED`` lines, in order."""
+    return [guest_message(clean_line(ln)) or "" for ln in console.splitlines() if is_guest_failure(clean_line(ln))]
+
+
+def fatal_guest_failure(console: str) -> str | None:
+    """A ``network FAILED``/``sshd FAILED`` message: SSH will never come."""
+    for msg in guest_failures(console):
+        if msg.lower().startswith(("network", "sshd")):
+            return msg
+    return None
+
+
+def problem_error(problems: list[Problem], *, log_hint: str = "", context: str | None = None,
+                  fatal: bool | None = None) -> KernelProblem:
+    """The error for kernel ``problems``: GuestPanic if one is fatal (or ``fatal``), else KernelProblem."""
+    msg, detail = describe_problems(problems)
+    if context:
+        msg = f"{msg} ({context})"
+    is_fatal = any(p.fatal for p in problems) if fatal is None else fatal
+    cls = GuestPanic if is_fatal else KernelProblem
+    return cls(msg, problems=problems, detail=detail + log_hint)
+
+
+def diagnose(console: str, qemu_stderr: str, exit_status: int | None, *, console_log: str | None = None,
+             timed_out: str | None = None, timeout_hint: str | None = None) -> HarnessError | None:
+    """The error a boot ends with, or None if nothing is wrong yet (QEMU runs, no timeout).
+
+    ``exit_status`` is QEMU's (None: still running); ``timed_out`` is the
+    message for a milestone that did not come in time.
+    """
+    log_hint = f"\n(console log: {console_log})" if console_log else ""
+    where = f"console log: {console_log}" if console_log else None
+    problems = find_kernel_problems(console)
+    if problems and (exit_status is not None or timed_out or any(p.fatal for p in problems)):
+        return problem_error(problems, log_hint=log_hint, context=timed_out, fatal=True)
+    kvm = kvm_error(qemu_stderr)
+    if kvm:
+        return BootError(f"KVM could not run the guest: {kvm}", hint="use --accel tcg", detail=console_tail(console))
+    failure = fatal_guest_failure(console)
+    if failure:
+        hint = MODULES_HINT if _network_driver_missing(console) else where or "see the console log"
+        return BootError(f"the guest reported: {failure}", hint=hint, detail=console_tail(console))
+    started = any(parse_milestone(clean_line(ln)) == KERNEL_STARTED for ln in console.splitlines())
+    if exit_status is not None:
+        stderr = qemu_error_lines(qemu_stderr)
+        detail = (f"QEMU said:\n{stderr}\n" if stderr else "") + console_tail(console)
+        if not started and not console.strip():
+            return BootError(f"QEMU exited (status {exit_status}) before the kernel printed anything",
+                             hint="the kernel image is probably truncated or not a bootable x86_64 bzImage; "
+                                  "check the file given with --kernel", detail=detail)
+        return BootError(f"QEMU exited unexpectedly (status {exit_status})", hint=where, detail=detail)
+    if timed_out:
+        if not started and not console.strip():
+            timeout_hint = ("the kernel printed nothing: is the image a bootable x86_64 bzImage? "
+                            + (timeout_hint or ""))
+        return BootError(timed_out, hint=timeout_hint or where, detail=console_tail(console))
+    return None
+
+
+def _network_driver_missing(console: str) -> bool:
+    """The guest found no network interface and its driver did not load (no --modules)."""
+    msgs = [m.lower() for m in guest_failures(console)]
+    return (any(m.startswith("network") and "no ethernet" in m for m in msgs)
+            and any(m.startswith("modprobe") and "virtio_net" in m for m in msgs))
