@@ -42,7 +42,7 @@ def test_reclaim_demotes_exactly_the_requested_pages_to_the_next_tier(vm, guest,
     pid, addr = hold(guest, cgroup, 96)
     before = stats.snapshot(pid=pid)
     vm.run(f"echo 64M > {cgroup}/memory.reclaim")
-    after = stats.snapshot(pid=pid, cgroup=cgroup)
+    after = stats.snapshot(pid=pid, cgroup=cgroup.path)
     demoted = before.delta(after).vm("pgdemote_direct")
     assert 64 * MIB <= demoted <= 64 * MIB + BATCH
     moved = buffer_pages(after, addr)

@@ -119,7 +119,7 @@ def test_failures_carry_the_console_and_dmesg_and_kernel_problems_fail_tests(tmp
     assert "numa-harness: guest dmesg since the test began" in out
     section = out.split("numa-harness: guest dmesg since the test began", 1)[1]
     assert "numa-harness-probe-line" in section.split("numa-harness: console tail")[0] or "numa-harness-probe-line" in section
-    assert "guest kernel problem (oom) during the test" in out, out
+    assert "guest kernel OOM kill during the test: pressure" in out, out
 
 
 def test_a_panic_fails_its_test_and_the_next_test_gets_a_fresh_vm(tmp_path):
