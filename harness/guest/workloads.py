@@ -102,6 +102,8 @@ class PlaceResult:
     addr: str | None                 # the buffer's start, hex as numa_maps prints it
     mlock: bool
     prefault: bool
+    mergeable: bool
+    hot: bool
     policy: Policy
     readback: Policy | Refusal
     placement: PageCounts | None     # None when nothing was mapped
@@ -251,7 +253,8 @@ def _build_place(o: dict[str, Any]) -> PlaceResult:
     rb = o["readback"]
     return PlaceResult(
         int(o["pid"]), bool(o["ok"]), _refusal(o), int(o["size_mib"]), o["kind"], o["thp"], int(o["page_size"]),
-        int(o["npages"]), o["addr"], bool(o["mlock"]), bool(o["prefault"]), _policy(o["policy"]),
+        int(o["npages"]), o["addr"], bool(o["mlock"]), bool(o["prefault"]), bool(o.get("mergeable", False)),
+        bool(o.get("hot", False)), _policy(o["policy"]),
         _policy(rb) if rb.get("ok") else _refusal(rb) or Refusal("get_mempolicy", 0, ""),
         _maybe_pages(o["placement"]), {k: float(v) for k, v in o["elapsed"].items()}, o["hold"])
 
@@ -379,11 +382,15 @@ def _hold_args(hold: float | None, hold_until_signal: bool) -> list[str]:
 def place(size_mib: int, *, policy: str | None = None, nodes: str | int | Iterable[int] | None = None,
           via: str | None = None, kind: str = "anon", thp: str = "off", mlock: bool = False,
           prefault: bool = False, move: bool = False, move_all: bool = False, strict: bool = False,
-          hold: float | None = None, hold_until_signal: bool = False) -> str:
+          mergeable: bool = False, hot: bool = False, hold: float | None = None,
+          hold_until_signal: bool = False) -> str:
     """The ``place`` command line (see programs/README.md for what each option does)."""
+    if hot and hold is None and not hold_until_signal:
+        raise WorkloadError("hot keeps the pages hot while holding: give hold= or hold_until_signal=True")
     a = ["--size", str(int(size_mib)), "--kind", _choice("kind", kind, KINDS), "--thp", _choice("thp", thp, THP)]
     a += _policy_args(policy, nodes, via, move, move_all, strict)
-    a += ["--mlock"] * mlock + ["--prefault"] * prefault + _hold_args(hold, hold_until_signal)
+    a += ["--mlock"] * mlock + ["--prefault"] * prefault + ["--mergeable"] * mergeable
+    a += _hold_args(hold, hold_until_signal) + ["--hot"] * hot
     return _cmd("place", a)
 
 

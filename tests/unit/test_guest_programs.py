@@ -233,6 +233,23 @@ def test_pressure_bad_cgroup_is_refused(out, tmp_path):
     assert r.refusal == w.Refusal("cgroup.procs", 2, "ENOENT") and r.allocated_mib == 0
 
 
+def test_place_mergeable_fills_every_page_alike(out):
+    proc, o = run(out, w.place(2, mergeable=True))
+    r = w.parse_place(json.dumps(o))
+    assert r.ok and r.mergeable and not r.hot
+    assert r.placement is not None and r.placement.total == 512
+
+
+def test_place_hot_keeps_touching_while_it_holds(out):
+    proc, o = run(out, w.place(2, hot=True, hold=0.5))
+    r = w.parse_place(json.dumps(o))
+    assert r.hot and r.hold == {"seconds": 0.5}
+    passes = int(proc.stderr.split("after ")[1].split()[0])
+    assert passes > 1, proc.stderr
+    with pytest.raises(w.WorkloadError, match="hot keeps the pages hot while holding"):
+        w.place(2, hot=True)
+
+
 @pytest.mark.parametrize("argv", [
     ["place"], ["place", "--size", "x"], ["place", "--size", "1", "--policy", "nope"],
     ["place", "--size", "1", "--nodes", "1-0"], ["place", "--size", "1", "--via", "set_mempolicy", "--move"],
@@ -241,6 +258,7 @@ def test_pressure_bad_cgroup_is_refused(out, tmp_path):
     ["migrate", "--from", "0", "--to", "1", "--pid", "1", "--size", "1"],
     ["pressure", "--target", "node:0"], ["pressure", "--target", "disk", "--until", "total:1"],
     ["pressure", "--target", "machine", "--until", "forever"], ["place", "--bogus"],
+    ["place", "--size", "1", "--hot"],
 ])
 def test_usage_errors_exit_2(out, argv):
     proc = subprocess.run([str(out / argv[0]), *argv[1:]], capture_output=True, text=True, timeout=30)

@@ -878,6 +878,14 @@ int hold_wait(double seconds)
 	}
 }
 
+int hold_poll(void)
+{
+	struct timespec zero = {0, 0};
+	int sig = sigtimedwait(&hold_set, NULL, &zero);
+
+	return sig > 0 ? sig : 0;
+}
+
 int hold_opt(hold_opts_t *h, int opt, const char *arg)
 {
 	switch (opt) {

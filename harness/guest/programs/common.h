@@ -219,5 +219,6 @@ void j_policy_readback(json_t *j, const char *key, void *addr);
  * or seconds. Returns the signal number, or 0 when the time ran out. */
 void hold_prepare(void);
 int hold_wait(double seconds);
+int hold_poll(void); /* a hold signal that arrived (consumed), or 0; never blocks */
 
 #endif

@@ -2,7 +2,9 @@
  *
  * Order: set_mempolicy (--via set_mempolicy) -> mmap -> madvise THP ->
  * [--prefault: touch] -> mbind (--via mbind, with --move/--strict) -> touch ->
- * [--mlock] -> move_pages query -> get_mempolicy read-back -> JSON -> hold.
+ * [--mlock] -> [--mergeable: same bytes in every page, MADV_MERGEABLE] ->
+ * move_pages query -> get_mempolicy read-back -> JSON -> hold (with --hot: touching
+ * every page, pass after pass, until the hold ends: hot memory for promotion tests).
  * A refused call ends the run there: the JSON says which call and errno, and
  * still reports where the pages already touched are. See README.md.
  */
@@ -12,28 +14,55 @@
 #include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
-enum { OPT_MLOCK = OPT_FIRST_FREE, OPT_PREFAULT };
+enum { OPT_MLOCK = OPT_FIRST_FREE, OPT_PREFAULT, OPT_MERGEABLE, OPT_HOT };
+
+/* Every page holds the same bytes, and KSM may merge them. */
+static int make_mergeable(region_t *r)
+{
+	size_t i;
+
+	for (i = 0; i < r->npages; i++)
+		memset(r->addr + i * r->page_size, 0x5a, r->page_size);
+	return madvise(r->addr, r->size, MADV_MERGEABLE);
+}
+
+/* Hold as asked, touching every page pass after pass meanwhile; the number of passes. */
+static long hold_hot(region_t *r, const hold_opts_t *h)
+{
+	double end = h->seconds < 0 ? -1 : now() + h->seconds;
+	long passes = 0;
+
+	for (;;) {
+		region_touch(r);
+		passes++;
+		if (hold_poll() || (end >= 0 && now() >= end))
+			return passes;
+	}
+}
 
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		REGION_LONG_OPTIONS, POLICY_LONG_OPTIONS, HOLD_LONG_OPTIONS,
 		{"mlock", 0, 0, OPT_MLOCK}, {"prefault", 0, 0, OPT_PREFAULT},
+		{"mergeable", 0, 0, OPT_MERGEABLE}, {"hot", 0, 0, OPT_HOT},
 		{0, 0, 0, 0},
 	};
 	region_opts_t ro;
 	policy_t pol;
 	hold_opts_t hold = {0, 0};
-	int do_mlock = 0, prefault = 0, opt, failed = 0;
+	int do_mlock = 0, prefault = 0, mergeable = 0, hot = 0, opt, failed = 0;
 	const char *call = NULL;
 	region_t r = {0};
 	double t0, t_map = 0, t_policy = 0, t_touch = 0, t_mlock = 0, t_query = 0;
 	json_t j;
 
-	nh_usage = "place " REGION_USAGE " " POLICY_USAGE " [--prefault] [--mlock] " HOLD_USAGE;
+	nh_usage = "place " REGION_USAGE " " POLICY_USAGE " [--prefault] [--mlock] [--mergeable] " HOLD_USAGE
+		   " [--hot]";
 	region_opts_init(&ro);
 	policy_init(&pol);
 	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -43,6 +72,10 @@ int main(int argc, char **argv)
 			do_mlock = 1;
 		else if (opt == OPT_PREFAULT)
 			prefault = 1;
+		else if (opt == OPT_MERGEABLE)
+			mergeable = 1;
+		else if (opt == OPT_HOT)
+			hot = 1;
 		else
 			usage_error("unknown option");
 	}
@@ -50,6 +83,8 @@ int main(int argc, char **argv)
 		usage_error("unexpected argument '%s'", argv[optind]);
 	region_opts_check(&ro);
 	policy_check(&pol);
+	if (hot && !hold.enabled)
+		usage_error("--hot keeps the pages hot while holding: give --hold S or --hold-until-signal");
 
 	j_init(&j);
 	j_obj(&j, NULL);
@@ -89,6 +124,11 @@ int main(int argc, char **argv)
 			failed = errno;
 		t_mlock = now() - t0;
 	}
+	if (!failed && mergeable) {
+		call = "madvise";
+		if (make_mergeable(&r) < 0)
+			failed = errno;
+	}
 
 	if (failed)
 		j_fail(&j, call, failed);
@@ -105,6 +145,8 @@ int main(int argc, char **argv)
 	}
 	j_bool(&j, "mlock", do_mlock);
 	j_bool(&j, "prefault", prefault);
+	j_bool(&j, "mergeable", mergeable);
+	j_bool(&j, "hot", hot);
 	j_policy(&j, "policy", &pol);
 	j_policy_readback(&j, "readback", pol.via_mbind && r.addr ? r.addr : NULL);
 	if (r.addr) {
@@ -135,7 +177,9 @@ int main(int argc, char **argv)
 	j_obj_end(&j);
 	j_print(&j, stdout);
 	j_free(&j);
-	if (!failed)
+	if (!failed && hot)
+		fprintf(stderr, "hot hold ended after %ld passes\n", hold_hot(&r, &hold));
+	else if (!failed)
 		hold_run(&hold);
 	return 0;
 }
