@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--qemu", help="QEMU binary (default: $NUMA_HARNESS_QEMU or qemu-system-x86_64 on PATH)")
     q.add_argument("--no-check", action="store_true", help="skip checking the argv against the installed QEMU")
     _add_boot_commands(sub)
+    from harness.cli import kernel as cli_kernel
+    cli_kernel.register(sub, command)
     return p
 
 
