@@ -52,3 +52,8 @@ def guest_files_dir() -> Path:
 def guest_programs_dir() -> Path:
     """Sources of the guest workload programs (C and a Makefile), built on the host."""
     return _dir("harness.guest", "programs")
+
+
+def selftest_files_dir() -> Path:
+    """Shell files the selftest runner copies into the guest (``run-one.sh``)."""
+    return _dir("harness.selftest", "files")

@@ -476,7 +476,7 @@ def run_logged(argv: Sequence[str], log: Path, *, timeout: float, what: str,
     A failure or timeout raises KernelError with the log's last error lines.
     """
     full_env = {**os.environ, **(env or {})}
-    with log.open("a") as fh:
+    with log.open("a", buffering=1) as fh:  # line-buffered: `tail -f` the log during a build
         fh.write(f"\n$ {' '.join(argv)}\n")
         fh.flush()
         try:
