@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from harness.errors import GuestCommandError
 from harness.selftest.run import DEFAULT_TIMEOUT, Outcome, case_results, discover, run_suites
 
 out = Console(highlight=False)
@@ -56,6 +57,12 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     _, vm = _boot_vm(args)
     with vm:
         with steps() as st:
+            if args.guest_setup:
+                st.step("guest set-up command")
+                r = vm.run(args.guest_setup, timeout=120)
+                if r.exit_status != 0:
+                    raise GuestCommandError(f"--guest-setup exited with status {r.exit_status}: {args.guest_setup}",
+                                            detail=(r.stderr or r.stdout).strip() or None)
             st.step(f"running {n} selftest(s), up to {args.timeout:g} s each")
 
             def done(o: Outcome) -> None:
@@ -66,6 +73,12 @@ def cmd_selftest(args: argparse.Namespace) -> int:
                                   on_outcome=done)
             st.step("shutting down")
             vm.shutdown()
+    if args.save:
+        for o in outcomes:
+            dest = Path(args.save) / o.suite / f"{o.test}.out"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(o.output)
+        err.print(f"[dim]outputs saved under {args.save}[/dim]")
     out.print(results_table(outcomes, cases=not args.brief))
     failed = [o for o in outcomes if o.status == "fail"]
     for o in failed:
@@ -84,6 +97,9 @@ def register(sub: argparse._SubParsersAction, command: Callable) -> None:
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                    help=f"seconds each test may take (default {DEFAULT_TIMEOUT}, as kselftest)")
     p.add_argument("--brief", action="store_true", help="one row per test, not per KTAP result")
+    p.add_argument("--guest-setup", metavar="CMD",
+                   help="a guest shell command run once before the tests (e.g. 'echo 32 > /proc/sys/vm/nr_hugepages')")
+    p.add_argument("--save", metavar="DIR", help="write each test's output to DIR/SUITE/TEST.out")
     p.add_argument("--kernel", help="bzImage to boot (or a build tree) [$NUMA_HARNESS_KERNEL]")
     p.add_argument("--modules", help="modules_install root for --kernel [$NUMA_HARNESS_MODULES]")
     p.add_argument("--kernel-config", help="the .config of --kernel")

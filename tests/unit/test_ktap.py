@@ -176,3 +176,15 @@ def test_no_ktap_at_all():
 def test_lines_may_be_an_iterable_with_newlines_and_crlf():
     rep = parse_ktap(["TAP version 13\r\n", "1..1\n", "ok 1 a\r\n"])
     assert statuses(rep) == [(1, "a", "pass")]
+
+
+def test_kselftest_migration_from_a_real_guest():
+    """linux-source-6.12 mm/migration (static) run by `harness selftest` on a 2-node, 3-vCPU guest
+    of the stock 6.12 kernel, 64 hugepages reserved: the shared hugetlb case fails there."""
+    rep = parse_ktap(read("guest-migration-numa3cpu.tap"))
+    assert [r.status for r in rep.results] == ["pass"] * 5 + ["fail"]
+    bad = rep.results[5]
+    assert bad.name == "migration.shared_anon_htlb"
+    assert "migration.c:310:shared_anon_htlb:Expected migrate(ptr, self->n1, self->n2) (-2) == 0 (0)" in bad.diagnostics
+    assert "Didn't migrate 1 pages" in bad.log  # the test's own stdout, not a diagnostic
+    assert rep.totals == {"pass": 5, "fail": 1, "xfail": 0, "xpass": 0, "skip": 0, "error": 0}
