@@ -67,6 +67,15 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_DIRS] = dirs
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """A directory named with --ktap-dir is collected even where a conftest ignores its parent."""
+    for root in config.stash.get(_DIRS, {}):
+        if collection_path.is_relative_to(root) or root.is_relative_to(collection_path):
+            return False  # the directory, what is in it, and the way down to it
+    return None
+
+
 def script_topology(path: Path) -> str | None:
     """The ``# numa-harness: topology=NAME`` of a script, if it has one in its first 4 KiB."""
     try:

@@ -121,7 +121,7 @@ def test_run_one_reports_exit_status_and_output():
 
 def test_run_one_ends_a_hung_test_and_its_children():
     t0 = time.monotonic()
-    body, status, seconds, timed_out = run_one_on_host(2, REPO / "tests" / "data" / "ktap-timeout", "ktap_timeout.sh")
+    body, status, seconds, timed_out = run_one_on_host(2, REPO / "tests" / "data" / "ktap-timeout", "hang.sh")
     assert timed_out and status == 143 and time.monotonic() - t0 < 15
     assert body == "TAP version 13\n1..2\nok 1 started\n"
     leftover = subprocess.run(["pgrep", "-f", "sleep 3600"], capture_output=True, text=True).stdout
