@@ -18,7 +18,7 @@ from pathlib import Path
 from harness.errors import KernelError
 from harness.image.initramfs import Image, build_initramfs
 from harness.kernel.needs import guest_needs
-from harness.kernel.sources import Kernel, check_config, default_kernel, kernel_from_tree, user_kernel
+from harness.kernel.sources import Kernel, check_config, default_kernel, kernel_from_tree, read_config, user_kernel
 from harness.qemu.argv import kernel_cmdline, machine_argv
 from harness.qemu.preflight import find_binary, preflight
 from harness.topology import Loaded, load
@@ -80,6 +80,17 @@ class Prepared:
     warnings: list[str]
 
 
+def cxl_commits_under_hypervisor(k: Kernel) -> bool:
+    """True if the kernel commits CXL regions with the hypervisor CPUID bit visible
+    (CONFIG_CXL_REGION_INVALIDATION_TEST=y), so the harness need not hide that bit."""
+    if k.config is None:
+        return False
+    try:
+        return read_config(k).get("CONFIG_CXL_REGION_INVALIDATION_TEST") == "y"
+    except KernelError:
+        return False
+
+
 def prepare(topology: str | Path, *, kernel: KernelSpec | None = None, accel: str | None = None,
             qemu: str | None = None, name: str | None = None, workdir: Path | None = None,
             detach: bool = False, ssh_port: int | None = None, timeouts: Timeouts | None = None,
@@ -107,7 +118,7 @@ def prepare(topology: str | Path, *, kernel: KernelSpec | None = None, accel: st
     say("accelerator")
     requested = accel or os.environ.get(ENV_ACCEL) or t.machine.accel
     choice = choose_accel(requested, binary, k.image, image.path)
-    argv = machine_argv(t, accel=choice.accel)
+    argv = machine_argv(t, accel=choice.accel, hide_hypervisor=not cxl_commits_under_hypervisor(k))
     say("QEMU preflight")
     preflight(argv, binary)
     spec = BootSpec(machine_argv=argv, kernel=k.image, initrd=image.path, append=kernel_cmdline(t),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -159,6 +160,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if lacking else 0
 
 
+def fragment_summary(text: str) -> str:
+    """The first sentence of a fragment's leading comment, without its ``numa-harness fragment "x":``."""
+    head = []
+    for ln in text.splitlines():
+        if not ln.startswith("#"):
+            break
+        head.append(ln.lstrip("#").strip())
+    joined = " ".join(head)
+    joined = re.sub(r'^numa-harness(?: fragment "[^"]*")?:\s*', "", joined)
+    return joined.split(". ")[0].rstrip(".")
+
+
 def cmd_fragments(args: argparse.Namespace) -> int:
     from harness.resources import kernel_configs_dir
 
@@ -168,7 +181,7 @@ def cmd_fragments(args: argparse.Namespace) -> int:
     table.add_column("about")
     for name in kbuild.available_fragments():
         text = (kernel_configs_dir() / f"{name}.config").read_text()
-        about = next((ln.lstrip("# ").split(":", 1)[-1].strip() for ln in text.splitlines() if ln.startswith("#")), "")
+        about = fragment_summary(text)
         table.add_row(name, str(len(kbuild.parse_fragment(text))), about)
     out.print(table)
     return 0

@@ -234,3 +234,9 @@ def test_run_logged_kills_a_command_that_overruns(tmp_path):
 def test_a_directory_that_is_not_a_kernel_tree_is_refused(tmp_path):
     with pytest.raises(KernelError, match="not a kernel source tree"):
         kb.check_build_host(tmp_path)
+
+
+def test_base_numa_cxl_is_a_superset_of_numa_harness_config():
+    req = kb.requested_options((kernel_configs_dir() / f"{n}.config").read_text() for n in ("base", "numa", "cxl"))
+    old = kb.parse_fragment((kernel_configs_dir() / "numa-harness.config").read_text())
+    assert not kb.did_not_survive(old, req)
