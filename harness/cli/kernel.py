@@ -82,13 +82,18 @@ def cmd_build(args: argparse.Namespace) -> int:
     try:
         result = kbuild.build(Path(args.src), args.fragment or [], jobs=args.jobs,
                               out=Path(args.out) if args.out else None, timeout=args.timeout,
-                              on_step=on_step, on_line=on_line, on_lost=on_lost)
-        on_step("make modules_install (into the harness cache)")
-        kernel_from_tree(result.build_dir, progress=lambda m: status.update(m))
+                              on_step=on_step, on_line=on_line, on_lost=on_lost, config_only=args.config_only)
+        if not args.config_only:
+            on_step("make modules_install (into the harness cache)")
+            kernel_from_tree(result.build_dir, progress=lambda m: status.update(m))
         on_step("")
     finally:
         status.stop()
     total = time.monotonic() - t_start
+    if args.config_only:
+        err.print(f"configured in {_fmt(total)}: {result.build_dir / '.config'}")
+        print(result.build_dir)
+        return 1 if (args.strict and result.lost) else 0
     err.print(f"[bold green]built[/bold green] {result.release or 'kernel'} in {_fmt(total)}: {result.build_dir}")
     err.print(f"[dim]log: {result.build_dir / kbuild.LOG_NAME}; boot it with: "
               f"harness boot TOPOLOGY --kernel-tree {result.build_dir}[/dim]")
@@ -206,6 +211,8 @@ def register(sub: argparse._SubParsersAction, command: Callable) -> None:
     b.add_argument("--timeout", type=float, default=kbuild.DEFAULT_TIMEOUT,
                    help=f"seconds the whole build may take (default {kbuild.DEFAULT_TIMEOUT})")
     b.add_argument("--strict", action="store_true", help="exit 1 if a requested option did not survive")
+    b.add_argument("--config-only", action="store_true",
+                   help="stop after the merge and the report of options that did not survive (no compile)")
 
     c = ks.add_parser("check", help="what a kernel's config lacks for topologies and test markers")
     c.add_argument("topologies", nargs="*", metavar="TOPOLOGY", help="presets or YAML files (default: every preset)")

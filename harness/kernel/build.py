@@ -535,8 +535,11 @@ class BuildResult:
 def build(src: Path, fragment_names: Sequence[str], *, jobs: int | None = None, out: Path | None = None,
           timeout: float = DEFAULT_TIMEOUT, on_step: Callable[[str], None] | None = None,
           on_line: Callable[[str], None] | None = None,
-          on_lost: Callable[[list[LostOption]], None] | None = None) -> BuildResult:
-    """Configure and build ``src`` in an O= directory; returns where, and what did not survive."""
+          on_lost: Callable[[list[LostOption]], None] | None = None,
+          config_only: bool = False) -> BuildResult:
+    """Configure and build ``src`` in an O= directory; returns where, and what did not survive.
+
+    ``config_only`` stops after olddefconfig and the report (no compile)."""
     src = Path(src).expanduser().resolve()
     check_build_host(src)
     fragments = resolve_fragments(fragment_names)
@@ -549,6 +552,8 @@ def build(src: Path, fragment_names: Sequence[str], *, jobs: int | None = None, 
     lost: list[LostOption] = []
     deadline = time.monotonic() + timeout
     for step in plan_build(src, out, fragments, jobs):
+        if config_only and step.long:
+            break
         if on_step:
             on_step(step.title)
         t0 = time.monotonic()
@@ -556,6 +561,8 @@ def build(src: Path, fragment_names: Sequence[str], *, jobs: int | None = None, 
                    on_line=on_line if step.long else None, env=step.env, cwd=out)
         seconds[step.title] = round(time.monotonic() - t0, 1)
         if step.title == "make olddefconfig":
+            if on_step:
+                on_step("comparing the requested options with .config (Kconfig dependencies)")
             lost = lost_options(src, fragments, out / ".config")
             if on_lost:
                 on_lost(lost)

@@ -240,3 +240,11 @@ def test_base_numa_cxl_is_a_superset_of_numa_harness_config():
     req = kb.requested_options((kernel_configs_dir() / f"{n}.config").read_text() for n in ("base", "numa", "cxl"))
     old = kb.parse_fragment((kernel_configs_dir() / "numa-harness.config").read_text())
     assert not kb.did_not_survive(old, req)
+
+
+def test_explain_soft_dirty_on_defconfig():
+    """Seen for real: selftests.config asked for MEM_SOFT_DIRTY without CHECKPOINT_RESTORE."""
+    assert "CONFIG_CHECKPOINT_RESTORE" not in FINAL
+    assert kb.explain("CONFIG_MEM_SOFT_DIRTY", kconfig(), FINAL, "y") == \
+        "mm/Kconfig: unmet dependency CHECKPOINT_RESTORE"
+    assert "CONFIG_CHECKPOINT_RESTORE" in kb.parse_fragment((kernel_configs_dir() / "selftests.config").read_text())
