@@ -97,6 +97,9 @@ def prepare(topology: str | Path, *, kernel: KernelSpec | None = None, accel: st
             step: Callable[[str], None] | None = None, progress: Progress = None) -> Prepared:
     """Check and build everything for booting ``topology``; raise a HarnessError on the first problem.
 
+    ``kernel=None`` means ``$NUMA_HARNESS_KERNEL`` (a bzImage or a build tree) if set, as on the
+    command line, else the distribution's kernel.
+
     ``step(title)`` is called as each stage starts (for the CLI's progress display),
     ``progress(message)`` with finer detail inside a stage.
     """
@@ -106,7 +109,7 @@ def prepare(topology: str | Path, *, kernel: KernelSpec | None = None, accel: st
     t = loaded.topology
     binary = find_binary(qemu)
     say("kernel")
-    k = resolve_kernel(kernel or KernelSpec(), progress)
+    k = resolve_kernel(kernel or KernelSpec.from_env(), progress)  # $NUMA_HARNESS_KERNEL, as the CLI
     needs = guest_needs(t)
     warnings = []
     if k.config is None:

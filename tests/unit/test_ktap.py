@@ -188,3 +188,11 @@ def test_kselftest_migration_from_a_real_guest():
     assert "migration.c:310:shared_anon_htlb:Expected migrate(ptr, self->n1, self->n2) (-2) == 0 (0)" in bad.diagnostics
     assert "Didn't migrate 1 pages" in bad.log  # the test's own stdout, not a diagnostic
     assert rep.totals == {"pass": 5, "fail": 1, "xfail": 0, "xpass": 0, "skip": 0, "error": 0}
+
+
+def test_kselftest_migration_on_the_harness_built_kernel():
+    """The same run on linux-source-6.12 built by `harness kernel build --fragment numa --fragment cxl`:
+    every case passes, shared hugetlb included."""
+    rep = parse_ktap(read("guest-migration-numa3cpu-built.tap"))
+    assert [r.status for r in rep.results] == ["pass"] * 6 and not rep.failed
+    assert rep.totals["pass"] == 6
