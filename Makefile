@@ -5,6 +5,7 @@
 #   make test                      unit, QEMU and live-VM tests
 #   make bench                     boot-time benchmark against the bare-boot floor
 #   make up / make ssh / make down [NAME=default]   a VM kept in the background
+#   make kernel KSRC=path/to/linux [FRAGMENTS="numa cxl"] [JOBS=n]   build a kernel for the harness
 
 PYTHON  ?= python3
 VENV    ?= .venv
@@ -15,11 +16,14 @@ ACCEL   ?=
 NAME    ?= default
 BENCH_TOPO ?= numa-basic
 PYTEST_ARGS ?=
+KSRC    ?=
+FRAGMENTS ?= numa cxl
+JOBS    ?=
 
 H     := $(VENV)/bin/harness
 KOPTS := $(if $(KERNEL),--kernel $(KERNEL)) $(if $(MODULES),--modules $(MODULES)) $(if $(ACCEL),--accel $(ACCEL))
 
-.PHONY: setup host-deps boot run up ssh down status test unit lint bench clean
+.PHONY: setup host-deps boot run up ssh down status test unit lint bench clean kernel
 
 setup: host-deps $(VENV)/.installed
 
@@ -57,6 +61,11 @@ test: lint
 
 unit: lint
 	$(VENV)/bin/pytest -m 'not live' $(PYTEST_ARGS)
+
+# Out-of-tree build in the harness cache; boot the result with KERNEL=<printed build dir>.
+kernel: setup
+	@test -n "$(KSRC)" || { echo "usage: make kernel KSRC=path/to/linux [FRAGMENTS=\"numa cxl\"] [JOBS=n]" >&2; exit 2; }
+	$(H) kernel build --src $(KSRC) $(foreach f,$(FRAGMENTS),--fragment $(f)) $(if $(JOBS),-j $(JOBS))
 
 bench: setup
 	$(VENV)/bin/python scripts/bench_boot.py --topology $(BENCH_TOPO) $(KOPTS)

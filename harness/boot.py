@@ -17,7 +17,7 @@ from pathlib import Path
 
 from harness.errors import KernelError
 from harness.image.build import Image, build_initramfs
-from harness.kernel.config import check_config
+from harness.kernel.config import check_config, read_config
 from harness.kernel.debian import default_kernel
 from harness.kernel.model import Kernel
 from harness.kernel.needs import guest_needs
@@ -118,12 +118,26 @@ class Prepared:
     tcg_thread: TcgThreading | None = None   # None under KVM
 
 
+def cxl_commits_under_hypervisor(k: Kernel) -> bool:
+    """True if the kernel commits CXL regions with the hypervisor CPUID bit visible
+    (CONFIG_CXL_REGION_INVALIDATION_TEST=y), so the harness need not hide that bit."""
+    if k.config is None:
+        return False
+    try:
+        return read_config(k).get("CONFIG_CXL_REGION_INVALIDATION_TEST") == "y"
+    except KernelError:
+        return False
+
+
 def prepare(topology: str | Path, *, kernel: KernelSpec | None = None, accel: str | None = None,
             qemu: str | None = None, name: str | None = None, workdir: Path | None = None,
             detach: bool = False, ssh_port: int | None = None, timeouts: Timeouts | None = None,
             step: Callable[[str], None] | None = None, progress: Progress = None,
             tcg_thread: str | None = None) -> Prepared:
     """Check and build everything for booting ``topology``; raise a HarnessError on the first problem.
+
+    ``kernel=None`` means ``$NUMA_HARNESS_KERNEL`` (a bzImage or a build tree) if set, as on the
+    command line, else the distribution's kernel.
 
     ``step(title)`` is called as each stage starts (for the CLI's progress display),
     ``progress(message)`` with finer detail inside a stage. ``tcg_thread`` (auto, single,
@@ -136,7 +150,7 @@ def prepare(topology: str | Path, *, kernel: KernelSpec | None = None, accel: st
     binary = find_binary(qemu)
     check_version(binary)  # before the accelerator probe boots it (README's order)
     say("kernel")
-    k = resolve_kernel(kernel or KernelSpec(), progress)
+    k = resolve_kernel(kernel or KernelSpec.from_env(), progress)  # $NUMA_HARNESS_KERNEL, as the CLI
     needs = guest_needs(t)
     warnings = []
     if k.config is None:
@@ -150,7 +164,8 @@ def prepare(topology: str | Path, *, kernel: KernelSpec | None = None, accel: st
     choice = choose_accel(requested, binary, k.image, image.path)
     threading = tcg_thread_for(t, tcg_thread) if choice.accel == "tcg" else None
     files = backing_dir()
-    argv = machine_argv(t, accel=choice.accel, tcg_thread=threading.mode if threading else None, files_dir=str(files))
+    argv = machine_argv(t, accel=choice.accel, tcg_thread=threading.mode if threading else None, files_dir=str(files),
+                        hide_hypervisor=not cxl_commits_under_hypervisor(k))
     say("QEMU preflight")
     caps = preflight(argv, binary)
     check_limits(t, qemu_version=caps.version, host_memory=host_memory(), accel=choice.accel)

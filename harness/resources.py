@@ -57,3 +57,6 @@ def guest_programs_dir() -> Path:
 def node_masks_file() -> Path:
     """The table of node masks (``has_*``) and ``mem_features`` bits and the classes they give."""
     return _dir("harness.stats", "node_masks.yaml")
+def selftest_files_dir() -> Path:
+    """Shell files the selftest runner copies into the guest (``run-one.sh``)."""
+    return _dir("harness.selftest", "files")

@@ -14,3 +14,8 @@ for var, sub in (("NUMA_HARNESS_STATE", "state"), ("NUMA_HARNESS_DATA", "data"))
     if var not in os.environ:
         os.environ[var] = os.path.join(_RUN_DIR, sub)
 atexit.register(shutil.rmtree, _RUN_DIR, ignore_errors=True)
+
+# tests/data holds inputs, not tests: its ktap_*.sh scripts boot guests when run, so a plain
+# `pytest` (which would collect them with the plugin's KTAP collector on) leaves them alone;
+# tests/live/test_selftest_live.py runs them on purpose (--ktap-dir, or by path).
+collect_ignore = ["data"]

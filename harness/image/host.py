@@ -34,6 +34,7 @@ GUEST_PROGRAMS: tuple[tuple[str, str, bool], ...] = (
     ("/usr/bin/cxl", "ndctl", True),
     ("/usr/bin/ndctl", "ndctl", True),
     ("/usr/bin/daxctl", "daxctl", False),
+    ("/bin/bash-static", "bash-static", False),
 )
 BUSYBOX_PACKAGE = "busybox-static"
 HOST_DEPS_HINT = "run scripts/install-host-deps"

@@ -48,6 +48,9 @@ from harness.plugin.hooks import (
     pytest_sessionfinish,
 )
 
+#: Kernel selftests as pytest items (``--ktap-dir DIR``, ``ktap_*.sh`` files).
+pytest_plugins = ["harness.plugin.ktap"]
+
 __all__ = [
     "guest", "numa_harness_pool", "pytest_addoption", "pytest_collection_modifyitems", "pytest_configure",
     "pytest_runtest_call", "pytest_runtest_makereport", "pytest_runtest_setup", "pytest_sessionfinish",

@@ -47,21 +47,23 @@ def backing_path(path: str, files_dir: str | None) -> str:
     return str(PurePosixPath(files_dir) / path)
 
 
-def cpu_model(t: Topology, accel: str) -> str:
-    """The -cpu value. Under TCG the hypervisor CPUID bit is hidden: with it, a stock
-    kernel's CXL region commit fails ("Failed to synchronize CPU cache state")."""
+def cpu_model(t: Topology, accel: str, hide_hypervisor: bool = True) -> str:
+    """The -cpu value. Under TCG the hypervisor CPUID bit is hidden unless ``hide_hypervisor``
+    is false: with it, a stock kernel's CXL region commit fails ("Failed to synchronize CPU
+    cache state"). A kernel built with CONFIG_CXL_REGION_INVALIDATION_TEST=y needs no trick."""
     cpu = t.machine.cpu
-    if accel == "tcg" and "hypervisor" not in cpu:
+    if accel == "tcg" and hide_hypervisor and "hypervisor" not in cpu:
         cpu += ",-hypervisor"
     return cpu
 
 
 def machine_argv(t: Topology, *, accel: str = "tcg", tcg_thread: str | None = None,
-                 files_dir: str | None = None) -> list[str]:
+                 files_dir: str | None = None, hide_hypervisor: bool = True) -> list[str]:
     """The QEMU arguments describing the topology's machine, for accelerator ``accel``.
 
     ``tcg_thread`` ("single" or "multi") adds ``thread=`` to ``-accel tcg`` (None: QEMU's
-    default); ``files_dir`` is where relative backing-file paths live.
+    default); ``files_dir`` is where relative backing-file paths live;
+    ``hide_hypervisor=False`` keeps the guest CPU's hypervisor bit under TCG (see :func:`cpu_model`).
     """
     if accel not in ("tcg", "kvm"):
         raise ValueError(f"accel must be tcg or kvm, not {accel!r}")
@@ -69,7 +71,7 @@ def machine_argv(t: Topology, *, accel: str = "tcg", tcg_thread: str | None = No
         raise ValueError(f"tcg_thread must be single or multi, not {tcg_thread!r}")
     props = {"cxl": True if t.cxl else None, "hmat": True if t.hmat else None}
     accel_opt = _kv(accel, thread=tcg_thread) if accel == "tcg" else accel
-    argv = ["-machine", _kv("q35", **props), "-accel", accel_opt, "-cpu", cpu_model(t, accel)]
+    argv = ["-machine", _kv("q35", **props), "-accel", accel_opt, "-cpu", cpu_model(t, accel, hide_hypervisor)]
     mem = format_size(t.total_memory)
     if t.machine.maxmem is not None:
         mem = _kv(mem, slots=t.machine.slots, maxmem=format_size(t.machine.maxmem))

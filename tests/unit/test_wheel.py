@@ -14,7 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from harness.resources import guest_files_dir, guest_programs_dir, kernel_configs_dir, presets_dir
+from harness.resources import (
+    guest_files_dir,
+    guest_programs_dir,
+    kernel_configs_dir,
+    presets_dir,
+    selftest_files_dir,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,7 +42,8 @@ def _names(w: zipfile.ZipFile) -> set[str]:
 def test_every_preset_and_data_file_is_in_the_wheel(wheel):
     names = _names(wheel)
     for folder, pkg in ((presets_dir(), "harness/topology/presets"), (kernel_configs_dir(), "harness/kernel/configs"),
-                        (guest_files_dir(), "harness/guest/files"), (guest_programs_dir(), "harness/guest/programs")):
+                        (guest_files_dir(), "harness/guest/files"), (guest_programs_dir(), "harness/guest/programs"),
+                        (selftest_files_dir(), "harness/selftest/files")):
         for f in folder.iterdir():
             if f.is_file() and not f.name.startswith("."):
                 assert f"{pkg}/{f.name}" in names, f"{pkg}/{f.name} is not in the wheel"

@@ -1,0 +1,226 @@
+"""``harness kernel build | check | fragments``: build a kernel for the harness, check one's config.
+
+``build`` configures a source tree out of tree with the harness's fragments
+(:mod:`harness.kernel.build`), reports every requested option that did not
+survive ``olddefconfig`` and why, compiles with a spinner showing the current
+make line, and installs the modules so ``--kernel-tree BUILD`` boots it.
+``check`` lists what a kernel's ``.config`` lacks for topologies and for the
+``requires_kconfig`` markers of a test directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from harness.errors import KernelError
+from harness.kernel import build as kbuild
+from harness.kernel.config import describe_missing, missing_options, parse_config, read_config
+from harness.kernel.markers import scan_requires_kconfig
+from harness.kernel.model import Kernel
+from harness.kernel.needs import guest_needs
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _fmt(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m} min {s:02d} s" if m else f"{seconds:.1f} s"
+
+
+@dataclass
+class _StepState:
+    step: str = ""
+    t0: float = field(default_factory=time.monotonic)
+    lines: int = 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from harness.kernel.user import kernel_from_tree
+
+    t_start = time.monotonic()
+    status = err.status("starting")
+    status.start()
+    state = _StepState()
+
+    def on_step(title: str) -> None:
+        if state.step:
+            err.print(f"[green]✓[/green] {state.step} [dim]({_fmt(time.monotonic() - state.t0)})[/dim]")
+        state.step, state.t0, state.lines = title, time.monotonic(), 0
+        status.update(title)
+
+    def on_line(line: str) -> None:
+        state.lines += 1
+        action = kbuild.make_action(line)
+        if action:
+            status.update(f"{state.step} [dim]({_fmt(time.monotonic() - state.t0)}, "
+                          f"{state.lines} lines)[/dim]: {action[:90]}")
+
+    def on_lost(lost: list[kbuild.LostOption]) -> None:
+        if not lost:
+            err.print("[green]✓[/green] every requested option survived olddefconfig")
+            return
+        table = Table(title=f"{len(lost)} requested option(s) did not survive olddefconfig", title_justify="left")
+        table.add_column("option", style="bold")
+        table.add_column("requested")
+        table.add_column("got")
+        table.add_column("why (Kconfig)")
+        for x in lost:
+            table.add_row(x.option, x.requested, x.actual or "not set", x.why)
+        status.stop()
+        err.print(table)
+        status.start()
+
+    try:
+        result = kbuild.build(Path(args.src), args.fragment or [], jobs=args.jobs,
+                              out=Path(args.out) if args.out else None, timeout=args.timeout,
+                              on_step=on_step, on_line=on_line, on_lost=on_lost, config_only=args.config_only)
+        if not args.config_only:
+            on_step("make modules_install (into the harness cache)")
+            kernel_from_tree(result.build_dir, progress=lambda m: status.update(m))
+        on_step("")
+    finally:
+        status.stop()
+    total = time.monotonic() - t_start
+    if args.config_only:
+        err.print(f"configured in {_fmt(total)}: {result.build_dir / '.config'}")
+        print(result.build_dir)
+        return 1 if (args.strict and result.lost) else 0
+    err.print(f"[bold green]built[/bold green] {result.release or 'kernel'} in {_fmt(total)}: {result.build_dir}")
+    err.print(f"[dim]log: {result.build_dir / kbuild.LOG_NAME}; boot it with: "
+              f"harness boot TOPOLOGY --kernel-tree {result.build_dir}[/dim]")
+    print(result.build_dir)
+    return 1 if (args.strict and result.lost) else 0
+
+
+def _kernel_config(args: argparse.Namespace) -> tuple[str, dict[str, str]]:
+    """(origin, parsed .config) of the kernel named by the options; a tree is not installed."""
+    if args.kernel_config:
+        p = Path(args.kernel_config).expanduser()
+        if not p.is_file():
+            raise KernelError(f"kernel config {p} does not exist")
+        return str(p), parse_config(p.read_text(errors="replace"))
+    tree = args.kernel_tree or (args.kernel if args.kernel and Path(args.kernel).is_dir() else None)
+    if tree:
+        cfg = Path(tree).expanduser() / ".config"
+        if not cfg.is_file():
+            raise KernelError(f"{tree} has no .config", hint="pass the kernel's source or O= build directory")
+        return f"tree: {tree}", parse_config(cfg.read_text(errors="replace"))
+    k: Kernel
+    if args.kernel:
+        from harness.kernel.user import user_kernel
+        k = user_kernel(Path(args.kernel))
+    else:
+        from harness.kernel.debian import default_kernel
+        k = default_kernel()
+    return k.origin, read_config(k)
+
+
+def recommended_missing(topology: object, cfg: dict[str, str]) -> str:
+    """Options a topology works without, but better with (the harness works around their absence)."""
+    from harness.topology.model import Topology
+
+    assert isinstance(topology, Topology)
+    if topology.guest.regions and cfg.get("CONFIG_CXL_REGION_INVALIDATION_TEST") != "y":
+        return ("CONFIG_CXL_REGION_INVALIDATION_TEST=y (else a region commits only because the harness "
+                "hides the CPU's hypervisor bit)")
+    return ""
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from harness.topology import load, preset_names
+
+    origin, cfg = _kernel_config(args)
+    topologies = args.topologies or ([] if args.tests else preset_names())
+    out.print(f"kernel config of {origin}", soft_wrap=True)
+    table = Table()
+    table.add_column("for", style="bold cyan")
+    table.add_column("missing")
+    lacking = 0
+    for ref in topologies:
+        needs = guest_needs(load(ref).topology)
+        miss = describe_missing(missing_options(cfg, needs.config), needs.why)
+        lacking += bool(miss)
+        table.add_row(ref, "\n".join(miss) if miss else "[green]nothing[/green]")
+        advice = recommended_missing(load(ref).topology, cfg)
+        if advice:
+            table.add_row("", f"[yellow]recommended:[/yellow] {advice}")
+    for tests in args.tests or []:
+        reqs = scan_requires_kconfig(Path(tests))
+        if not reqs:
+            out.print(f"[dim]no requires_kconfig(...) markers under {tests}[/dim]")
+        for req in reqs:
+            miss = describe_missing(missing_options(cfg, {o: "m" for o in req.options}))
+            lacking += bool(miss)
+            table.add_row(f"{req.where} ({req.test})", "\n".join(miss) if miss else "[green]nothing[/green]")
+    out.print(table)
+    return 1 if lacking else 0
+
+
+def fragment_summary(text: str) -> str:
+    """The first sentence of a fragment's leading comment, without its ``numa-harness fragment "x":``."""
+    head = []
+    for ln in text.splitlines():
+        if not ln.startswith("#"):
+            break
+        head.append(ln.lstrip("#").strip())
+    joined = " ".join(head)
+    joined = re.sub(r'^numa-harness(?: fragment "[^"]*")?:\s*', "", joined)
+    return joined.split(". ")[0].rstrip(".")
+
+
+def cmd_fragments(args: argparse.Namespace) -> int:
+    from harness.resources import kernel_configs_dir
+
+    table = Table(title=f"kernel-config fragments ({kernel_configs_dir()})", title_justify="left")
+    table.add_column("name", style="bold cyan")
+    table.add_column("options", justify="right")
+    table.add_column("about")
+    for name in kbuild.available_fragments():
+        text = (kernel_configs_dir() / f"{name}.config").read_text()
+        about = fragment_summary(text)
+        table.add_row(name, str(len(kbuild.parse_fragment(text))), about)
+    out.print(table)
+    return 0
+
+
+def cmd_kernel(args: argparse.Namespace) -> int:
+    return {"build": cmd_build, "check": cmd_check, "fragments": cmd_fragments}[args.kernel_command](args)
+
+
+def register(sub: argparse._SubParsersAction, command: Callable) -> None:
+    command("kernel")(cmd_kernel)
+    k = sub.add_parser("kernel", help="build a kernel with the harness's config fragments, or check a kernel's config")
+    ks = k.add_subparsers(dest="kernel_command", metavar="SUBCOMMAND", required=True)
+
+    b = ks.add_parser("build", help="configure (defconfig + fragments) and build a kernel source tree out of tree")
+    b.add_argument("--src", required=True, help="the kernel source tree (e.g. /usr/src/linux-source-6.12)")
+    b.add_argument("--fragment", action="append", metavar="NAME",
+                   help="a fragment to merge (repeatable): a shipped name (`harness kernel fragments`) or a file; "
+                        "base is always merged first")
+    b.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, help="make jobs (default: CPU count)")
+    b.add_argument("--out", help="build directory (default: in the harness cache, keyed by source and fragments)")
+    b.add_argument("--timeout", type=float, default=kbuild.DEFAULT_TIMEOUT,
+                   help=f"seconds the whole build may take (default {kbuild.DEFAULT_TIMEOUT})")
+    b.add_argument("--strict", action="store_true", help="exit 1 if a requested option did not survive")
+    b.add_argument("--config-only", action="store_true",
+                   help="stop after the merge and the report of options that did not survive (no compile)")
+
+    c = ks.add_parser("check", help="what a kernel's config lacks for topologies and test markers")
+    c.add_argument("topologies", nargs="*", metavar="TOPOLOGY", help="presets or YAML files (default: every preset)")
+    c.add_argument("--kernel", help="a bzImage (its .config found next to it) or a build tree")
+    c.add_argument("--kernel-tree", help="a kernel build tree (its .config)")
+    c.add_argument("--kernel-config", help="a kernel .config file")
+    c.add_argument("--tests", action="append", metavar="DIR",
+                   help="also check every requires_kconfig(...) marker in this test directory (repeatable)")
+
+    ks.add_parser("fragments", help="list the shipped kernel-config fragments")

@@ -1,0 +1,50 @@
+"""harness.plugin.ktap: collection of KTAP directories and scripts (no guest: --collect-only)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from harness.plugin.ktap import _case_outcome, script_topology
+from harness.selftest.ktap import parse_ktap
+
+REPO = Path(__file__).resolve().parents[2]
+KTAP = REPO / "tests" / "data" / "ktap"
+
+
+def collect(*args: str, cwd: Path) -> list[str]:
+    r = subprocess.run([sys.executable, "-m", "pytest", "-p", "harness.plugin.ktap", "--collect-only", "-q",
+                        "-p", "no:cacheprovider", *args], capture_output=True, text=True, timeout=120, cwd=cwd)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return [ln for ln in r.stdout.splitlines() if "::" in ln]
+
+
+def test_ktap_dir_collects_its_executables(tmp_path):
+    ids = collect("--ktap-dir", str(KTAP), str(tmp_path), cwd=tmp_path)
+    assert [i.rsplit("/", 1)[-1] for i in ids] == [
+        "ktap_fail.sh::ktap_fail.sh", "ktap_nested.sh::ktap_nested.sh", "ktap_nodes.sh::ktap_nodes.sh",
+        "ktap_skip.sh::ktap_skip.sh"]
+
+
+def test_ktap_scripts_are_collected_where_pytest_looks(tmp_path):
+    (tmp_path / "ktap_mine.sh").write_text("#!/bin/sh\n# numa-harness: topology=cxl-single\necho 1..0\n")
+    (tmp_path / "ktap_mine.sh").chmod(0o755)
+    (tmp_path / "ktap_helper.sh").write_text("x=1\n")  # not executable: a helper
+    ids = collect(str(tmp_path), "-m", "topology", cwd=tmp_path)
+    assert ids == ["ktap_mine.sh::ktap_mine.sh"]
+    assert collect(str(tmp_path), "-k", "cxl-single", cwd=tmp_path) == ids
+
+
+def test_script_topology_line(tmp_path):
+    p = tmp_path / "t.sh"
+    p.write_text("#!/bin/bash\n# SPDX-License-Identifier: GPL-2.0\n#  numa-harness: topology = memory-only\n")
+    assert script_topology(p) == "memory-only"
+    p.write_text("#!/bin/bash\n")
+    assert script_topology(p) is None
+
+
+def test_case_outcomes():
+    rep = parse_ktap("KTAP version 1\n1..3\nok 1 a # SKIP no CXL\n# wanted 2\nnot ok 2 b\nok 3 c # XFAIL known\n")
+    a, b, c = rep.results
+    assert _case_outcome(a, Path("/t.sh")) == ("skipped", ("/t.sh", 0, "Skipped: no CXL"))
+    assert _case_outcome(b, Path("/t.sh")) == ("failed", "not ok 2 b\nwanted 2")
+    assert _case_outcome(c, Path("/t.sh")) == ("passed", None)
