@@ -32,6 +32,9 @@ def distance(t, a: int, b: int) -> int:
 
 @pytest.mark.parametrize("preset", on("numa-basic", "memory-only", "tiered-3", "cxl-single"))
 def test_nodes_cpus_memory_and_distances(preset, vm, stats):
+    """Every number comes from the topology file and from guest sysfs independently; a dropped
+    -numa option or a wrong SLIT entry changes what the guest reports (numa-basic's 21 vs
+    QEMU's default 20 tells an applied SLIT from none)."""
     m, snap = vm, stats.before
     t = m.topology
     regions = {r.node for r in m.setup.regions if r.node is not None}
@@ -63,12 +66,15 @@ def test_hmat_access_attributes_are_the_topologys_numbers(preset, vm, stats):
 
 @pytest.mark.parametrize("preset", on("memory-only", "tiered-3", "cxl-single"))
 def test_memory_tiers_group_nodes_as_expected(preset, vm, stats):
+    """Without HMAT data a memory-only node joins node 0's tier (seen on a topology without
+    hmat:), so a lost HMAT table fails the two- and three-tier groupings."""
     want = [tuple(g) for g in vm.topology.expect.tiers]
     assert [tuple(g) for g in stats.before.tier_groups()] == want
 
 
 @pytest.mark.topology("tiered-3")
 def test_demotion_targets_follow_the_tiers(stats):
+    """From the boot log's "Demotion targets for Node N" lines; with one tier there are none."""
     snap = stats.before
     assert tuple(snap.demotion_targets[0].preferred) == (1,)
     assert tuple(snap.demotion_targets[1].preferred) == (2,)
@@ -77,6 +83,8 @@ def test_demotion_targets_follow_the_tiers(stats):
 
 @pytest.mark.topology("cxl-single")
 def test_cxl_memdev_decoders_and_region_as_cxl_list_reports(vm, stats):
+    """cxl list's view (read by the cxl tool, not by the set-up script) agrees with the topology:
+    device capacity, window size, region size."""
     m = vm
     snap = stats.snapshot(cxl=True)
     assert snap.cxl is not None

@@ -27,6 +27,8 @@ def test_bind_places_every_page_on_the_bound_node(guest, stats):
 
 
 def test_interleave_splits_pages_within_one(guest):
+    """Control: without the policy all 4096 pages land on node 0 (the bind test's control),
+    so an ignored policy fails the within-one assertion by 4096."""
     r = guest.place(16, policy="interleave", nodes=[0, 1])
     assert r.placement is not None
     on0, on1 = r.placement.on(0), r.placement.on(1)

@@ -44,6 +44,8 @@ def test_move_pages_with_thp_reports_ebusy_per_huge_page_yet_moves_them(guest):
 
 @pytest.mark.topology("memory-only")
 def test_migrate_pages_moves_a_running_process(guest):
+    """The child's pages are queried before (all on node 0) and after (all on node 1):
+    a migrate_pages that did nothing fails the second query."""
     r = guest.migrate([0], [1], size_mib=8)
     assert r.ok and r.not_migrated == 0
     assert r.pages_before is not None and r.pages_before.on(0) == 8 * MIB
@@ -94,6 +96,8 @@ def test_move_pages_to_the_cxl_node_and_back(vm, guest):
 
 @pytest.mark.topology("cxl-single")
 def test_migrate_pages_to_the_cxl_node(vm, guest):
+    """As for the memory-only node: the exact query after shows the pages on the CXL node
+    (they started on node 0), and the child's checksum is unchanged."""
     node = vm.setup.regions[0].node
     r = guest.migrate([0], [node], size_mib=2)
     assert r.ok and r.not_migrated == 0

@@ -385,6 +385,11 @@ def seconds(text: str) -> float:
 
 def _boot_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("topology", metavar="TOPOLOGY", help="preset name or path to a .yaml file")
+    machine_options(p)
+
+
+def machine_options(p: argparse.ArgumentParser) -> None:
+    """The kernel, accelerator and machine options of every command that boots a guest."""
     p.add_argument("--kernel", help="bzImage to boot (or a build tree); default: the distribution kernel, fetched and cached [$NUMA_HARNESS_KERNEL]")
     p.add_argument("--modules", help="modules_install root for --kernel [$NUMA_HARNESS_MODULES]")
     p.add_argument("--kernel-config", help="the .config of --kernel, to check the options the topology needs")

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from harness.cli.boot import machine_options
 from harness.errors import GuestCommandError
 from harness.selftest.run import DEFAULT_TIMEOUT, Outcome, case_results, discover, run_suites
 
@@ -100,12 +101,5 @@ def register(sub: argparse._SubParsersAction, command: Callable) -> None:
     p.add_argument("--guest-setup", metavar="CMD",
                    help="a guest shell command run once before the tests (e.g. 'echo 32 > /proc/sys/vm/nr_hugepages')")
     p.add_argument("--save", metavar="DIR", help="write each test's output to DIR/SUITE/TEST.out")
-    p.add_argument("--kernel", help="bzImage to boot (or a build tree) [$NUMA_HARNESS_KERNEL]")
-    p.add_argument("--modules", help="modules_install root for --kernel [$NUMA_HARNESS_MODULES]")
-    p.add_argument("--kernel-config", help="the .config of --kernel")
-    p.add_argument("--kernel-tree", help="a kernel build tree (KSRC or O=)")
-    p.add_argument("--accel", choices=["auto", "kvm", "tcg"], help="accelerator [$NUMA_HARNESS_ACCEL]")
-    p.add_argument("--qemu", help="QEMU binary [$NUMA_HARNESS_QEMU]")
-    p.add_argument("--ssh-port", type=int, help="host port for the guest's SSH (default: a free one)")
-    p.add_argument("--no-setup", action="store_true", help="skip the topology's guest set-up")
+    machine_options(p)
     command("selftest")(cmd_selftest)

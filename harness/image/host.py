@@ -15,9 +15,11 @@ import re
 import shutil
 import struct
 import subprocess
+import tempfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
+from harness.cachefs import cache_errors, locked
 from harness.errors import ImageError
 from harness.paths import cache_dir
 from harness.resources import guest_programs_dir
@@ -173,13 +175,24 @@ def build_guest_programs(progress: Progress = None) -> dict[str, Path]:
     key = hashlib.sha256(json.dumps([(p.name, hashlib.sha256(p.read_bytes()).hexdigest()) for p in sources])
                          .encode()).hexdigest()[:16]
     build = cache_dir() / "guest-programs" / key
-    build.mkdir(parents=True, exist_ok=True)
-    say(progress, "building guest programs")
-    proc = run_tool([str(make), "-s", "-C", str(src), f"OUT={build}"], "building guest programs",
-                    timeout=MAKE_TIMEOUT)
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stderr + proc.stdout).strip().splitlines()[-20:])
-        raise ImageError(f"`make -C {src} OUT={build}` failed", hint="fix the guest program build", detail=tail)
+    # Built once per source hash, under a lock, into a temporary folder renamed into place: a
+    # concurrent run waits for the build instead of racing make for the same output files,
+    # and a crashed build never leaves a half-built folder that looks finished.
+    with cache_errors("building the guest programs"):
+        build.parent.mkdir(parents=True, exist_ok=True)
+        with locked(build):
+            if not build.is_dir():
+                tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=build.parent))
+                try:
+                    say(progress, "building guest programs")
+                    proc = run_tool([str(make), "-s", "-C", str(src), f"OUT={tmp}"], "building guest programs",
+                                    timeout=MAKE_TIMEOUT)
+                    if proc.returncode != 0:
+                        tail = "\n".join((proc.stderr + proc.stdout).strip().splitlines()[-20:])
+                        raise ImageError(f"`make -C {src}` failed", hint="fix the guest program build", detail=tail)
+                    os.rename(tmp, build)
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
     return {str(p.relative_to(build)): p for p in sorted(build.rglob("*")) if p.is_file() and not p.name.startswith(".")}
 
 
