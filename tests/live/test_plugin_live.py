@@ -23,8 +23,9 @@ pytestmark = [pytest.mark.live, pytest.mark.timeout(900)]
 CONFTEST_FREE = "# no conftest: the plugin comes from the installed package's entry point\n"
 
 
-def run_pytest(folder: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "COV_"))}
+def run_pytest(folder: Path, *args: str, timeout: float = 600,
+               extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "COV_"))} | (extra_env or {})
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", "-q", *args],
                           cwd=folder, capture_output=True, text=True, timeout=timeout, env=env)
 
@@ -140,3 +141,34 @@ def test_a_panic_fails_its_test_and_the_next_test_gets_a_fresh_vm(tmp_path):
     assert re.search(r"\b1 failed, 1 passed\b", out), out
     assert "panic" in out.lower()
     assert out.count("numa-harness: booted numa-basic") == 2, out
+
+
+def test_keep_vm_on_failure_leaves_the_failed_tests_vm_for_harness_ssh(tmp_path):
+    """With --keep-vm-on-failure the VM that served a failing test outlives pytest as a
+    background VM: `harness ssh` reaches the same guest (same boot id), `harness down` stops it."""
+    write(tmp_path, "test_keep.py", """
+        import pytest
+
+        @pytest.mark.topology("numa-basic")
+        def test_fails(vm):
+            boot_id = vm.run("cat /proc/sys/kernel/random/boot_id").stdout.strip()
+            open("boot_id", "w").write(boot_id)
+            assert False, "deliberate"
+        """)
+    state = tmp_path / "state"
+    env = {**os.environ, "NUMA_HARNESS_STATE": str(state)}
+    try:
+        r = run_pytest(tmp_path, "--keep-vm-on-failure", extra_env={"NUMA_HARNESS_STATE": str(state)})
+        out = r.stdout + r.stderr
+        assert r.returncode == 1, out
+        assert "harness ssh pytest-numa-basic" in out, out
+        harness = [sys.executable, "-m", "harness.cli"]
+        ssh = subprocess.run([*harness, "ssh", "pytest-numa-basic", "--", "cat /proc/sys/kernel/random/boot_id"],
+                             capture_output=True, text=True, timeout=120, env=env)
+        assert ssh.returncode == 0, ssh.stderr
+        assert ssh.stdout.strip() == (tmp_path / "boot_id").read_text()
+    finally:
+        down = subprocess.run([sys.executable, "-m", "harness.cli", "down", "pytest-numa-basic"],
+                              capture_output=True, text=True, timeout=120, env=env)
+    assert down.returncode == 0, down.stderr
+    assert not (state / "pytest-numa-basic").exists()
