@@ -178,8 +178,9 @@ def _after_boot(vm: VM, t, args: argparse.Namespace, st: Steps) -> list[str]:
         st.step("guest set-up")
         for r in apply_guest_setup(vm, t).regions:
             where = f"node {r.node}" if r.node is not None else (f"/dev/{r.dax}" if r.dax else "not onlined")
+            ns = f", {r.namespace} {r.labels}" if r.namespace else ""
             notes.append("[dim]" + escape(f"region {r.name}: {format_size(r.size)} {r.mode} from {', '.join(r.memdevs)} "
-                                          f"-> {where} ({r.online})") + "[/dim]")
+                                          f"-> {where} ({r.online}{ns})") + "[/dim]")
     if t.requires:
         masks = set(parse_nodes(vm.run(NODES_COMMAND, timeout=60).stdout).masks)
         notes += [f"[yellow]warning:[/yellow] {escape(msg)}" for msg in unmet_requirements(t, masks)]
