@@ -313,7 +313,7 @@ class VM:
         self._follower = BootFollower(self._monitor, qemu_log=self._files.qemu_log,
                                       console_log=self._files.console_log, alive=self._qemu_alive,
                                       exit_status=self._exit_status, wait_exit=self._wait_exit,
-                                      timeout_hint=self._timeout_hint)
+                                      timeout_hint=self._timeout_hint, accel=self._accel_option())
 
     def _boot(self) -> None:
         assert self.spec is not None and self._qmp is not None and self._key is not None
@@ -335,11 +335,16 @@ class VM:
         self._ssh = GuestSSH(self.ssh_port, self._key)
         deadline = self._started_at + t.get("ssh_ready")
         try:
-            self._ssh.connect(deadline, self._abort_reason)
+            self._ssh.connect(deadline, self._follower.boot_abort_reason)
         except GuestCommandError as e:
             raise self._follower.timeout_error(
                 f"SSH login to the guest failed within {t.get('ssh_ready'):g} s", e.detail) from e
         self._milestone(con.SSH_READY)
+
+    def _accel_option(self) -> str | None:
+        """The value of ``-accel`` in the machine argv (``tcg,thread=multi``), if any."""
+        argv = self.spec.machine_argv if self.spec else []
+        return next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "-accel"), None)
 
     def _timeout_hint(self) -> str:
         scale = self.spec.timeouts.scale if self.spec else 1.0
