@@ -52,6 +52,7 @@ from harness.vm.console_log import ConsoleMonitor
 from harness.vm.console_socket import ConsoleSocket, interact
 from harness.vm.diagnosis import problem_error, qemu_error_lines
 from harness.vm.follow import BootFollower
+from harness.vm.keys import KeyPair, generate_keypair, load_keypair
 from harness.vm.ports import hostfwd_bind_failed, pick_free_port, port_is_free
 from harness.vm.problems import OomKill, Problem
 from harness.vm.process import pid_alive, popen_qemu, terminate_process
@@ -65,7 +66,7 @@ from harness.vm.spec import (
     kernel_cmdline,
     socket_path_problem,
 )
-from harness.vm.ssh import CommandResult, GuestSSH, KeyPair, Stdin, generate_keypair, load_keypair
+from harness.vm.ssh import CommandResult, GuestSSH, Stdin
 from harness.vm.state import BOOTING, RUNNING, STATE_FILE, VMState, read_state, write_state
 
 __all__ = ["Timeouts", "BootSpec", "VM", "VMState", "CommandResult", "Lifecycle", "build_qemu_argv",
