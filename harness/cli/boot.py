@@ -1,21 +1,19 @@
-"""``harness boot | run | up | ssh | status | down``: the commands that start guests.
+"""``harness boot | run``: the commands that boot a guest in the foreground, and what the
+background-VM commands (:mod:`harness.cli.vms`) share with them: progress display, booting
+with the CLI's options, running a guest command, argument types.
 
-Each shows rich progress for every step that can take over a second and
-leaves no QEMU behind unless asked to (``up``).
+Each shows rich progress for every step that can take over a second and leaves no QEMU
+behind.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
-import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from typing import BinaryIO
 
 from rich.console import Console
 from rich.markup import escape
@@ -23,16 +21,15 @@ from rich.status import Status
 from rich.table import Table
 
 from harness.boot import KernelSpec, Prepared, prepare
-from harness.errors import HarnessError, UsageError, VMStateError
+from harness.errors import HarnessError, UsageError
 from harness.guest.nodes import NODES_COMMAND, GuestNodes, parse_nodes
 from harness.guest.setup import apply_guest_setup, has_setup
 from harness.kernel.needs import unmet_requirements
-from harness.paths import state_dir
 from harness.topology.schema import format_size
-from harness.vm.machine import VM, read_state
+from harness.vm.machine import VM
 from harness.vm.problems import OomKill
 from harness.vm.ssh import CommandResult
-from harness.vm.state import STATE_FILE, check_vm_name, make_private_dir, stop_recorded, vm_dir
+from harness.vm.state import check_vm_name
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -155,7 +152,7 @@ def show_guest(vm: VM) -> None:
 
 # --- commands -------------------------------------------------------------------
 
-def _boot_vm(args: argparse.Namespace, **kw) -> tuple[Prepared, VM]:
+def boot_vm(args: argparse.Namespace, **kw) -> tuple[Prepared, VM]:
     """Prepare, start and set up a VM with progress shown; on failure nothing is left running."""
     with steps() as st:
         p = _prepare(args, st, **kw)
@@ -178,22 +175,23 @@ def _after_boot(vm: VM, t, args: argparse.Namespace, st: Steps) -> list[str]:
         st.step("guest set-up")
         for r in apply_guest_setup(vm, t).regions:
             where = f"node {r.node}" if r.node is not None else (f"/dev/{r.dax}" if r.dax else "not onlined")
+            ns = f", {r.namespace} {r.labels}" if r.namespace else ""
             notes.append("[dim]" + escape(f"region {r.name}: {format_size(r.size)} {r.mode} from {', '.join(r.memdevs)} "
-                                          f"-> {where} ({r.online})") + "[/dim]")
+                                          f"-> {where} ({r.online}{ns})") + "[/dim]")
     if t.requires:
         masks = set(parse_nodes(vm.run(NODES_COMMAND, timeout=60).stdout).masks)
         notes += [f"[yellow]warning:[/yellow] {escape(msg)}" for msg in unmet_requirements(t, masks)]
     return notes
 
 
-def _stream(stream: str, data: bytes) -> None:
+def stream_output(stream: str, data: bytes) -> None:
     f = sys.stdout if stream == "stdout" else sys.stderr
     f.buffer.write(data)
     f.flush()
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
-    _, vm = _boot_vm(args)
+    _, vm = boot_vm(args)
     with vm:
         show_guest(vm)
         _check_problems(vm)
@@ -210,7 +208,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _guest_command(words: list[str]) -> str:
+def guest_command(words: list[str]) -> str:
     """The words after ``--`` -> one shell command line (a single word is used as written)."""
     if not words:
         raise HarnessError("no guest command given", hint="harness run TOPOLOGY -- CMD ...")
@@ -231,125 +229,13 @@ def report_command_end(result: CommandResult) -> int:
     return result.exit_status
 
 
-def _stdin_for_guest() -> BinaryIO | None:
-    """The harness's stdin, passed to a guest command unless it is a terminal."""
-    try:
-        return None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer
-    except (ValueError, AttributeError):
-        return None
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    line = _guest_command(list(args.cmd))
-    _, vm = _boot_vm(args)
+    line = guest_command(list(args.cmd))
+    _, vm = boot_vm(args)
     with vm:
-        result = vm.run(line, timeout=args.timeout, on_output=_stream)
+        result = vm.run(line, timeout=args.timeout, on_output=stream_output)
         _check_problems(vm)
     return report_command_end(result)
-
-
-def _vm_dir(name: str) -> Path:
-    return vm_dir(name)
-
-
-def cmd_up(args: argparse.Namespace) -> int:
-    d = _vm_dir(args.name)
-    if (d / STATE_FILE).exists():
-        try:
-            st = read_state(d)
-        except VMStateError:
-            st = None  # unreadable state: nothing of ours runs there
-        if st is not None and st.alive:
-            raise VMStateError(f"a VM named '{args.name}' already exists ({st.condition})",
-                               hint=f"harness ssh {args.name}, or harness down {args.name}")
-    if d.exists():  # a dead VM's leftovers, inside the state root (the name is checked)
-        shutil.rmtree(d, ignore_errors=True)
-    make_private_dir(d)
-    ok = False
-    try:
-        p, vm = _boot_vm(args, name=args.name, workdir=d, detach=True)
-        (d / "meta.json").write_text(json.dumps({"topology": p.loaded.name, "kernel": p.kernel.origin,
-                                                 "accel": p.accel.accel}) + "\n")
-        vm.close()
-        ok = True
-    finally:
-        if not ok:
-            shutil.rmtree(d, ignore_errors=True)
-    out.print(f"VM [bold]{escape(args.name)}[/bold] is up: ssh port {vm.ssh_port}, console log {escape(str(vm.console_log))}")
-    out.print(escape(f"  harness ssh {args.name}      harness down {args.name}"))
-    return 0
-
-
-def _known_vms() -> list[str]:
-    return sorted(p.name for p in state_dir().iterdir() if (p / STATE_FILE).exists())
-
-
-def _no_such_vm(name: str) -> VMStateError:
-    known = _known_vms()
-    return VMStateError(f"no VM named '{name}'", hint=f"known: {', '.join(known)}" if known
-                        else "start one with harness up TOPOLOGY --name NAME")
-
-
-def _attach(name: str) -> VM:
-    d = _vm_dir(name)
-    if not (d / STATE_FILE).exists():
-        raise _no_such_vm(name)
-    return VM.attach(d)
-
-
-def cmd_ssh(args: argparse.Namespace) -> int:
-    vm = _attach(args.name)
-    try:
-        if args.cmd:
-            result = vm.run(_guest_command(list(args.cmd)), timeout=args.timeout, on_output=_stream,
-                            stdin=_stdin_for_guest())
-            return report_command_end(result)
-        return vm.shell()
-    finally:
-        vm.close()
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    table = Table(title="numa-harness VMs", title_justify="left")
-    for col in ("name", "topology", "pid", "ssh port", "up for", "state", "console log"):
-        table.add_column(col)
-    colour = {"running": "green", "booting": "yellow", "boot abandoned": "red", "dead": "red"}
-    for d in sorted(p for p in state_dir().iterdir() if p.is_dir()):
-        try:
-            st = read_state(d)
-        except VMStateError:
-            continue
-        meta = {}
-        try:
-            meta = json.loads((d / "meta.json").read_text())
-        except (OSError, ValueError):
-            pass
-        cond = st.condition
-        table.add_row(escape(d.name), escape(str(meta.get("topology", "?"))), str(st.pid), str(st.ssh_port),
-                      f"{time.time() - st.started_at:.0f} s" if cond != "dead" else "—",
-                      f"[{colour.get(cond, 'red')}]{escape(cond)}[/]", escape(str(st.console_log)))
-    out.print(table)
-    return 0
-
-
-def cmd_down(args: argparse.Namespace) -> int:
-    """Stop a background VM without needing its guest: QMP quit, then SIGKILL of its verified PID."""
-    d = _vm_dir(args.name)
-    if not (d / STATE_FILE).exists():
-        raise _no_such_vm(args.name)
-    try:
-        st = read_state(d)
-    except VMStateError:
-        shutil.rmtree(d, ignore_errors=True)
-        out.print(f"VM {args.name} had unreadable state; removed", markup=False)
-        return 0
-    how = stop_recorded(st)
-    shutil.rmtree(d, ignore_errors=True)
-    if how == "already gone":
-        out.print(f"VM {args.name} was already gone; state removed", markup=False)
-    else:
-        out.print(f"VM {args.name} is down ({how})", markup=False)
-    return 0
 
 
 # --- argument types (checked while parsing, before anything boots) --------------
@@ -383,7 +269,7 @@ def seconds(text: str) -> float:
 
 # --- registration ---------------------------------------------------------------
 
-def _boot_options(p: argparse.ArgumentParser) -> None:
+def boot_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("topology", metavar="TOPOLOGY", help="preset name or path to a .yaml file")
     machine_options(p)
 
@@ -404,34 +290,16 @@ def machine_options(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction, command: Callable) -> None:
+    """``boot`` and ``run``."""
     b = sub.add_parser("boot", help="boot a topology, show its nodes, open a shell (shuts down on exit)")
-    _boot_options(b)
+    boot_options(b)
     b.add_argument("--console", action="store_true", help="open the serial console instead of an SSH shell")
     b.add_argument("--no-shell", action="store_true", help="show the nodes and shut down")
     command("boot")(cmd_boot)
 
     r = sub.add_parser("run", help="boot, run one guest command, shut down; exits with its status",
                        usage="harness run TOPOLOGY [options] -- CMD [ARGS...]")
-    _boot_options(r)
+    boot_options(r)
     r.add_argument("--timeout", type=seconds, default=600, help="seconds the guest command may take (default 600)")
     r.set_defaults(cmd=[])  # everything after "--" (split off in harness.cli.main)
     command("run")(cmd_run)
-
-    u = sub.add_parser("up", help="boot a VM in the background")
-    _boot_options(u)
-    u.add_argument("--name", type=vm_name, default="default", help="name to refer to it by (default: default)")
-    command("up")(cmd_up)
-
-    s = sub.add_parser("ssh", help="a shell (or one command) in a background VM",
-                       usage="harness ssh [NAME] [-- CMD [ARGS...]]")
-    s.add_argument("name", nargs="?", type=vm_name, default="default")
-    s.add_argument("--timeout", type=seconds, default=600)
-    s.set_defaults(cmd=[])
-    command("ssh")(cmd_ssh)
-
-    sub.add_parser("status", help="list background VMs")
-    command("status")(cmd_status)
-
-    d = sub.add_parser("down", help="shut a background VM down")
-    d.add_argument("name", nargs="?", type=vm_name, default="default")
-    command("down")(cmd_down)

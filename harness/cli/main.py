@@ -150,12 +150,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_boot_commands(sub: argparse._SubParsersAction) -> None:
-    """Boot commands live in harness.cli.boot; imported lazily so topology commands stay fast."""
+    """Boot commands live in harness.cli.boot (foreground) and harness.cli.vms (background VMs);
+    imported lazily so topology commands stay fast."""
     try:
         from harness.cli import boot as cli_boot
+        from harness.cli import vms as cli_vms
     except ImportError:
         return
     cli_boot.register(sub, command)
+    cli_vms.register(sub, command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -51,11 +51,11 @@ def failure_output(o: Outcome, lines: int = 40) -> str:
 
 
 def cmd_selftest(args: argparse.Namespace) -> int:
-    from harness.cli.boot import _boot_vm, steps
+    from harness.cli.boot import boot_vm, steps
 
     suites = [discover(Path(p)) for p in args.paths]  # fail before booting on a bad path
     n = sum(len(s.tests) for s in suites)
-    _, vm = _boot_vm(args)
+    _, vm = boot_vm(args)
     with vm:
         with steps() as st:
             if args.guest_setup:

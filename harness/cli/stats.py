@@ -10,12 +10,11 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.table import Table
 
-from harness.errors import VMStateError
-from harness.paths import state_dir
+from harness.cli.boot import vm_name
+from harness.cli.vms import attach_vm
 from harness.stats import Snapshot, snapshot
 from harness.stats.classes import mask_meaning
 from harness.topology.schema import format_size
-from harness.vm.machine import VM
 
 out = Console(highlight=False)
 
@@ -74,15 +73,8 @@ def show(s: Snapshot) -> None:
         out.print(f"cgroup {s.cgroup}: anon " + ", ".join(f"N{n}={_mib(v)}" for n, v in anon.items()))
 
 
-def _attach(name: str) -> VM:
-    d = state_dir() / name
-    if not (d / "vm.json").exists():
-        raise VMStateError(f"no VM named '{name}'", hint="start one with harness up TOPOLOGY --name NAME")
-    return VM.attach(d)
-
-
 def cmd_stats(args: argparse.Namespace) -> int:
-    vm = _attach(args.name)
+    vm = attach_vm(args.name)
     try:
         s = snapshot(vm, pid=args.pid, cgroup=args.cgroup, cxl=args.cxl, daxctl=args.cxl)
     finally:
@@ -96,7 +88,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction, command: Callable) -> None:
     p = sub.add_parser("stats", help="one NUMA statistics snapshot of a background VM")
-    p.add_argument("name", nargs="?", default="default", help="the VM's name (harness up --name)")
+    p.add_argument("name", nargs="?", type=vm_name, default="default", help="the VM's name (harness up --name)")
     p.add_argument("--json", action="store_true", help="print the whole snapshot as JSON")
     p.add_argument("--pid", type=int, help="also the numa_maps of this guest process")
     p.add_argument("--cgroup", help="also this cgroup's memory.numa_stat (path under /sys/fs/cgroup)")

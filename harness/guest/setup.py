@@ -17,7 +17,9 @@ the same steps ``cxl create-region`` takes:
    as system RAM on a new node; any block still offline is onlined, a devdax
    region's dax device is moved from kmem to device_dax;
 6. pmem regions surface as an nvdimm region; ``ndctl create-namespace -m
-   devdax`` gives the dax device (kmem for online: system-ram).
+   devdax`` gives the dax device (kmem for online: system-ram), unless the
+   devices' label areas already describe a namespace there (file-backed
+   devices booted before): that one is used as it is (``labels=reused``).
 
 This module is the host side, pure but for :func:`apply_guest_setup`:
 :func:`setup_plan` turns the topology into the program's plan (its format is in the
@@ -80,6 +82,8 @@ class RegionResult:
     dax: str | None = None   # daxN.M, if a dax device was created
     memdevs: tuple[str, ...] = ()    # guest memdevs in position order
     decoders: tuple[str, ...] = ()   # endpoint decoders in position order
+    namespace: str | None = None     # pmem: the nvdimm namespace (namespaceN.M) behind ``dax``
+    labels: str | None = None        # pmem: "created" this boot, or "reused" from the label area
 
 
 @dataclass(frozen=True)
@@ -227,7 +231,8 @@ def parse_setup_output(text: str) -> SetupResult:
                 regions.append(RegionResult(
                     name=words[1], size=int(kv["size"]), node=int(kv["node"]) if kv.get("node") else None,
                     mode=kv["mode"], online=kv["online"], dax=kv.get("dax") or None,
-                    memdevs=_names(kv.get("memdevs", "")), decoders=_names(kv.get("decoders", ""))))
+                    memdevs=_names(kv.get("memdevs", "")), decoders=_names(kv.get("decoders", "")),
+                    namespace=kv.get("namespace") or None, labels=kv.get("labels") or None))
             elif words[0] == "demotion":
                 demotion = _kv(words[1:]).get("enabled") == "true"
             elif words[0] == "done":

@@ -8,25 +8,40 @@ The image is a busybox initramfs with dropbear, numactl, the cxl CLI, the kernel
 parameters, milestone lines, paths) is :mod:`harness.guest.protocol`.
 
 Images are cached in ``cache_dir()/images/<key>.cpio`` keyed by a hash of every input group; a
-manifest next to each image records the groups so a rebuild can say why. sshd's host key is
-``ssh-ed25519``, generated once per host in ``cache_dir()/hostkey/`` and shared by every image.
+manifest next to each image records the groups so a rebuild can say why, and the image's size
+and a hash of its first and last MiB, checked before a cached image is used: a truncated or
+damaged one is rebuilt, and the build says why (:mod:`harness.image.cache`). An image is built
+under its cache lock (:func:`harness.cachefs.locked`) and renamed into place, so concurrent
+first runs build it once; a cache that cannot be written is a one-line CacheError. sshd's host key is ``ssh-ed25519``,
+generated once per host in ``cache_dir()/hostkey/`` and shared by every image.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import json
 import os
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.cachefs import cache_errors, locked, write_atomic
 from harness.errors import ImageError
 from harness.guest.protocol import GUEST_BIN_DIR, GUEST_LIB_DIR, GUEST_TESTS_DIR, MILESTONE_INIT, guest_bin_name
+from harness.image.cache import (
+    COMPRESSION,
+    KEEP_IMAGES,
+    cached,
+    image_fingerprint,
+    image_path,
+    prune,
+    read_json,
+    touch,
+    write_image,
+    write_json,
+)
 from harness.image.cpio import CpioWriter, Tree
 from harness.image.host import Progress, build_guest_programs, busybox, host_key, host_programs, say
 from harness.image.modules import (
@@ -45,9 +60,6 @@ from harness.resources import guest_files_dir
 
 #: Bump when the image layout changes, so cached images are rebuilt.
 FORMAT_VERSION = 3
-#: Uncompressed cpio: QEMU loads it with fw_cfg DMA, and the guest skips decompression.
-COMPRESSION = "none"
-KEEP_IMAGES = 8
 
 GROUP_REASONS = {
     "format": "image format changed",
@@ -271,76 +283,44 @@ def _add_modules(t: Tree, inp: Inputs) -> None:
 # --------------------------------------------------------------------------- writing and the cache
 
 
-def _write_image(tree: Tree, dest: Path) -> None:
-    """Write the cpio (compressed per COMPRESSION) to ``dest`` atomically."""
-    fd, tmpname = tempfile.mkstemp(prefix=".tmp-", suffix=dest.suffix, dir=dest.parent)
-    tmp = Path(tmpname)
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            if COMPRESSION == "gzip":
-                with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as gz:
-                    tree.write(CpioWriter(gz))  # type: ignore[arg-type]
-            else:
-                buf = io.BufferedWriter(raw, 1 << 20)
-                tree.write(CpioWriter(buf))
-                buf.flush()
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _image_path(key: str) -> Path:
-    return cache_dir() / "images" / (f"{key}.cpio.gz" if COMPRESSION == "gzip" else f"{key}.cpio")
-
-
-def _write_json(path: Path, data: object) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _prune(images: Path, keep: int) -> None:
-    """Remove all but the ``keep`` most recently used images (and their manifests)."""
-    built = sorted((p for p in images.glob("*.cpio*") if not p.name.startswith((".", "bare-"))),
-                   key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in built[keep:]:
-        old.unlink(missing_ok=True)
-        (images / (old.name.split(".")[0] + ".json")).unlink(missing_ok=True)
-
-
 def build_initramfs(kernel: Kernel, progress: Progress = None) -> Image:
-    """The guest initramfs for ``kernel``: cached if no input changed, else built (atomically)."""
+    """The guest initramfs for ``kernel``: cached if no input changed and the cached file is
+    whole, else built (under the image's lock, atomically)."""
     inp = collect_inputs(kernel, progress)
     key = image_key(inp.groups)
     images = cache_dir() / "images"
-    images.mkdir(parents=True, exist_ok=True)
-    path = _image_path(key)
-    last = images / "last.json"
-    if path.is_file() and _read_json(images / f"{key}.json") is not None:
-        os.utime(path)  # most recently used: survives pruning
+    path = image_path(key)
+    manifest_path = images / f"{key}.json"
+    usable, _ = cached(path, manifest_path)
+    if usable:  # no lock and no write needed: a read-only cache with a good image still serves
+        touch(path)
         return Image(path=path, key=key, rebuilt=False, reason="cached")
-    previous = _read_json(last)
-    reason = rebuild_reason(previous.get("groups") if previous else None, inp.groups)
-    if inp.mod_missing and kernel.modules_dir is not None:
-        say(progress, f"modules not in kernel {kernel.release} (skipped): {', '.join(inp.mod_missing)}")
-    say(progress, f"building guest image ({reason})")
-    t0 = time.monotonic()
-    _write_image(image_tree(inp), path)
-    manifest = {"key": key, "groups": inp.groups, "kernel": kernel.release, "origin": kernel.origin,
-                "modules": [module_name(p) for p in inp.mod_paths], "missing_modules": inp.mod_missing}
-    _write_json(images / f"{key}.json", manifest)
-    _write_json(last, manifest)
-    say(progress, f"guest image {path.name}: {path.stat().st_size // 1024} KiB in {time.monotonic() - t0:.1f} s")
-    _prune(images, KEEP_IMAGES)
+    with cache_errors(f"creating {images}"):
+        images.mkdir(parents=True, exist_ok=True)
+    with locked(path):
+        usable, problem = cached(path, manifest_path)  # another process may have built it meanwhile
+        if usable:
+            touch(path)
+            return Image(path=path, key=key, rebuilt=False, reason="cached")
+        last = images / "last.json"
+        if problem:
+            reason = f"rebuilt: {problem}"
+        else:
+            previous = read_json(last)
+            reason = rebuild_reason(previous.get("groups") if previous else None, inp.groups)
+        if inp.mod_missing and kernel.modules_dir is not None:
+            say(progress, f"modules not in kernel {kernel.release} (skipped): {', '.join(inp.mod_missing)}")
+        say(progress, f"building guest image ({reason})")
+        t0 = time.monotonic()
+        write_image(image_tree(inp), path)
+        manifest = {"key": key, "groups": inp.groups, "kernel": kernel.release, "origin": kernel.origin,
+                    "modules": [module_name(p) for p in inp.mod_paths], "missing_modules": inp.mod_missing,
+                    "image": image_fingerprint(path)}
+        write_json(manifest_path, manifest)
+        write_json(last, manifest)
+        say(progress, f"guest image {path.name}: {path.stat().st_size // 1024} KiB in {time.monotonic() - t0:.1f} s")
+        with cache_errors(f"pruning {images}"):
+            prune(images, KEEP_IMAGES)
     return Image(path=path, key=key, rebuilt=True, reason=reason)
 
 
@@ -360,11 +340,7 @@ def build_bare_initramfs(progress: Progress = None) -> Path:
     bb, _ = busybox()
     key = digest([FORMAT_VERSION, _stat_id(bb), hashlib.sha256(BARE_INIT).hexdigest()])
     images = cache_dir() / "images"
-    images.mkdir(parents=True, exist_ok=True)
     path = images / f"bare-{key}.cpio"
-    if path.is_file():
-        return path
-    say(progress, "building the bare-boot image")
     t = Tree()
     for d in ("/proc", "/sys", "/dev"):
         t.dir(d)
@@ -372,13 +348,24 @@ def build_bare_initramfs(progress: Progress = None) -> Path:
     t.file("/init", BARE_INIT, 0o755)
     t.file("/bin/busybox", bb, 0o755)
     t.symlink("/bin/sh", "busybox")
-    fd, tmpname = tempfile.mkstemp(prefix=".tmp-bare-", dir=images)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            t.write(CpioWriter(f))
-        os.chmod(tmpname, 0o644)
-        os.replace(tmpname, path)
-    except BaseException:
-        Path(tmpname).unlink(missing_ok=True)
-        raise
+    buf = io.BytesIO()
+    t.write(CpioWriter(buf))
+    data = buf.getvalue()  # a few MiB: compared with the cached file, so a truncated one is rewritten
+
+    def whole() -> bool:
+        try:
+            return path.stat().st_size == len(data) and path.read_bytes() == data
+        except OSError:
+            return False
+
+    if whole():
+        return path
+    with cache_errors(f"creating {images}"):
+        images.mkdir(parents=True, exist_ok=True)
+    with locked(path):
+        if not whole():
+            say(progress, "building the bare-boot image")
+            write_atomic(path, data)
+            with cache_errors(f"writing {path}"):
+                os.chmod(path, 0o644)
     return path

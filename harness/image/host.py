@@ -15,12 +15,11 @@ import re
 import shutil
 import struct
 import subprocess
-import tempfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-from harness.cachefs import cache_errors, locked
-from harness.errors import ImageError
+from harness.cachefs import CACHE_HINT, cache_errors, locked
+from harness.errors import CacheError, ImageError
 from harness.paths import cache_dir
 from harness.resources import guest_programs_dir
 
@@ -175,25 +174,45 @@ def build_guest_programs(progress: Progress = None) -> dict[str, Path]:
     key = hashlib.sha256(json.dumps([(p.name, hashlib.sha256(p.read_bytes()).hexdigest()) for p in sources])
                          .encode()).hexdigest()[:16]
     build = cache_dir() / "guest-programs" / key
-    # Built once per source hash, under a lock, into a temporary folder renamed into place: a
-    # concurrent run waits for the build instead of racing make for the same output files,
-    # and a crashed build never leaves a half-built folder that looks finished.
-    with cache_errors("building the guest programs"):
-        build.parent.mkdir(parents=True, exist_ok=True)
-        with locked(build):
-            if not build.is_dir():
-                tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=build.parent))
-                try:
-                    say(progress, "building guest programs")
-                    proc = run_tool([str(make), "-s", "-C", str(src), f"OUT={tmp}"], "building guest programs",
-                                    timeout=MAKE_TIMEOUT)
-                    if proc.returncode != 0:
-                        tail = "\n".join((proc.stderr + proc.stdout).strip().splitlines()[-20:])
-                        raise ImageError(f"`make -C {src}` failed", hint="fix the guest program build", detail=tail)
-                    os.rename(tmp, build)
-                finally:
-                    shutil.rmtree(tmp, ignore_errors=True)
-    return {str(p.relative_to(build)): p for p in sorted(build.rglob("*")) if p.is_file() and not p.name.startswith(".")}
+    programs = makefile_programs(src / "Makefile")
+
+    def built() -> dict[str, Path]:
+        return {str(p.relative_to(build)): p for p in sorted(build.rglob("*"))
+                if p.is_file() and not p.name.startswith(".")}
+
+    have = built() if build.is_dir() else {}
+    if programs and set(programs) <= set(have):
+        return have  # the folder is keyed by the sources: complete means current (no make, no write)
+    with cache_errors(f"creating {build}"):
+        build.mkdir(parents=True, exist_ok=True)
+    with locked(build):  # concurrent first runs: one make, the others wait and use its output
+        say(progress, "building guest programs")
+        proc = run_tool([str(make), "-s", "-C", str(src), f"OUT={build}"], "building guest programs",
+                        timeout=MAKE_TIMEOUT)
+        if proc.returncode != 0:
+            out = proc.stderr + proc.stdout
+            for said, reason in (("No space left", "no space left on the device"),
+                                 ("Read-only file system", "read-only file system"),
+                                 ("Disk quota exceeded", "disk quota exceeded")):
+                if said in out:  # the compiler or mv could not write OUT: the cache, not the sources
+                    raise CacheError(f"cannot write the cache while building the guest programs: {build}: {reason}",
+                                     hint=CACHE_HINT)
+            tail = "\n".join(out.strip().splitlines()[-20:])
+            raise ImageError(f"`make -C {src} OUT={build}` failed", hint="fix the guest program build", detail=tail)
+        return built()
+
+
+def makefile_programs(makefile: Path) -> list[str]:
+    """The names in the guest programs Makefile's ``PROGS :=`` line (empty if it has none)."""
+    try:
+        text = makefile.read_text()
+    except OSError:
+        return []
+    for line in text.splitlines():
+        name, sep, value = line.partition(":=")
+        if sep and name.strip() == "PROGS":
+            return value.split()
+    return []
 
 
 def host_key(progress: Progress = None) -> Path:
@@ -202,13 +221,18 @@ def host_key(progress: Progress = None) -> Path:
     key = d / "dropbear_ed25519_host_key"
     if key.is_file() and key.stat().st_size > 0:
         return key
-    d.mkdir(parents=True, exist_ok=True)
     keygen = find_host_program("dropbearkey", "dropbear-bin")
-    tmp = d / f".tmp-{os.getpid()}"
-    tmp.unlink(missing_ok=True)
-    say(progress, "generating the guest ssh host key")
-    proc = run_tool([str(keygen), "-t", "ed25519", "-f", str(tmp)], "generating the ssh host key")
-    if proc.returncode != 0 or not tmp.is_file():
-        raise ImageError("dropbearkey failed to generate a host key", detail=proc.stderr.strip())
-    os.replace(tmp, key)
+    with cache_errors(f"creating {d}"):
+        d.mkdir(parents=True, exist_ok=True)
+    with locked(key):  # one key per host, even when the first runs start together
+        if key.is_file() and key.stat().st_size > 0:
+            return key
+        tmp = d / f".tmp-{os.getpid()}"
+        with cache_errors(f"generating {key}"):
+            tmp.unlink(missing_ok=True)
+            say(progress, "generating the guest ssh host key")
+            proc = run_tool([str(keygen), "-t", "ed25519", "-f", str(tmp)], "generating the ssh host key")
+            if proc.returncode != 0 or not tmp.is_file():
+                raise ImageError("dropbearkey failed to generate a host key", detail=proc.stderr.strip())
+            os.replace(tmp, key)
     return key

@@ -1,5 +1,6 @@
 """One VM's life on the host: launch and supervise QEMU (:mod:`.machine`), follow its serial
-console (:mod:`.console`), talk QMP (:mod:`.qmp`) and SSH (:mod:`.ssh`), pick the accelerator
+console (:mod:`.console`), talk QMP (:mod:`.qmp`) and SSH (:mod:`.ssh`, logging in with the
+VM's own key pair from :mod:`.keys`), pick the accelerator
 (:mod:`.accel`) and a loopback port (:mod:`.ports`).
 
 Owns: processes, sockets, timeouts, the guarantee that no QEMU outlives its owner. Must not know:

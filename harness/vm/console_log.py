@@ -118,6 +118,12 @@ class ConsoleMonitor:
                 self._cond.wait(min(left, 0.2))
             return True
 
+    @property
+    def line_count(self) -> int:
+        """Complete console lines seen so far."""
+        with self._cond:
+            return len(self._lines)
+
     def seen(self, milestone: str) -> bool:
         """Whether the console has shown ``milestone``."""
         with self._cond:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from harness.errors import BootError, GuestPanic, HarnessError, KernelProblem
 from harness.vm.console import KERNEL_STARTED, clean_line, guest_message, is_guest_failure, parse_milestone
-from harness.vm.problems import Problem, describe_problems, find_kernel_problems
+from harness.vm.problems import STALL, Problem, describe_problems, find_kernel_problems
 
 CONSOLE_TAIL = 30
 MODULES_HINT = ("pass --modules DIR, the INSTALL_MOD_PATH of this kernel's `make modules_install` "
@@ -60,6 +60,28 @@ def problem_error(problems: list[Problem], *, log_hint: str = "", context: str |
     is_fatal = any(p.fatal for p in problems) if fatal is None else fatal
     cls = GuestPanic if is_fatal else KernelProblem
     return cls(msg, problems=problems, detail=detail + log_hint)
+
+
+def tcg_starved_hint(accel: str | None) -> str:
+    """What to try after a stall, given the ``-accel`` option the guest ran with (pure)."""
+    if accel is not None and accel.split(",")[0] == "tcg" and "thread=single" not in accel.split(","):
+        return ("under TCG with more busy vCPUs than free host cores the vCPU threads starve: "
+                "boot with --tcg-thread single (machine.tcg_thread: single) or fewer vCPUs")
+    return "the guest stalled before it was up; see the console log"
+
+
+def boot_stall_error(problems: list[Problem], *, accel: str | None = None,
+                     console_log: str | None = None) -> KernelProblem | None:
+    """The error that ends a boot wait at once when a stall (RCU stall, soft or hard lockup, hung
+    task) is among ``problems``, or None. A guest that stalls while booting rarely answers SSH
+    before the deadline, so waiting for it only hides the cause (pure)."""
+    stalls = [p for p in problems if p.kind == STALL]
+    if not stalls:
+        return None
+    msg, detail = describe_problems(stalls)
+    log_hint = f"\n(console log: {console_log})" if console_log else ""
+    return GuestPanic(f"{msg} (while booting)", problems=problems, hint=tcg_starved_hint(accel),
+                      detail=detail + log_hint)
 
 
 def diagnose(console: str, qemu_stderr: str, exit_status: int | None, *, console_log: str | None = None,

@@ -2,8 +2,10 @@
 
 :class:`BootFollower` waits on the :class:`~harness.vm.console_log.ConsoleMonitor`
 and checks, between waits, whether waiting is pointless (a panic, QEMU gone, a
-KVM error, the guest's /init reporting that network or sshd failed). The cause
-itself comes from :func:`harness.vm.diagnosis.diagnose`, a pure function of
+KVM error, the guest's /init reporting that network or sshd failed). While booting, a stall on the console (RCU stall, soft lockup) ends the wait
+at once as well (:meth:`BootFollower.boot_abort_reason`); once the guest is up,
+a stall is reported with the command that saw it, not as a reason to stop. The
+cause itself comes from :func:`harness.vm.diagnosis.diagnose`, a pure function of
 console text, QEMU's stderr and exit status.
 """
 
@@ -16,6 +18,10 @@ from pathlib import Path
 from harness.errors import HarnessError
 from harness.vm import diagnosis
 from harness.vm.console_log import ConsoleMonitor
+from harness.vm.problems import EXCERPT_AFTER, STALL
+
+#: Seconds a stall's report gets to reach the console before the boot is abandoned with it.
+STALL_EXCERPT_WAIT = 2.0
 
 
 class BootFollower:
@@ -23,8 +29,11 @@ class BootFollower:
 
     def __init__(self, monitor: ConsoleMonitor, *, qemu_log: Path, console_log: Path,
                  alive: Callable[[], bool], exit_status: Callable[[], int | None],
-                 wait_exit: Callable[[float], bool], timeout_hint: Callable[[], str]) -> None:
+                 wait_exit: Callable[[float], bool], timeout_hint: Callable[[], str],
+                 accel: str | None = None) -> None:
         self.monitor = monitor
+        self._accel = accel  # the -accel option, for the hint after a stall
+        self._stall_checked = 0  # problems before this index held no stall
         self._qemu_log = qemu_log
         self._console_log = console_log
         self._alive = alive
@@ -57,11 +66,31 @@ class BootFollower:
             self._wait_exit(3.0)
         return self._diagnose(exited=not self._alive()) or self._diagnose(exited=True)
 
+    def boot_abort_reason(self) -> HarnessError | None:
+        """:meth:`abort_reason`, or a stall on the console: the boot will not come up in time.
+
+        The error waits up to :data:`STALL_EXCERPT_WAIT` s for the report's lines to reach the
+        console, so its excerpt holds the stall's detail, not just its first line."""
+        exc = self.abort_reason()
+        if exc is not None:
+            return exc
+        mon = self.monitor
+        count = mon.problem_count
+        if count <= self._stall_checked:
+            return None
+        new = mon.problems(since=self._stall_checked)
+        self._stall_checked = count
+        stall = next((p for p in new if p.kind == STALL), None)
+        if stall is None:
+            return None
+        mon.wait(lambda: mon.line_count > stall.index + EXCERPT_AFTER, STALL_EXCERPT_WAIT)
+        return diagnosis.boot_stall_error(mon.problems(), accel=self._accel, console_log=str(self._console_log))
+
     def await_milestone(self, milestone: str, deadline: float, limit: float, what: str) -> None:
         """Wait for console ``milestone`` until ``deadline`` (monotonic); raise the diagnosis on failure."""
         mon = self.monitor
         while not mon.seen(milestone):
-            exc = self.abort_reason()
+            exc = self.boot_abort_reason()
             if exc is not None:
                 raise exc
             if time.monotonic() > deadline:

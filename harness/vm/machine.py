@@ -52,6 +52,7 @@ from harness.vm.console_log import ConsoleMonitor
 from harness.vm.console_socket import ConsoleSocket, interact
 from harness.vm.diagnosis import problem_error, qemu_error_lines
 from harness.vm.follow import BootFollower
+from harness.vm.keys import KeyPair, generate_keypair, load_keypair
 from harness.vm.ports import hostfwd_bind_failed, pick_free_port, port_is_free
 from harness.vm.problems import OomKill, Problem
 from harness.vm.process import pid_alive, popen_qemu, terminate_process
@@ -65,7 +66,7 @@ from harness.vm.spec import (
     kernel_cmdline,
     socket_path_problem,
 )
-from harness.vm.ssh import CommandResult, GuestSSH, KeyPair, Stdin, generate_keypair, load_keypair
+from harness.vm.ssh import CommandResult, GuestSSH, Stdin
 from harness.vm.state import BOOTING, RUNNING, STATE_FILE, VMState, read_state, write_state
 
 __all__ = ["Timeouts", "BootSpec", "VM", "VMState", "CommandResult", "Lifecycle", "build_qemu_argv",
@@ -313,7 +314,7 @@ class VM:
         self._follower = BootFollower(self._monitor, qemu_log=self._files.qemu_log,
                                       console_log=self._files.console_log, alive=self._qemu_alive,
                                       exit_status=self._exit_status, wait_exit=self._wait_exit,
-                                      timeout_hint=self._timeout_hint)
+                                      timeout_hint=self._timeout_hint, accel=self._accel_option())
 
     def _boot(self) -> None:
         assert self.spec is not None and self._qmp is not None and self._key is not None
@@ -335,11 +336,16 @@ class VM:
         self._ssh = GuestSSH(self.ssh_port, self._key)
         deadline = self._started_at + t.get("ssh_ready")
         try:
-            self._ssh.connect(deadline, self._abort_reason)
+            self._ssh.connect(deadline, self._follower.boot_abort_reason)
         except GuestCommandError as e:
             raise self._follower.timeout_error(
                 f"SSH login to the guest failed within {t.get('ssh_ready'):g} s", e.detail) from e
         self._milestone(con.SSH_READY)
+
+    def _accel_option(self) -> str | None:
+        """The value of ``-accel`` in the machine argv (``tcg,thread=multi``), if any."""
+        argv = self.spec.machine_argv if self.spec else []
+        return next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "-accel"), None)
 
     def _timeout_hint(self) -> str:
         scale = self.spec.timeouts.scale if self.spec else 1.0

@@ -1,8 +1,8 @@
 """Kernel problems on the guest console, found by pure functions (unit-tested on recorded logs).
 
 A *problem* is a report the kernel prints when something is wrong in the
-kernel: a panic, an oops, a ``BUG:``, a ``WARNING:``, a stall, a bare call
-trace. An *OOM kill* is not one: the kernel did its job (it freed memory by
+kernel: a panic, an oops, a ``BUG:``, a ``WARNING:``, a stall (RCU stall, soft or
+hard lockup, hung task), a bare call trace. An *OOM kill* is not one: the kernel did its job (it freed memory by
 killing a process) and a test may provoke one on purpose. Its report also
 carries a call trace, so the scanner recognises the whole OOM report
 (``X invoked oom-killer:`` ... ``Out of memory: Killed process``) and records
@@ -39,12 +39,20 @@ _PROBLEM_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     (OOPS, re.compile(r"\bOops: ")),
     (OOPS, re.compile(r"\bgeneral protection fault\b")),
     (BUG, re.compile(r"\bkernel BUG at ")),
+    # Lockup detectors (kernel/watchdog.c, pr_fmt "watchdog: "): a soft lockup prints
+    # "BUG: soft lockup - CPU#%d stuck for %us! [%s:%d]", a stall rather than a bug.
+    (STALL, re.compile(r"\bBUG: soft lockup - CPU#\d+ stuck for \d+s!")),
+    (STALL, re.compile(r"\bWatchdog detected hard LOCKUP on cpu \d+")),
     (BUG, re.compile(r"(?<![\w-])BUG: ")),
     (BUG, re.compile(r"\b(UBSAN|KASAN|KFENCE|KCSAN|KMSAN): ")),
     (WARNING, re.compile(r"\bWARNING: CPU: \d+")),
     (WARNING, re.compile(r"\bWARNING: (possible|suspicious|inconsistent|bad unlock)\b")),  # lockdep
     (STALL, re.compile(r"\bINFO: task \S+ blocked for more than \d+ seconds")),
-    (STALL, re.compile(r"\brcu: INFO: \S+ (self-)?detected stalls?\b")),
+    # RCU stall warnings (kernel/rcu/tree_stall.h, tree_exp.h, tasks.h; pr_fmt "rcu: " in
+    # tree.c only): "INFO: %s detected stalls on CPUs/tasks:", "INFO: %s self-detected stall
+    # on CPU", "INFO: %s detected expedited stalls on CPUs/tasks: {", "INFO: rcu_tasks
+    # detected stalls on tasks:".
+    (STALL, re.compile(r"\bINFO: rcu\w* (self-)?detected (expedited )?stalls?\b")),
     (CUT_HERE, re.compile(r"-+\[ cut here \]-+")),
     (TRACE, re.compile(r"\bCall Trace:")),
 )

@@ -1,10 +1,9 @@
-"""SSH into the guest with paramiko: ephemeral key, connect with retry, commands, a shell.
+"""SSH into the guest with paramiko: connect with retry, commands, a shell.
 
 The guest is ephemeral (a fresh initramfs each boot), so its host key is
 accepted without being stored anywhere (``AutoAddPolicy`` on an empty,
-never-saved host key set) and each VM gets its own ed25519 key pair, made with
-``cryptography`` (paramiko's own dependency; ``paramiko.Ed25519Key`` cannot
-generate keys).
+never-saved host key set). Each VM logs in with its own ed25519 key pair
+(:mod:`harness.vm.keys`).
 """
 
 from __future__ import annotations
@@ -19,13 +18,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import BinaryIO
 
 import paramiko
 from paramiko.common import MSG_CHANNEL_REQUEST
 
 from harness.errors import GuestCommandError
+from harness.vm.keys import KeyPair
 
 GUEST_USER = "root"
 
@@ -33,54 +32,6 @@ GUEST_USER = "root"
 # Python's last-resort handler would print them while we retry on purpose.
 if not logging.getLogger("paramiko").handlers:
     logging.getLogger("paramiko").addHandler(logging.NullHandler())
-
-
-# --------------------------------------------------------------------------
-# Keys
-# --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class KeyPair:
-    """An ed25519 key pair on disk: ``private`` (OpenSSH PEM, 0600) and its public line."""
-
-    private: Path
-    public_line: str  # "ssh-ed25519 AAAA... comment"
-
-    @property
-    def public_body(self) -> str:
-        """The base64 part of the public key (what ``harness.sshkey=`` carries)."""
-        return self.public_line.split()[1]
-
-    @property
-    def public_type(self) -> str:
-        """``ssh-ed25519``."""
-        return self.public_line.split()[0]
-
-
-def generate_keypair(directory: Path, name: str = "id_ed25519") -> KeyPair:
-    """Write a fresh ed25519 key pair to ``directory/name`` and ``name.pub``."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    key = Ed25519PrivateKey.generate()
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                serialization.NoEncryption())
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                           serialization.PublicFormat.OpenSSH).decode()
-    public_line = f"{public} numa-harness"
-    path = directory / name
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(private)
-    (directory / f"{name}.pub").write_text(public_line + "\n")
-    return KeyPair(path, public_line)
-
-
-def load_keypair(private: Path) -> KeyPair:
-    """The key pair previously written by :func:`generate_keypair`."""
-    pub = Path(str(private) + ".pub")
-    return KeyPair(private, pub.read_text().strip())
 
 
 # --------------------------------------------------------------------------
@@ -426,4 +377,4 @@ def _tail_text(out: bytes | bytearray, err: bytes | bytearray, n: int = 20) -> s
     return "\n".join(parts) or "(no output)"
 
 
-__all__ = ["KeyPair", "generate_keypair", "load_keypair", "CommandResult", "GuestSSH", "AbortCheck"]
+__all__ = ["CommandResult", "GuestSSH", "AbortCheck"]

@@ -125,3 +125,23 @@ def default_kernel_files():
     from harness.kernel.debian import default_kernel
 
     return default_kernel()
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path):
+    """``mount(opts, at=None)``: a small tmpfs at ``at`` (default ``tmp_path/mnt``), root only;
+    unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted: list[Path] = []
+
+    def mount(opts: str, at: Path | None = None) -> Path:
+        mnt = at or tmp_path / "mnt"
+        mnt.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(mnt)], check=True)
+        mounted.append(mnt)
+        return mnt
+
+    yield mount
+    for m in reversed(mounted):
+        subprocess.run(["umount", "-l", str(m)], check=False)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -85,25 +83,6 @@ def test_13_harness_failure_is_125_not_a_guest_status(h: Harness, tmp_path: Path
     assert r.returncode == 125 and "Traceback" not in text(r)
     r = h.run("run", "numa-basic", "--no-such-option")
     assert r.returncode == 125 and "Traceback" not in text(r)
-
-
-@pytest.fixture
-def tmpfs(tmp_path: Path):
-    """A mount point for a small tmpfs (root only); unmounted afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    mounted: list[Path] = []
-
-    def mount(opts: str) -> Path:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(mnt)], check=True)
-        mounted.append(mnt)
-        return mnt
-
-    yield mount
-    for m in mounted:
-        subprocess.run(["umount", "-l", str(m)], check=False)
 
 
 @pytest.mark.parametrize("opts,cause", [("ro,size=1m", "read-only file system"),

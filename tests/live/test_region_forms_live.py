@@ -6,12 +6,16 @@
   volatile device (cxl-switch-cci): the guest enumerates the switch CCI and
   the region on the LSA-carrying device commits;
 * file-backed persistent memory (cxl-pmem-file) boots and its pmem region commits;
+  booted twice on the same files, the second boot finds the first boot's namespace
+  in the label area and the marker the first boot wrote through its devdax device;
 * the two-switch 4-vCPU topology boots five times in a row on a small host
   (TCG single-threaded when vCPUs outnumber cores), wall time printed.
 """
 
 from __future__ import annotations
 
+import json
+import shlex
 import time
 from pathlib import Path
 
@@ -21,6 +25,7 @@ from harness.boot import prepare
 from harness.guest.expect import mismatches
 from harness.guest.nodes import NODES_COMMAND, parse_nodes
 from harness.guest.setup import apply_guest_setup
+from harness.guest.workloads import PROGRAMS_DIR
 from harness.vm.machine import VM
 
 pytestmark = [pytest.mark.live, pytest.mark.timeout(900)]
@@ -79,6 +84,38 @@ def test_file_backed_pmem_boots_and_commits():
     assert facts["commit"] == "1"
     files = [a.split("mem-path=", 1)[1].replace(",,", ",") for a in p.spec.machine_argv if "mem-path=" in a]
     assert files and all(Path(f).is_file() for f in files), files
+
+
+def daxmark(vm: VM, dax: str, *args: str) -> dict:
+    r = vm.run(f"{PROGRAMS_DIR}/daxmark --dev /dev/{dax} " + " ".join(args), timeout=60, check=True)
+    return json.loads(r.stdout)
+
+
+def test_file_backed_pmem_second_boot_reuses_the_namespace_and_its_data(tmp_path, monkeypatch):
+    """Boot 1 creates the region and a devdax namespace (labels written to the LSA file) and
+    writes a marker through /dev/daxN.M; boot 2, on the same files, creates the region again,
+    finds that namespace in the labels instead of failing to create one, and reads the marker."""
+    monkeypatch.setenv("NUMA_HARNESS_DATA", str(tmp_path / "data"))
+    marker = f"numa-harness boot 1 {time.time_ns()}"
+    seen = []
+    for boot in (1, 2):
+        p = prepare("cxl-pmem-file", accel="tcg")
+        with VM(p.spec) as vm:
+            reg = apply_guest_setup(vm, p.loaded.topology).regions[0]
+            assert reg.dax, reg
+            if boot == 1:
+                before = daxmark(vm, reg.dax, "--read", "64")
+                wrote = daxmark(vm, reg.dax, "--write", shlex.quote(marker))
+            got = daxmark(vm, reg.dax, "--read", "64")
+            uuid = vm.run(f"cat /sys/bus/nd/devices/*/{reg.namespace}/uuid", timeout=60, check=True).stdout.strip()
+            vm.check_health()
+        seen.append((reg, uuid, got))
+    (first, uuid1, got1), (second, uuid2, got2) = seen
+    assert before["ok"] and before["text"] == "", f"fresh media: {before}"
+    assert wrote["ok"] and got1["text"] == marker
+    assert first.labels == "created" and second.labels == "reused", (first, second)
+    assert second.namespace == first.namespace and uuid2 == uuid1, "the same namespace (label uuid) came back"
+    assert got2["ok"] and got2["text"] == marker, f"boot 2 read {got2}"
 
 
 @pytest.mark.slow

@@ -277,3 +277,119 @@ def test_every_preset_plan_passes_the_programs_check(preset, tmp_path):
     r = run(SHELLS[0], empty, plan, tmp_path)
     err = parse_error(r.stdout)
     assert err is not None and err[0] != "plan", r.stdout
+
+
+# ---------------------------------------------------------------- pmem regions and their labels
+
+PMEM_PLAN = """# cxl-pmem-file
+memdevs 1 5
+memdev pmem0 0c/00.0/00.0 7
+region 0 pmem 1 256 268435456 268435456 devdax pmem0
+"""
+
+
+def fake_pmem(root: Path, *, free: int, namespace_mode: str = "dax", dax: bool = True) -> Path:
+    """fake_sysfs plus what a pmem region adds (as a cxl-pmem-file guest shows it): the
+    region's uuid and resource, the nvdimm region cxl_pmem makes at that resource (probed:
+    dax_seed set), its ``available_size`` (``free`` of 256 MiB; less when the label area
+    describes a namespace), namespace0.0 in ``namespace_mode``, and, with ``dax``, the
+    nd_dax device dax0.0 holding it with its dax-bus device bound to device_dax."""
+    sys = fake_sysfs(root, {"mem0": (SINGLE, "0x7")})
+    cxl = sys / "bus/cxl/devices"
+    _w(cxl / "decoder0.0/create_pmem_region", "region0")
+    _w(cxl / "region0/uuid", "")
+    _w(cxl / "region0/resource", "0x110000000")
+    nd = sys / "bus/nd/devices/region0"
+    _w(nd / "resource", "0x110000000")
+    _w(nd / "size", str(256 << 20))
+    _w(nd / "available_size", str(free))
+    _w(nd / "dax_seed", "dax0.1")
+    _w(nd / "namespace0.0/size", str(256 << 20 if free == 0 else 0))
+    _w(nd / "namespace0.0/mode", namespace_mode)
+    (sys / "bus/nd/drivers/dax_pmem").mkdir(parents=True)
+    daxbus = sys / "bus/dax"
+    if dax:
+        _w(nd / "dax0.0/namespace", "namespace0.0")
+        (nd / "dax0.0/dax0.0").mkdir()
+        (daxbus / "devices/dax0.0/driver").unlink()
+        _link(daxbus / "devices/dax0.0/driver", daxbus / "drivers/device_dax")
+    else:
+        shutil.rmtree(daxbus / "devices/dax0.0")
+    return sys
+
+
+def fake_ndctl(tmp: Path, *, fails: str | None = None) -> Path:
+    """The guest's ndctl as far as the program uses it: records its arguments; with
+    ``fails``, prints that (ndctl's last line) and exits 1."""
+    nd = tmp / "ndctl"
+    body = f'echo "{fails}" >&2; exit 1' if fails else "exit 0"
+    nd.write_text(f'#!/bin/sh\necho "$*" >> "{tmp}/ndctl.calls"\n{body}\n')
+    nd.chmod(0o755)
+    (tmp / "dev").mkdir(exist_ok=True)
+    (tmp / "dev/dax0.0").write_text("")
+    return nd
+
+
+def run_pmem(sh: list[str], sysfs: Path, tmp: Path, ndctl: Path) -> subprocess.CompletedProcess:
+    plan_file = tmp / "plan"
+    plan_file.write_text(PMEM_PLAN)
+    env = {**os.environ, SYSFS_ENV: str(sysfs), "HARNESS_DEV": str(tmp / "dev"), "TMPDIR": str(tmp),
+           "HARNESS_TRACE": str(tmp / "trace"), "HARNESS_NDCTL": str(ndctl)}
+    return subprocess.run([*sh, str(PROGRAM), str(plan_file)], capture_output=True, text=True, timeout=60, env=env)
+
+
+def ndctl_calls(tmp: Path) -> list[str]:
+    f = tmp / "ndctl.calls"
+    return f.read_text().splitlines() if f.exists() else []
+
+
+@pytest.mark.parametrize("sh", SHELLS, ids=lambda s: s[0])
+def test_pmem_region_on_empty_labels_creates_a_devdax_namespace(sh, tmp_path):
+    sysfs = fake_pmem(tmp_path, free=256 << 20)
+    r = run_pmem(sh, sysfs, tmp_path, fake_ndctl(tmp_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert ndctl_calls(tmp_path) == ["create-namespace -m devdax -r region0"]
+    assert len(read(sysfs / "bus/cxl/devices/region0/uuid")) == 36, "a pmem region gets a uuid"
+    line = [ln for ln in r.stdout.splitlines() if ln.startswith("region ")]
+    assert line == ["region region0 committed size=268435456 node=1 mode=pmem online=devdax dax=dax0.0 "
+                    "memdevs=mem0 decoders=decoder2.2 namespace=namespace0.0 labels=created"]
+    g = parse_setup_output(r.stdout).regions[0]
+    assert (g.dax, g.namespace, g.labels) == ("dax0.0", "namespace0.0", "created")
+
+
+@pytest.mark.parametrize("sh", SHELLS, ids=lambda s: s[0])
+def test_pmem_region_whose_labels_hold_a_namespace_reuses_it(sh, tmp_path):
+    """A second boot of file-backed pmem: the nvdimm region has no free capacity because the
+    label area describes the first boot's namespace; ndctl create-namespace (which would fail
+    with 'No space left on device') is not run and that namespace's dax device is used."""
+    sysfs = fake_pmem(tmp_path, free=0)
+    r = run_pmem(sh, sysfs, tmp_path, fake_ndctl(tmp_path, fails="failed to create namespace: No space left on device"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert ndctl_calls(tmp_path) == []
+    g = parse_setup_output(r.stdout).regions[0]
+    assert (g.dax, g.namespace, g.labels, g.online) == ("dax0.0", "namespace0.0", "reused", "devdax")
+
+
+def test_pmem_labels_for_a_namespace_that_is_not_devdax_fail_without_reformatting(tmp_path):
+    """Labels describe an fsdax namespace (no dax device comes up): the program names it and
+    the two ways out, and runs no ndctl (reformatting would destroy the data)."""
+    sysfs = fake_pmem(tmp_path, free=0, namespace_mode="memory", dax=False)
+    t0 = time.monotonic()
+    r = run_pmem(SHELLS[0], sysfs, tmp_path, fake_ndctl(tmp_path))
+    assert r.returncode == 1, r.stdout
+    assert ndctl_calls(tmp_path) == []
+    step, file, msg = parse_error(r.stdout)
+    assert (step, file) == ("reuse namespace", str(sysfs / "bus/nd/devices/region0"))
+    assert msg.startswith("the label area holds namespace0.0 (fsdax) from an earlier boot and no devdax device "
+                          "came up within 10 s;"), msg
+    assert "ndctl create-namespace -f -e NAMESPACE -m devdax" in msg and "backing files" in msg
+    assert 10 <= time.monotonic() - t0 < 20
+
+
+def test_pmem_create_failure_quotes_ndctl(tmp_path):
+    sysfs = fake_pmem(tmp_path, free=256 << 20)
+    r = run_pmem(SHELLS[0], sysfs, tmp_path, fake_ndctl(tmp_path, fails="failed to create namespace: Invalid argument"))
+    assert r.returncode == 1
+    assert parse_error(r.stdout) == ("create namespace", str(sysfs / "bus/nd/devices/region0"),
+                                     "ndctl create-namespace -m devdax -r region0: "
+                                     "failed to create namespace: Invalid argument")

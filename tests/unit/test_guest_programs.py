@@ -23,7 +23,7 @@ import pytest
 from harness.guest import workloads as w
 from harness.resources import guest_programs_dir
 
-PROGRAMS = ("place", "move", "migrate", "pressure")
+PROGRAMS = ("place", "move", "migrate", "pressure", "daxmark")
 
 
 @pytest.fixture(scope="module")
@@ -259,9 +259,37 @@ def test_place_hot_keeps_touching_while_it_holds(out):
     ["pressure", "--target", "node:0"], ["pressure", "--target", "disk", "--until", "total:1"],
     ["pressure", "--target", "machine", "--until", "forever"], ["place", "--bogus"],
     ["place", "--size", "1", "--hot"],
+    ["daxmark", "--write", "x"], ["daxmark", "--dev", "/dev/dax0.0"],
+    ["daxmark", "--dev", "/dev/dax0.0", "--write", "x", "--read", "1"], ["daxmark", "--dev", "d", "--read", "0"],
 ])
 def test_usage_errors_exit_2(out, argv):
     proc = subprocess.run([str(out / argv[0]), *argv[1:]], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert f"usage: {argv[0]} " in proc.stderr
+
+
+def test_daxmark_writes_and_reads_back_through_a_shared_mapping(out, tmp_path):
+    """A 2 MiB file stands in for /dev/daxN.M (no sysfs align for it: the 2 MiB default):
+    the text written through the mapping is in the file, and is what a later read returns;
+    a fresh (zero) medium reads as empty text."""
+    media = tmp_path / "dax"
+    media.write_bytes(bytes(2 << 20))
+    fresh = json.loads(subprocess.run([str(out / "daxmark"), "--dev", str(media), "--read", "16"],
+                                      capture_output=True, text=True, timeout=30, check=True).stdout)
+    assert fresh == {"dev": str(media), "map_size": 2 << 20, "text": "", "ok": True}
+    wrote = json.loads(subprocess.run([str(out / "daxmark"), "--dev", str(media), "--write", "boot-1 was here"],
+                                      capture_output=True, text=True, timeout=30, check=True).stdout)
+    assert wrote["ok"] is True and wrote["wrote"] == 15
+    assert media.read_bytes()[:16] == b"boot-1 was here\0"
+    subprocess.run([str(out / "daxmark"), "--dev", str(media), "--write", "boot-2"], capture_output=True,
+                   timeout=30, check=True)
+    back = json.loads(subprocess.run([str(out / "daxmark"), "--dev", str(media), "--read", "64"],
+                                     capture_output=True, text=True, timeout=30, check=True).stdout)
+    assert back["text"] == "boot-2", "a shorter marker ends at its own NUL"
+
+
+def test_daxmark_reports_a_refused_open(out, tmp_path):
+    r = json.loads(subprocess.run([str(out / "daxmark"), "--dev", str(tmp_path / "none"), "--read", "4"],
+                                  capture_output=True, text=True, timeout=30, check=True).stdout)
+    assert (r["ok"], r["call"], r["error"]) == (False, "open", "ENOENT")

@@ -190,3 +190,45 @@ def test_image_tree_packs_every_guest_file_executable(tmp_path):
         assert t.entries[guest] == ("file", data, 0o755), guest
     assert t.entries[GUEST_BIN_DIR] == ("dir", 0o755)
     assert t.entries["/bin/sh"] == ("link", "/bin/busybox")
+
+
+# --------------------------------------------------------------------------- cached image check
+
+
+def test_image_fingerprint_sees_truncation_and_either_end(tmp_path):
+    from harness.image.cache import FINGERPRINT_SPAN, image_fingerprint
+
+    f = tmp_path / "img.cpio"
+    data = bytearray(i % 251 for i in range(3 * FINGERPRINT_SPAN + 17))
+    f.write_bytes(data)
+    whole = image_fingerprint(f)
+    assert whole["size"] == len(data)
+    f.write_bytes(data[: len(data) // 2])
+    assert image_fingerprint(f)["size"] == len(data) // 2
+    for pos in (0, len(data) - 1):
+        changed = bytearray(data)
+        changed[pos] ^= 0xFF
+        f.write_bytes(changed)
+        assert image_fingerprint(f)["ends_sha256"] != whole["ends_sha256"], pos
+    f.write_bytes(data)
+    assert image_fingerprint(f) == whole
+    small = tmp_path / "small"
+    small.write_bytes(b"070701")  # shorter than a span: hashed whole (twice), still deterministic
+    assert image_fingerprint(small) == image_fingerprint(small)
+
+
+def test_cached_image_problem():
+    from harness.image.cache import cached_image_problem
+
+    good = {"size": 100, "ends_sha256": "ab"}
+    manifest = {"key": "k", "image": good}
+    assert cached_image_problem(manifest, dict(good)) is None
+    assert cached_image_problem(None, None) is None  # nothing cached: a first build, not a problem
+    assert cached_image_problem(manifest, None) == "the cached image file is missing"
+    assert cached_image_problem(None, good) == "the cached image has no manifest"
+    assert cached_image_problem({"key": "k"}, good) == \
+        "the cached image has no recorded size and checksum (an older harness built it)"
+    assert cached_image_problem(manifest, {"size": 40, "ends_sha256": "ab"}) == \
+        "the cached image is 40 bytes, its manifest says 100 (truncated?)"
+    assert cached_image_problem(manifest, {"size": 100, "ends_sha256": "cd"}) == \
+        "the cached image's checksum does not match its manifest (damaged)"

@@ -20,6 +20,7 @@
 # Output, one line per result:
 #   memdev ID memN pci=PCIKEY serial=SERIAL
 #   region NAME committed size=BYTES node=NID mode=MODE online=ONLINE dax=daxN.M memdevs=memA,.. decoders=decX.Y,..
+#     [namespace=namespaceN.M labels=created|reused]   (pmem regions)
 #   demotion enabled=VALUE
 #   done regions=N
 # On failure: "error step=STEP file=FILE msg=TEXT", then the kernel's last CXL lines as
@@ -27,13 +28,27 @@
 #
 # HARNESS_SYSFS (default /sys) and HARNESS_DEV (default /dev) are the sysfs and devtmpfs
 # roots; the unit tests run this program on the host against a fake tree. HARNESS_TRACE=FILE
-# appends "PATH VALUE" to FILE for every write, in order.
+# appends "PATH VALUE" to FILE for every write, in order. HARNESS_NDCTL (default ndctl) is the
+# ndctl the program runs to create a pmem namespace.
+#
+# Persistent regions across boots. A pmem region's namespace lives in the devices' label
+# storage areas; with file-backed devices those outlive the VM. Linux 6.12 does not
+# reassemble a CXL pmem region from labels at boot: the region is created again as in
+# the first boot. The nvdimm region cxl_pmem then makes finds the earlier namespace by
+# its interleave-set cookie, which the kernel computes from each device's serial number and
+# DPA offset in position order (drivers/cxl/pmem.c, cxl_pmem_region_probe), not from the
+# region's uuid; so the same devices in the same order bring the namespace back, and its
+# info block on the media makes it devdax again once dax_pmem is loaded. The program
+# therefore checks the nvdimm region's available_size after it has read its labels: all of
+# it free -> create a namespace; some taken -> reuse what the labels describe
+# ("labels=reused"), and fail, never reformat, if that is not a devdax namespace.
 
 set -eu
 
 SYSFS=${HARNESS_SYSFS:-/sys}
 DEV=${HARNESS_DEV:-/dev}
 TRACE=${HARNESS_TRACE:-}
+NDCTL=${HARNESS_NDCTL:-ndctl}
 PLAN=${1:-}
 
 say() { echo "$*"; }
@@ -57,7 +72,10 @@ AUTO_ONLINE_ORIG=
 MAP=            # " ID=memN ..." as memdev steps find them
 VAL=            # what rd read
 FOUND=          # what a predicate found
+DAX_PARENT=     # the directory dax_under found FOUND in
 NODE=           # the node online_dax saw
+NS=             # the pmem namespace pmem_dax found or made
+LABELS=         # created | reused: where that namespace came from
 NREGIONS=0
 
 cleanup() {
@@ -157,10 +175,18 @@ dax_under() {
 	for du_d in "$1"/*/dax[0-9]*.[0-9]*; do
 		if [ -e "$DAXBUS/devices/${du_d##*/}" ]; then
 			FOUND=${du_d##*/}
+			DAX_PARENT=${du_d%/*}
 			return 0
 		fi
 	done
 	return 1
+}
+
+# nd_probed NDREGION-PATH: the nvdimm region's driver has finished probing (it has read the
+# labels and registered their namespaces; dax_seed is the last thing probe sets).
+nd_probed() {
+	np_v=$(cat "$1/dax_seed" 2>/dev/null) || return 1
+	[ -n "$np_v" ]
 }
 
 # nd_region_at ADDRESS (FOUND = the nvdimm region starting there)
@@ -308,20 +334,56 @@ online_dax() {
 	fi
 }
 
-# pmem_dax REGION-PATH: an nvdimm namespace in devdax mode on the nvdimm region cxl_pmem
-# made for the CXL region (same resource); FOUND = its daxN.M.
+# ns_modes NDREGION-PATH: print "namespaceN.M (MODE)" for each namespace with capacity
+# (MODE as ndctl names it).
+ns_modes() {
+	for nm_n in "$1"/namespace[0-9]*.[0-9]*; do
+		nm_s=$(cat "$nm_n/size" 2>/dev/null) || continue
+		[ "$((nm_s))" -gt 0 ] || continue
+		case $(cat "$nm_n/mode" 2>/dev/null) in
+			dax) nm_m=devdax ;;
+			memory) nm_m=fsdax ;;
+			safe) nm_m=sector ;;
+			*) nm_m=raw ;;
+		esac
+		printf '%s (%s) ' "${nm_n##*/}" "$nm_m"
+	done
+}
+
+# pmem_dax REGION-PATH: the devdax namespace on the nvdimm region cxl_pmem made for the CXL
+# region (same resource): the one its labels already describe, else a new one.
+# FOUND = its daxN.M; NS = the namespace; LABELS = created | reused.
 pmem_dax() {
 	rd "$1/resource" "find nvdimm region"
 	pd_res=$VAL
+	# Loaded before the nvdimm region reads its labels, so an earlier boot's devdax namespace
+	# is claimed as soon as it is registered.
+	[ -d "$SYSFS/bus/nd/drivers/dax_pmem" ] || modprobe dax_pmem 2>/dev/null || true
 	wait_until 20 nd_region_at "$pd_res" ||
 		fail "find nvdimm region" "$NDBUS/region*/resource" "no nvdimm region at $pd_res after 20 s (cxl_pmem loaded?)"
 	pd_nd=$FOUND
-	modprobe dax_pmem 2>/dev/null || true
-	if ! ndctl create-namespace -m devdax -r "$pd_nd" >"$ERRF" 2>&1; then
-		fail "create namespace" "$NDBUS/$pd_nd" "ndctl create-namespace -m devdax -r $pd_nd: $(tail -n 1 "$ERRF")"
+	pd_r=$NDBUS/$pd_nd
+	wait_until 20 nd_probed "$pd_r" ||
+		fail "read labels" "$pd_r/dax_seed" "the nvdimm region $pd_nd was not probed within 20 s"
+	rd "$pd_r/available_size" "read labels"
+	pd_free=$((VAL))
+	rd "$pd_r/size" "read labels"
+	if [ "$pd_free" -lt "$((VAL))" ]; then
+		# The label area describes a namespace from an earlier boot: use it, never reformat it.
+		LABELS=reused
+		if ! wait_until 10 dax_under "$pd_r"; then
+			fail "reuse namespace" "$pd_r" "the label area holds $(ns_modes "$pd_r")from an earlier boot and no devdax device came up within 10 s; make it devdax in the guest (ndctl create-namespace -f -e NAMESPACE -m devdax; its data is lost) or delete the device's backing files"
+		fi
+	else
+		LABELS=created
+		if ! "$NDCTL" create-namespace -m devdax -r "$pd_nd" >"$ERRF" 2>&1; then
+			fail "create namespace" "$pd_r" "ndctl create-namespace -m devdax -r $pd_nd: $(tail -n 1 "$ERRF")"
+		fi
+		wait_until 10 dax_under "$pd_r" ||
+			fail "find dax device" "$pd_r" "no dax device 10 s after create-namespace (dax_pmem loaded?)"
 	fi
-	wait_until 10 dax_under "$NDBUS/$pd_nd" ||
-		fail "find dax device" "$NDBUS/$pd_nd" "no dax device 10 s after create-namespace (dax_pmem loaded?)"
+	rd "$DAX_PARENT/namespace" "find namespace of $FOUND"
+	NS=$VAL
 }
 
 # ---------------------------------------------------------------- steps
@@ -394,7 +456,9 @@ create_region() {
 			;;
 	esac
 	rd "$cr_r/size" "read region size"
-	say "region $cr_name committed size=$((VAL)) node=$NODE mode=$cr_mode online=$cr_online dax=$cr_dax memdevs=$cr_mds decoders=$cr_decs"
+	cr_ns=
+	if [ "$cr_mode" = pmem ]; then cr_ns=" namespace=$NS labels=$LABELS"; fi
+	say "region $cr_name committed size=$((VAL)) node=$NODE mode=$cr_mode online=$cr_online dax=$cr_dax memdevs=$cr_mds decoders=$cr_decs$cr_ns"
 	NREGIONS=$((NREGIONS + 1))
 }
 
