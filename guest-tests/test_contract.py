@@ -21,9 +21,9 @@ from __future__ import annotations
 import pytest
 
 from harness.contract import PROMISES
+from harness.contract.run import DEFAULT_CASES as CASES
 from harness.contract.run import run_contract
 
-CASES = [("memory-only", ("private", "control")), ("memmap-kmem", ("control",)), ("private-node", ("private",))]
 _RESULTS: dict[str, list] = {}
 
 

@@ -176,10 +176,15 @@ def _after_boot(vm: VM, t, args: argparse.Namespace, st: Steps) -> list[str]:
     notes: list[str] = []
     if has_setup(t) and not args.no_setup:
         st.step("guest set-up")
-        for r in apply_guest_setup(vm, t).regions:
+        setup = apply_guest_setup(vm, t)
+        for r in setup.regions:
             where = f"node {r.node}" if r.node is not None else (f"/dev/{r.dax}" if r.dax else "not onlined")
             notes.append("[dim]" + escape(f"region {r.name}: {format_size(r.size)} {r.mode} from {', '.join(r.memdevs)} "
                                           f"-> {where} ({r.online})") + "[/dim]")
+        for pv in setup.provisioned:
+            notes.append("[dim]" + escape(f"provisioned node {pv.node} via {pv.via}: {format_size(pv.bytes)} online"
+                                          + (f" ({pv.dax})" if pv.dax else "")) + "[/dim]" if pv.ok else
+                         f"[yellow]skipped:[/yellow] {escape(f'node {pv.node} via {pv.via}: {pv.reason}')}")
     if t.requires:
         masks = set(parse_nodes(vm.run(NODES_COMMAND, timeout=60).stdout).masks)
         notes += [f"[yellow]warning:[/yellow] {escape(msg)}" for msg in unmet_requirements(t, masks)]

@@ -21,6 +21,11 @@ from harness.topology.model import Topology
 from . import verdicts as V
 from .targets import Target, targets
 
+#: The stock contract run: (topology, roles). memory-only and memmap-kmem give the negative controls
+#: (an ordinary memory-only node, a kmem node); private-node the private node on a kernel with the series.
+DEFAULT_CASES: list[tuple[str, tuple[str, ...]]] = [
+    ("memory-only", ("private", "control")), ("memmap-kmem", ("control",)), ("private-node", ("private",))]
+
 MIB_PAGES = 256
 HOG_MARGIN_MIB = 128      # the hog asks for the normal nodes' free memory plus this
 CACHE_MIB = 16            # page cache written while the hog holds
