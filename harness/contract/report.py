@@ -41,9 +41,15 @@ def markdown(sections: Iterable[Section]) -> str:
             out += [f"not run: {_cell(s.error)}", ""]
             continue
         out += ["| promise | node | capability | observed | outcome |", "|---|---|---|---|---|"]
-        for v in s.verdicts:
-            out.append(f"| {_cell(PROMISES[v.promise].text)} | {_cell(v.target)} | {_cell(v.capability)} | "
-                       f"{_cell(v.observed)} | {MARK[v.outcome]} |")
+        for target in dict.fromkeys(v.target for v in s.verdicts):
+            vs = [v for v in s.verdicts if v.target == target]
+            if len(vs) > 1 and {v.outcome for v in vs} == {"skip"} and len({v.observed for v in vs}) == 1:
+                v = vs[0]
+                out.append(f"| all {len(vs)} promises | {_cell(v.target)} | {_cell(v.capability)} | {_cell(v.observed)} "
+                           f"| {MARK['skip']} |")
+                continue
+            out += [f"| {_cell(PROMISES[v.promise].text)} | {_cell(v.target)} | {_cell(v.capability)} | "
+                    f"{_cell(v.observed)} | {MARK[v.outcome]} |" for v in vs]
         out.append("")
     return "\n".join(out)
 

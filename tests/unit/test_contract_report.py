@@ -55,3 +55,12 @@ def test_commands_are_registered():
     assert (a.command, a.topology, a.json) == ("compare-isolation", "memory-only", True)
     a = p.parse_args(["contract-report", "--topology", "memory-only", "--out", "r.md", "--kernel", "bz"])
     assert (a.command, a.topology, a.out, a.kernel) == ("contract-report", ["memory-only"], "r.md", "bz")
+
+
+def test_a_target_whose_every_promise_skips_for_one_reason_is_one_row():
+    from harness.contract import PROMISES
+    skips = [Verdict(p, "private/managed node (none)", None, "private", "none detected", "skip", "no node is private")
+             for p in PROMISES]
+    text = markdown([Section("private-node", "k", [], skips)])
+    assert f"| all {len(PROMISES)} promises | private/managed node (none) | none detected | no node is private | skip |" \
+        in text
