@@ -47,6 +47,8 @@ def test_comparison_rows():
     assert rows[0][:6] == ["(a)", "no isolation", "held 1076 MiB", "33000", "+34000", "+352 (+12 / +324 / +16)"]
     assert rows[1][3] == "—" and rows[1][6] == "cpuset.mems=0"
     assert rows[2][2] == "skipped" and rows[2][6].startswith("skipped: no node")
+    data = json.loads(json.dumps(c.to_json()))                  # --json prints this
+    assert data["node"] == 1 and data["modes"][1]["user_pages"] is None and data["modes"][0]["kernel_parts"]["Slab"] == 12
 
 
 def test_commands_are_registered():
