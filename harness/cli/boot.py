@@ -173,11 +173,16 @@ def _after_boot(vm: VM, t, args: argparse.Namespace, st: Steps) -> list[str]:
     notes: list[str] = []
     if has_setup(t) and not args.no_setup:
         st.step("guest set-up")
-        for r in apply_guest_setup(vm, t).regions:
+        setup = apply_guest_setup(vm, t)
+        for r in setup.regions:
             where = f"node {r.node}" if r.node is not None else (f"/dev/{r.dax}" if r.dax else "not onlined")
             ns = f", {r.namespace} {r.labels}" if r.namespace else ""
             notes.append("[dim]" + escape(f"region {r.name}: {format_size(r.size)} {r.mode} from {', '.join(r.memdevs)} "
                                           f"-> {where} ({r.online}{ns})") + "[/dim]")
+        for pv in setup.provisioned:
+            notes.append("[dim]" + escape(f"provisioned node {pv.node} via {pv.via}: {format_size(pv.bytes)} online"
+                                          + (f" ({pv.dax})" if pv.dax else "")) + "[/dim]" if pv.ok else
+                         f"[yellow]skipped:[/yellow] {escape(f'node {pv.node} via {pv.via}: {pv.reason}')}")
     if t.requires:
         masks = set(parse_nodes(vm.run(NODES_COMMAND, timeout=60).stdout).masks)
         notes += [f"[yellow]warning:[/yellow] {escape(msg)}" for msg in unmet_requirements(t, masks)]
@@ -274,8 +279,11 @@ def boot_options(p: argparse.ArgumentParser) -> None:
     machine_options(p)
 
 
-def machine_options(p: argparse.ArgumentParser) -> None:
-    """The kernel, accelerator and machine options of every command that boots a guest."""
+def machine_options(p: argparse.ArgumentParser, *, one_vm: bool = True) -> None:
+    """The kernel, accelerator and machine options of every command that boots a guest.
+
+    ``one_vm=False`` (a command that boots several VMs, each set up its own way) leaves
+    out ``--ssh-port`` and ``--no-setup``."""
     p.add_argument("--kernel", help="bzImage to boot (or a build tree); default: the distribution kernel, fetched and cached [$NUMA_HARNESS_KERNEL]")
     p.add_argument("--modules", help="modules_install root for --kernel [$NUMA_HARNESS_MODULES]")
     p.add_argument("--kernel-config", help="the .config of --kernel, to check the options the topology needs")
@@ -285,8 +293,9 @@ def machine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tcg-thread", choices=["auto", "single", "multi"],
                    help="TCG threading (default: the topology's machine.tcg_thread, normally auto: single when vCPUs "
                         "outnumber host cores) [$NUMA_HARNESS_TCG_THREAD]")
-    p.add_argument("--ssh-port", type=port, help="host port for the guest's SSH (default: a free one)")
-    p.add_argument("--no-setup", action="store_true", help="skip the topology's guest set-up (CXL regions, demotion)")
+    if one_vm:
+        p.add_argument("--ssh-port", type=port, help="host port for the guest's SSH (default: a free one)")
+        p.add_argument("--no-setup", action="store_true", help="skip the topology's guest set-up (CXL regions, demotion)")
 
 
 def register(sub: argparse._SubParsersAction, command: Callable) -> None:

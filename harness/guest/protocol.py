@@ -96,6 +96,8 @@ GUEST_TESTS_DIR = f"{GUEST_LIB_DIR}/guest-tests"
 GUEST_RUN_DIR = "/tmp/numa-harness"
 #: The CXL set-up program (``files/cxl-setup.sh``), see :mod:`harness.guest.setup`.
 CXL_SETUP = f"{GUEST_BIN_DIR}/cxl-setup"
+#: The node provisioning program (``files/provision.sh``), see :mod:`harness.guest.setup`.
+PROVISION = f"{GUEST_BIN_DIR}/provision"
 #: Environment variable the guest programs take their sysfs root from (tests point it at a fake tree).
 SYSFS_ENV = "HARNESS_SYSFS"
 

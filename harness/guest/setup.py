@@ -21,6 +21,11 @@ the same steps ``cxl create-region`` takes:
    devices' label areas already describe a namespace there (file-backed
    devices booted before): that one is used as it is (``labels=reused``).
 
+After the regions, ``files/provision.sh`` (:data:`~harness.guest.protocol.PROVISION`) carries out
+``guest.provision`` (:func:`provision_plan`): a ``memmap-kmem`` range becomes a devdax namespace
+bound to kmem; the private-node series' paths report ``skipped`` with the reason on a kernel
+without them (:class:`ProvisionResult`).
+
 This module is the host side, pure but for :func:`apply_guest_setup`:
 :func:`setup_plan` turns the topology into the program's plan (its format is in the
 script's header), :func:`parse_setup_output` turns the program's result lines into a
@@ -49,11 +54,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.errors import GuestCommandError
-from harness.guest.protocol import CXL_SETUP, GUEST_RUN_DIR, MAX_COMMAND_BYTES
-from harness.topology.model import Cxl, Region, Topology
+from harness.guest.protocol import CXL_SETUP, GUEST_RUN_DIR, MAX_COMMAND_BYTES, PROVISION
+from harness.topology.model import Cxl, Provision, Region, Topology
+from harness.topology.provision import CXL_DRIVERS, provision_range
 
 #: Where the plan is written in the guest before the program runs.
 GUEST_PLAN_PATH = f"{GUEST_RUN_DIR}/cxl-setup.plan"
+PROVISION_PLAN_PATH = f"{GUEST_RUN_DIR}/provision.plan"
 #: Seconds the guest waits for every CXL memdev to appear (cxl_pci probing under TCG).
 MEMDEV_WAIT = 30
 
@@ -87,10 +94,23 @@ class RegionResult:
 
 
 @dataclass(frozen=True)
+class ProvisionResult:
+    """One ``guest.provision`` entry as the guest carried it out (or why it could not)."""
+
+    node: int
+    via: str                   # memmap-kmem, dax_test, cxl_mempolicy, cxl_compression
+    ok: bool                   # False: skipped, the kernel lacks the path (``reason``)
+    bytes: int = 0             # memory online on the node afterwards
+    dax: str | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class SetupResult:
     """What :func:`apply_guest_setup` did. Empty when the topology asks for nothing."""
 
     regions: list[RegionResult] = field(default_factory=list)
+    provisioned: list[ProvisionResult] = field(default_factory=list)
     memdevs: dict[str, str] = field(default_factory=dict)   # QEMU device id -> guest memdev (memN)
     demotion: bool | None = None
     output: str = ""            # the program's stdout, for logs
@@ -144,7 +164,54 @@ def region_ways(r: Region) -> int:
 
 def has_setup(t: Topology) -> bool:
     """Whether the topology asks for anything after boot."""
-    return bool(t.guest.regions) or t.guest.demotion is not None
+    return bool(t.guest.regions) or t.guest.demotion is not None or bool(t.guest.provision)
+
+
+def _provision_step(t: Topology, p: Provision) -> str:
+    if p.via == "memmap-kmem":
+        start, size = provision_range(t, p)
+        return f"memmap-kmem {p.node} {start} {size}"
+    if p.via == "dax_test":
+        start, size = provision_range(t, p)
+        return f"dax_test {p.node} {start} {size} {features_mask(p.features):#x}"
+    assert p.device is not None
+    return f"cxl-driver {p.node} {CXL_DRIVERS[p.via]} {memdev_pci_key(t, p.device)}"
+
+
+#: Bit order of ``features`` in a ``dax_test features=`` mask: the v4 series' NP_OPS_* order.
+FEATURE_BITS = ("migration", "mempolicy", "demotion", "protect_write", "reclaim", "numa_balancing", "compaction",
+                "longterm_pin", "ksm", "hugetlb")
+
+
+def features_mask(features: list[str]) -> int:
+    return sum(1 << FEATURE_BITS.index(f) for f in features if f in FEATURE_BITS)
+
+
+def provision_plan(t: Topology) -> str:
+    """The plan ``provision`` runs for ``t.guest.provision`` (format: the script's header)."""
+    return "\n".join(["# numa-harness provision plan", *(_provision_step(t, p) for p in t.guest.provision)]) + "\n"
+
+
+def parse_provision_output(text: str) -> list[ProvisionResult]:
+    """The provision program's stdout -> one result per step. Raises GuestSetupError without ``done``."""
+    out: list[ProvisionResult] = []
+    done = False
+    for line in text.splitlines():
+        if line.startswith("provisioned "):
+            head, _, reason = line.partition(" reason=")
+            kv = _kv(head.split()[1:])
+            try:
+                out.append(ProvisionResult(node=int(kv["node"]), via=kv["via"], ok=kv["status"] == "ok",
+                                           bytes=int(kv.get("bytes", 0)),
+                                           dax=kv.get("dax") if kv.get("dax") not in (None, "-") else None,
+                                           reason=reason))
+            except (KeyError, ValueError) as e:
+                raise GuestSetupError(f"provisioning printed a malformed line ({e}): {line}", detail=_tail(text)) from None
+        elif line.startswith("done provisioned="):
+            done = True
+    if not done:
+        raise GuestSetupError("provisioning did not finish (no 'done' line)", detail=_tail(text))
+    return out
 
 
 # --------------------------------------------------------------------------
@@ -173,15 +240,15 @@ def setup_plan(t: Topology) -> str:
     return "\n".join(lines) + "\n"
 
 
-def setup_command(plan: str) -> str:
-    """One guest command line: write ``plan`` to :data:`GUEST_PLAN_PATH`, run ``cxl-setup`` on it.
+def setup_command(plan: str, program: str = CXL_SETUP, plan_path: str = GUEST_PLAN_PATH) -> str:
+    """One guest command line: write ``plan`` to ``plan_path``, run ``program`` (``cxl-setup``) on it.
 
     Raises GuestSetupError if it would exceed what dropbear accepts in one exec request.
     """
     marker = "HARNESS_CXL_SETUP_PLAN"
     assert marker not in plan and plan.endswith("\n")
-    cmd = (f"set -e\nmkdir -p {GUEST_RUN_DIR}\ncat > {GUEST_PLAN_PATH} <<'{marker}'\n{plan}{marker}\n"
-           f"exec {CXL_SETUP} {GUEST_PLAN_PATH}\n")
+    cmd = (f"set -e\nmkdir -p {GUEST_RUN_DIR}\ncat > {plan_path} <<'{marker}'\n{plan}{marker}\n"
+           f"exec {program} {plan_path}\n")
     if len(cmd.encode()) >= MAX_COMMAND_BYTES:
         raise GuestSetupError(f"the guest set-up plan is {len(plan)} bytes, too long for one SSH command "
                               f"(limit {MAX_COMMAND_BYTES})", hint="split the topology's guest regions")
@@ -264,6 +331,23 @@ def apply_guest_setup(vm: Any, t: Topology, timeout: float = 120) -> SetupResult
     """
     if not has_setup(t):
         return SetupResult()
+    result = _cxl_setup(vm, t, timeout) if t.guest.regions or t.guest.demotion is not None else SetupResult()
+    if not t.guest.provision:
+        return result
+    r = vm.run(setup_command(provision_plan(t), PROVISION, PROVISION_PLAN_PATH), timeout=timeout)
+    if r.exit_status != 0:
+        err = parse_error(r.stdout)
+        detail = _tail(r.stdout + ("\n" + r.stderr if r.stderr.strip() else ""), 30)
+        if err:
+            step, file, msg = err
+            raise GuestSetupError(f"node provisioning failed at '{step}': {file}: {msg}", step=step, file=file,
+                                  detail=detail)
+        raise GuestSetupError(f"node provisioning exited with status {r.exit_status}", detail=detail)
+    return SetupResult(regions=result.regions, provisioned=parse_provision_output(r.stdout), memdevs=result.memdevs,
+                       demotion=result.demotion, output=result.output + r.stdout)
+
+
+def _cxl_setup(vm: Any, t: Topology, timeout: float) -> SetupResult:
     r = vm.run(setup_command(setup_plan(t)), timeout=timeout)
     if r.exit_status != 0:
         err = parse_error(r.stdout)

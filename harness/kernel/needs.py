@@ -59,6 +59,12 @@ def guest_needs(t: Topology) -> GuestNeeds:
             modules += ["kmem"]
         if any(r.mode == "pmem" for r in t.guest.regions):
             modules += ["nd_pmem"]
+    if any(p.via == "memmap-kmem" for p in t.guest.provision):
+        why = "guest.provision memmap-kmem: memmap= pmem -> devdax -> kmem"
+        for opt, val in (("CONFIG_X86_PMEM_LEGACY", "m"), ("CONFIG_LIBNVDIMM", "m"), ("CONFIG_DEV_DAX", "m"),
+                         ("CONFIG_DEV_DAX_PMEM", "m"), ("CONFIG_DEV_DAX_KMEM", "m"), ("CONFIG_MEMORY_HOTPLUG", "y")):
+            cfg[opt] = (val, why)
+        modules += ["nd_e820", "nd_pmem", "dax_pmem", "device_dax", "kmem"]
     return GuestNeeds(config={k: v[0] for k, v in cfg.items()}, why={k: v[1] for k, v in cfg.items()},
                       modules=tuple(dict.fromkeys(modules)))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 
 from harness.topology.model import Node, Topology, Type3
+from harness.topology.provision import kernel_params as provision_params
 from harness.topology.schema import format_size
 
 # Prefix of ids the harness generates (memory backends); topologies may not use it.
@@ -212,10 +213,11 @@ def _gran(n: int) -> str:
 
 
 def kernel_cmdline(t: Topology) -> str:
-    """Kernel parameters the topology itself asks for (private nodes, extra cmdline)."""
+    """Kernel parameters the topology itself asks for (private nodes, provisioned ranges, extra cmdline)."""
     parts = []
     for pn in t.guest.private_nodes:
         parts.append(f"private_node={pn.node}" + (f",{pn.features:#x}" if pn.features is not None else ""))
+    parts += provision_params(t)
     if t.machine.kernel_cmdline:
         parts.append(t.machine.kernel_cmdline)
     return " ".join(parts)

@@ -209,12 +209,36 @@ class PrivateNode:
     features: int | None = fld("opt-in feature mask (private_node=<nid>,<mask>); omit for the kernel's default", None)
 
 
+ProvisionVia = Literal["memmap-kmem", "dax_test", "cxl-mempolicy", "cxl-compression"]
+
+#: Service opt-ins a provisioned node may be given (the private/managed-node series' per-node
+#: services); what the contract checks expect of the node.
+SERVICES = ("migration", "mempolicy", "demotion", "reclaim", "compaction", "numa_balancing", "longterm_pin",
+            "ksm", "hugetlb", "protect_write")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Provision:
+    """A node's memory provisioned after boot by a driver path (the contract checks' targets)."""
+
+    node: int = fld("node id the memory lands on")
+    via: ProvisionVia = fld("memmap-kmem: memmap=SIZE!START legacy pmem -> devdax namespace -> kmem (stock kernels); "
+                            "dax_test, cxl-mempolicy, cxl-compression: the private-node series' drivers "
+                            "(skipped with the reason on a kernel without them)")
+    size: Size | None = fld("bytes taken from the start of the node's memory (memmap-kmem, dax_test), a multiple "
+                            "of 128M; defaults to the whole node", None)
+    device: str | None = fld("cxl.devices[].id bound to the driver (cxl-mempolicy, cxl-compression)", None)
+    features: list[str] = fld("services the node opts into (the expectation the contract checks use): "
+                              + ", ".join(SERVICES) + "; memmap-kmem gives an ordinary node: leave empty", [])
+
+
 @dataclass(frozen=True, kw_only=True)
 class Guest:
     """What to set up in the guest after boot."""
 
     regions: list[Region] = fld("CXL regions to create and online", [])
     private_nodes: list[PrivateNode] = fld("private/managed nodes (needs a patched kernel)", [])
+    provision: list[Provision] = fld("node memory provisioned by a driver path after boot", [])
     demotion: bool | None = fld("write /sys/kernel/mm/numa/demotion_enabled; omit to leave the kernel's default", None)
 
 

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 from .model import Topology, Type3
+from .provision import check_provision
 from .regions import VALID_WAYS, check_region
 from .schema import IdList, SchemaError, format_size
 
@@ -494,6 +495,7 @@ def _check_guest(t: Topology) -> None:
     if t.guest.private_nodes and "private-nodes" not in t.requires:
         raise SchemaError("requires", "guest.private_nodes needs a patched kernel; say so",
                           hint="add requires: [private-nodes]")
+    check_provision(t)
 
 
 def _check_expect(t: Topology) -> None:

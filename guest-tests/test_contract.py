@@ -1,0 +1,55 @@
+"""The private/managed memory node contract, promise by promise, with its negative controls.
+
+The checks live in the package (:mod:`harness.contract`: pure verdicts, one guest run per
+topology), so a kernel developer's own repository runs the same ones with
+``run_contract(vm, vm.topology)``; this file turns each verdict into a pytest outcome:
+
+* on a private/managed node (the ``private-node`` preset on a kernel with the series) each
+  promise passes or fails; on a kernel without the series every one skips, naming the masks
+  it looked for;
+* on the negative controls, an ordinary memory-only node (``memory-only``) and a node whose
+  memory came through ``memmap=`` pmem, devdax and kmem (``memmap-kmem``), every isolation
+  promise must be broken: an expected failure with the measured numbers. A control that does
+  not leak fails its test, because the check could not have caught a leak. The opt-in side of
+  each promise (mbind, move_pages, migrate_pages, kswapd/kcompactd, demotion) must hold there.
+
+The guest work runs once per topology (the first test of it), about 25 s under TCG.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.contract import PROMISES
+from harness.contract.run import DEFAULT_CASES as CASES
+from harness.contract.run import run_contract
+
+_RESULTS: dict[str, list] = {}
+
+
+def _params():
+    for topo, roles in CASES:
+        for role in roles:
+            for promise in PROMISES:
+                yield pytest.param(topo, role, promise, marks=pytest.mark.topology(topo),
+                                   id=f"{topo}-{role}-{promise}")
+
+
+@pytest.mark.parametrize("topo,role,promise", list(_params()))
+def test_contract(vm, topo, role, promise, record_property):
+    if topo not in _RESULTS:
+        roles = dict(CASES)[topo]
+        _RESULTS[topo] = run_contract(vm, vm.topology, roles=roles)
+    found = [v for v in _RESULTS[topo] if v.role == role and v.promise == promise]
+    assert found, f"no {role} verdict for {promise} on {topo}"
+    for v in found:
+        record_property(f"measured_{promise}_{role}", v.observed)
+    lines = [f"{v.target}: {v.observed}" for v in found]
+    outcomes = {v.outcome for v in found}
+    if outcomes & {"fail", "xpass"}:
+        pytest.fail("; ".join(f"[{v.outcome}] {v.target}: {v.observed}" for v in found
+                              if v.outcome in ("fail", "xpass")), pytrace=False)
+    if "xfail" in outcomes:
+        pytest.xfail("; ".join(lines))
+    if outcomes == {"skip"}:
+        pytest.skip("; ".join(lines))

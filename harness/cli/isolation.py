@@ -1,0 +1,119 @@
+"""``harness compare-isolation TOPOLOGY`` and ``harness contract-report``: the private/managed-node
+contract from the command line (logic in :mod:`harness.contract`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from harness.contract.isolation import compare
+from harness.contract.report import Section, comparison_rows, markdown, to_json
+from harness.contract.run import DEFAULT_CASES, run_contract
+from harness.errors import HarnessError
+from harness.guest.setup import apply_guest_setup
+from harness.guest.state import GuestState, state_command
+from harness.plugin.machine import GUEST_STATE_PROGRAM
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _baseline(vm, t) -> None:
+    """NUMA balancing off, THP off (exact 4 KiB counts), demotion as the topology says."""
+    vm.run(state_command(GUEST_STATE_PROGRAM, GuestState.of(demotion=bool(t.guest.demotion))), timeout=60)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.cli.boot import boot_vm
+
+    p, vm = boot_vm(args)
+    try:
+        _baseline(vm, p.loaded.topology)
+        err.print("[dim]running modes (a) no isolation, (b) cpuset, (c) ZONE_MOVABLE, (d) private node...[/dim]")
+        c = compare(vm, args.node)
+    finally:
+        vm.shutdown()
+    if args.json:
+        print(json.dumps({"topology": p.loaded.name, "kernel": p.kernel.release, **c.to_json()}, indent=1))
+        return 0
+    wide = out if out.is_terminal else Console(highlight=False, width=150)
+    t = Table(title=f"pages that leaked onto memory-only node {c.node} ({p.loaded.name}, kernel {p.kernel.release})",
+              title_justify="left", caption=f"workload: {c.workload}", caption_justify="left")
+    for col in ("mode", "isolation", "workload", "user pages on node", "node numa_miss",
+                "kernel kB on node (slab / page tables / stacks)"):
+        t.add_column(col, justify="right" if "node" in col else "left")
+    notes = []
+    for row in comparison_rows(c):
+        t.add_row(*(escape(x) for x in row[:6]))
+        if row[6]:
+            notes.append(f"{row[0]} {row[6]}")
+    wide.print(t)
+    for n in notes:
+        wide.print(escape(n), soft_wrap=True)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.cli.boot import boot_vm
+
+    cases = [(t, r) for t, r in DEFAULT_CASES if not args.topology or t in args.topology]
+    cases += [(t, ("private", "control")) for t in (args.topology or []) if t not in dict(DEFAULT_CASES)]
+    sections: list[Section] = []
+    for topo, roles in cases:
+        ns = argparse.Namespace(**{**vars(args), "topology": topo, "no_setup": True, "ssh_port": None})
+        try:
+            p, vm = boot_vm(ns)
+        except HarnessError as e:
+            sections.append(Section(topo, "?", [], error=str(e)))
+            continue
+        try:
+            setup = apply_guest_setup(vm, p.loaded.topology)
+            _baseline(vm, p.loaded.topology)
+            provisioned = [f"{pv.via} node {pv.node}: " + (f"{pv.bytes >> 20} MiB online" if pv.ok else pv.reason)
+                           for pv in setup.provisioned]
+            provisioned += [f"guest.private_nodes node {pn.node} (private_node= on the command line)"
+                            for pn in p.loaded.topology.guest.private_nodes]
+            verdicts = run_contract(vm, p.loaded.topology, roles=roles, say=lambda m: err.print(f"[dim]{escape(m)}[/dim]"))
+            sections.append(Section(topo, p.kernel.release, provisioned, verdicts))
+        except HarnessError as e:
+            sections.append(Section(topo, p.kernel.release, [], error=str(e)))
+        finally:
+            vm.shutdown()
+    text = markdown(sections)
+    data = to_json(sections)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+        Path(args.out).with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
+        err.print(f"wrote {args.out} and {Path(args.out).with_suffix('.json')}")
+    else:
+        print(text)
+    if args.json:
+        print(json.dumps(data, indent=1))
+    return 1 if any(v.outcome in ("fail", "xpass") for s in sections for v in s.verdicts) or \
+        any(s.error for s in sections) else 0
+
+
+def register(sub: argparse._SubParsersAction, command: Callable) -> None:
+    from harness.cli.boot import boot_options, machine_options
+
+    c = sub.add_parser("compare-isolation", help="pages that leak onto a memory-only node: no isolation, cpuset, "
+                       "ZONE_MOVABLE, private node")
+    boot_options(c)
+    c.add_argument("--node", type=int, help="the memory-only node (default: the first)")
+    c.add_argument("--json", action="store_true", help="the same data as JSON")
+    command("compare-isolation")(cmd_compare)
+
+    r = sub.add_parser("contract-report", help="run the private/managed-node contract checks; a markdown table "
+                       "for a list reply, and JSON")
+    machine_options(r, one_vm=False)
+    r.add_argument("--topology", action="append", dest="topology",
+                   help="only this topology (repeatable; default: memory-only, memmap-kmem, private-node)")
+    r.add_argument("--out", help="write the markdown here and the JSON beside it (.json)")
+    r.add_argument("--json", action="store_true", help="also print the JSON")
+    command("contract-report")(cmd_report)

@@ -1,0 +1,221 @@
+"""Pure verdicts: what the guest reported -> pass / fail / skip / expected failure, with the numbers.
+
+Every function here takes parsed guest output (numbers, refusals, boot-log lines) and a
+:class:`~harness.contract.targets.Target`; none runs anything. Outcomes:
+
+* ``pass`` / ``fail``: a private node kept (or broke) the promise; a control node showed the
+  opted-in behaviour every ordinary node has (or did not);
+* ``xfail``: a negative control leaked, as an ordinary node must: the check can fail;
+* ``xpass``: a negative control did NOT leak: the check could not have caught a leak here, which
+  is a failure of the check;
+* ``skip``: the kernel shows nothing to check, with the reason naming what is missing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from harness.guest.workloads import Refusal
+from harness.stats.parse import DemotionTarget
+
+from .targets import Target
+
+Outcome = Literal["pass", "fail", "skip", "xfail", "xpass"]
+Kind = Literal["private-only", "isolation", "opt-in"]
+
+
+@dataclass(frozen=True)
+class Promise:
+    id: str
+    kind: Kind
+    text: str
+    service: str | None = None    # the opt-in that lifts the promise
+
+
+PROMISES: dict[str, Promise] = {p.id: p for p in (
+    Promise("discovery.mask", "private-only", "the node is in its private/managed mask"),
+    Promise("discovery.fallback", "isolation", "absent from the other nodes' fallback order (boot log)"),
+    Promise("discovery.kthreads", "opt-in", "no kswapd/kcompactd for the node unless reclaim/compaction opted in"),
+    Promise("isolation.anon", "isolation", "an anonymous hog on the normal nodes puts no page on it"),
+    Promise("isolation.kernel", "isolation", "kernel memory (slab, page tables, stacks) does not grow on it"),
+    Promise("isolation.pagecache", "isolation", "page cache written under pressure puts no page on it"),
+    Promise("isolation.interleave", "isolation", "numactl --interleave=all does not spill onto it", "mempolicy"),
+    Promise("isolation.hugetlb", "isolation", "a hugetlb reservation on it is refused", "hugetlb"),
+    Promise("mempolicy.mbind", "opt-in", "mbind to it: EINVAL unless opted in, pages land when opted in", "mempolicy"),
+    Promise("migration.move_pages", "opt-in", "move_pages to it: ENODEV unless opted in, per-page status when opted in",
+            "migration"),
+    Promise("migration.migrate_pages", "opt-in", "migrate_pages to it: refused unless opted in, pages move when opted in",
+            "migration"),
+    Promise("demotion.target", "opt-in", "a demotion target only when demotion opted in", "demotion"),
+)}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    promise: str
+    target: str                   # the target's label
+    node: int | None
+    role: str
+    capability: str               # what the node is provisioned / opted into, as this check sees it
+    outcome: Outcome
+    observed: str                 # one line with the numbers
+    numbers: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"promise": self.promise, "text": PROMISES[self.promise].text, "target": self.target, "node": self.node,
+                "role": self.role, "capability": self.capability, "outcome": self.outcome, "observed": self.observed,
+                "numbers": self.numbers}
+
+
+def _capability(t: Target, service: str | None) -> str:
+    if t.node is None:
+        return "none detected"
+    if t.role == "control":
+        return f"{t.provisioned}: ordinary node"
+    if service is None:
+        return f"{t.provisioned}: private"
+    allowed = t.allows(service)
+    state = {True: "opted in", False: "not opted in", None: "opt-in unknown"}[allowed]
+    return f"{t.provisioned}: {service} {state}"
+
+
+def verdict(promise: str, t: Target, outcome: Outcome, observed: str, **numbers: Any) -> Verdict:
+    return Verdict(promise, t.label, t.node, t.role, _capability(t, PROMISES[promise].service), outcome, observed,
+                   numbers)
+
+
+def placeholder(t: Target) -> list[Verdict]:
+    """Every promise skipped for the private node the kernel did not show."""
+    return [verdict(p, t, "skip", t.missing) for p in PROMISES]
+
+
+# --- isolation: a private node must stay empty, a control must leak ----------------------
+
+def isolation(promise: str, t: Target, leaked: int, what: str, **numbers: Any) -> Verdict:
+    """``leaked``: how much (pages, bytes) landed on the node; ``what`` says it with its unit."""
+    p = PROMISES[promise]
+    if t.role == "private" and p.service and t.allows(p.service):
+        return verdict(promise, t, "skip", f"the node opted into {p.service}: the promise does not apply ({what})",
+                       leaked=leaked, **numbers)
+    if t.role == "private":
+        return verdict(promise, t, "pass" if leaked == 0 else "fail", what, leaked=leaked, **numbers)
+    if leaked > 0:
+        return verdict(promise, t, "xfail", f"negative control leaked: {what}", leaked=leaked, **numbers)
+    return verdict(promise, t, "xpass", f"negative control did not leak, so this check could not catch a leak: {what}",
+                   leaked=leaked, **numbers)
+
+
+_FALLBACK = re.compile(r"Fallback order for Node (\d+):((?:\s+\d+)*)")
+
+
+def fallback_orders(dmesg: str) -> dict[int, list[int]]:
+    """The last ``Fallback order for Node N: a b c`` line per node (printed at boot and again
+    whenever zonelists are rebuilt, e.g. after memory is hot-added)."""
+    out: dict[int, list[int]] = {}
+    for m in _FALLBACK.finditer(dmesg):
+        out[int(m.group(1))] = [int(x) for x in m.group(2).split()]
+    return out
+
+
+def fallback(t: Target, orders: Mapping[int, list[int]]) -> Verdict:
+    assert t.node is not None
+    if not orders:
+        return verdict("discovery.fallback", t, "skip", "the boot log has no 'Fallback order for Node' lines "
+                       "(rotated out of the kernel log buffer?)")
+    holders = {n: o for n, o in orders.items() if n != t.node and t.node in o}
+    what = ("; ".join(f"node {n}'s order is {' '.join(map(str, o))}" for n, o in sorted(holders.items()))
+            or f"in no other node's order ({'; '.join(f'{n}: {o}' for n, o in sorted(orders.items()))})")
+    return isolation("discovery.fallback", t, len(holders), what, orders={str(k): v for k, v in orders.items()})
+
+
+# --- private-only --------------------------------------------------------------------------
+
+def in_mask(t: Target, expected_private: Iterable[int], sources: str) -> Verdict:
+    """A private target is in its mask by construction; the check is that every node the topology
+    provisioned private is one the kernel classes private."""
+    exp = sorted(expected_private)
+    if t.role == "control":
+        return verdict("discovery.mask", t, "skip", "an ordinary node: no private mask applies")
+    assert t.node is not None
+    if exp and t.node not in exp:
+        return verdict("discovery.mask", t, "fail", f"node {t.node} is private ({sources}) but the topology "
+                       f"provisioned {exp}")
+    return verdict("discovery.mask", t, "pass", f"node {t.node}: {sources}")
+
+
+# --- opt-in promises ---------------------------------------------------------------------
+
+def _optin(promise: str, t: Target, refused: Refusal | None, landed: int, expected_error: str, what: str,
+           **numbers: Any) -> Verdict:
+    p = PROMISES[promise]
+    assert p.service is not None
+    allowed = t.allows(p.service)
+    got = f"refused with {refused.call} {refused.error}" if refused else f"{landed} pages on node {t.node}"
+    nums = dict(numbers, landed=landed, refused=refused.error if refused else None)
+    if allowed is None:
+        return verdict(promise, t, "skip", f"cannot tell whether node {t.node} opted into {p.service}: {t.source} "
+                       f"(observed: {got})", **nums)
+    if allowed:
+        ok = refused is None and landed > 0
+        return verdict(promise, t, "pass" if ok else "fail", f"{what}: {got}", **nums)
+    ok = refused is not None and refused.error == expected_error and landed == 0
+    return verdict(promise, t, "pass" if ok else "fail", f"{what}: {got} (expected {expected_error})", **nums)
+
+
+def mbind(t: Target, refused: Refusal | None, landed: int, asked: int) -> Verdict:
+    return _optin("mempolicy.mbind", t, refused, landed, "EINVAL", f"mbind {asked} pages", asked=asked)
+
+
+def move_pages(t: Target, refused: Refusal | None, status_on_node: int, asked: int) -> Verdict:
+    return _optin("migration.move_pages", t, refused, status_on_node, "ENODEV", f"move_pages {asked} pages",
+                  asked=asked)
+
+
+def migrate_pages(t: Target, refused: Refusal | None, moved: int, asked: int) -> Verdict:
+    # migrate_pages(2) refuses a node the caller may not use with EINVAL (no per-node ENODEV)
+    return _optin("migration.migrate_pages", t, refused, moved, "EINVAL", f"migrate_pages of {asked} pages",
+                  asked=asked)
+
+
+_KTHREAD = re.compile(r"\[?(kswapd|kcompactd)(\d+)\]?")
+
+
+def kthreads(ps: str) -> dict[str, set[int]]:
+    """``ps`` output -> {"kswapd": {nodes}, "kcompactd": {nodes}}."""
+    out: dict[str, set[int]] = {"kswapd": set(), "kcompactd": set()}
+    for m in _KTHREAD.finditer(ps):
+        out[m.group(1)].add(int(m.group(2)))
+    return out
+
+
+def node_kthreads(t: Target, found: Mapping[str, set[int]]) -> Verdict:
+    assert t.node is not None
+    want = {"kswapd": t.allows("reclaim"), "kcompactd": t.allows("compaction")}
+    have = {k: t.node in found.get(k, set()) for k in want}
+    what = ", ".join(f"{k}{t.node} {'running' if have[k] else 'absent'}" for k in want)
+    if any(v is None for v in want.values()):
+        return verdict("discovery.kthreads", t, "skip", f"cannot tell whether reclaim/compaction opted in: {t.source} "
+                       f"({what})", **have)
+    ok = all(have[k] == want[k] for k in want)
+    return verdict("discovery.kthreads", t, "pass" if ok else "fail", what, **have)
+
+
+def demotion(t: Target, targets: Mapping[int, DemotionTarget]) -> Verdict:
+    assert t.node is not None
+    sources = sorted(n for n, d in targets.items() if t.node in d.preferred or t.node in d.fallback)
+    what = (f"demotion target of node(s) {', '.join(map(str, sources))}" if sources
+            else "no node demotes to it")
+    allowed = t.allows("demotion")
+    if allowed is None:
+        return verdict("demotion.target", t, "skip", f"cannot tell whether node {t.node} opted into demotion: "
+                       f"{t.source} ({what})", sources=sources)
+    if not targets:
+        return verdict("demotion.target", t, "skip", "the boot log has no 'Demotion targets' lines", sources=sources)
+    if allowed and not sources and t.role == "control":
+        return verdict("demotion.target", t, "skip", f"{what}: it shares the CPU nodes' memory tier, so there is "
+                       "nothing to compare on this machine", sources=sources)
+    ok = bool(sources) == allowed
+    return verdict("demotion.target", t, "pass" if ok else "fail", what, sources=sources)

@@ -1,0 +1,144 @@
+#!/bin/sh
+# numa-harness guest node provisioning: bring up node memory through a driver path.
+# POSIX sh; runs under busybox ash (the guest's shell).
+#
+# Usage: provision PLAN
+#
+# PLAN (written by harness/guest/setup.py), one step per line; # lines ignored:
+#   memmap-kmem NODE START SIZE      the legacy pmem range START (bytes) that memmap=SIZE!START
+#                                    reserved: its namespace becomes a devdax device (4 KiB
+#                                    alignment), bound to kmem, its memory blocks onlined
+#   dax_test NODE START SIZE FEATURES  modprobe the series' dax_test on that range (FEATURES: hex)
+#   cxl-driver NODE DRIVER PCIKEY    the CXL type-3 device at PCIKEY (root bus hex / dev.fn per
+#                                    hop) rebound to DRIVER through driver_override
+#
+# Output, one line per step, REASON last (it has spaces):
+#   provisioned node=NODE via=VIA status=ok bytes=ONLINE dax=DAXDEV
+#   provisioned node=NODE via=VIA status=skipped reason=REASON     (the kernel lacks the path)
+#   done provisioned=N
+# On failure: "error step=VIA file=FILE msg=TEXT" and the kernel's last lines as "dmesg ...";
+# exit 1 (2 for a bad plan).
+
+set -u
+
+SYSFS=${HARNESS_SYSFS:-/sys}
+PLAN=${1:-}
+ND=$SYSFS/bus/nd/devices
+DAX=$SYSFS/bus/dax
+MEM=$SYSFS/devices/system/memory
+COUNT=0
+
+fail() {
+	echo "error step=$1 file=$2 msg=$3"
+	dmesg 2>/dev/null | tail -n 8 | sed 's/^/dmesg /'
+	exit 1
+}
+
+wr() {   # wr STEP FILE VALUE
+	if ! err=$( { echo "$3" > "$2"; } 2>&1 ); then
+		fail "$1" "$2" "write '$3': ${err##*: }"
+	fi
+}
+
+wait_for() {   # wait_for SECONDS TEST-ARGS...: poll a test(1) expression, 0.1 s apart
+	n=$(( $1 * 10 ))
+	shift
+	while [ "$n" -gt 0 ]; do
+		test "$@" && return 0
+		sleep 0.1
+		n=$((n - 1))
+	done
+	test "$@"
+}
+
+node_bytes() {   # online memory of node $1 in bytes, from its memory blocks
+	bs=$(cat "$MEM/block_size_bytes")
+	n=0
+	for b in "$SYSFS/devices/system/node/node$1"/memory[0-9]*; do
+		[ -e "$b/state" ] && [ "$(cat "$b/state")" = online ] && n=$((n + 1))
+	done
+	echo $((n * 0x$bs))
+}
+
+memmap_kmem() {   # NODE START SIZE
+	node=$1 start=$2
+	modprobe -a nd_e820 nd_pmem dax_pmem device_dax kmem 2>/dev/null
+	hex=$(printf '0x%x' "$start")
+	region=''
+	wait_for 10 -d "$ND/ndbus0" || fail memmap-kmem "$ND" "no nvdimm bus: was memmap= on the kernel command line?"
+	for r in "$ND"/region*; do
+		[ -e "$r/resource" ] && [ "$(cat "$r/resource")" = "$hex" ] && region=$r
+	done
+	[ -n "$region" ] || fail memmap-kmem "$ND" "no pmem region starts at $hex (regions: $(cat "$ND"/region*/resource 2>/dev/null | tr '\n' ' '))"
+	ns=${region##*/region}
+	wr memmap-kmem "$region/align" 4096
+	out=$(ndctl create-namespace -f -e "namespace$ns.0" -m devdax -a 4K 2>&1) \
+		|| fail memmap-kmem "namespace$ns.0" "ndctl create-namespace: $(echo "$out" | tail -n 1)"
+	dax=$(echo "$out" | sed -n 's/.*"chardev":"\(dax[0-9.]*\)".*/\1/p' | head -n 1)
+	[ -n "$dax" ] || fail memmap-kmem "namespace$ns.0" "ndctl made no dax device: $out"
+	target=$(cat "$DAX/devices/$dax/target_node" 2>/dev/null || echo '?')
+	[ "$target" = "$node" ] || fail memmap-kmem "$DAX/devices/$dax/target_node" "the range belongs to node $target, not $node"
+	if [ -e "$DAX/devices/$dax/driver" ]; then
+		wr memmap-kmem "$DAX/devices/$dax/driver/unbind" "$dax"
+	fi
+	wr memmap-kmem "$DAX/drivers/kmem/new_id" "$dax"
+	[ -e "$DAX/drivers/kmem/$dax" ] || wr memmap-kmem "$DAX/drivers/kmem/bind" "$dax"
+	for b in "$SYSFS/devices/system/node/node$node"/memory[0-9]*; do
+		[ -e "$b/state" ] && [ "$(cat "$b/state")" = offline ] && wr memmap-kmem "$b/state" online
+	done
+	bytes=$(node_bytes "$node")
+	[ "$bytes" -gt 0 ] || fail memmap-kmem "$DAX/drivers/kmem" "kmem onlined no memory on node $node"
+	echo "provisioned node=$node via=memmap-kmem status=ok bytes=$bytes dax=$dax"
+}
+
+dax_test() {   # NODE START SIZE FEATURES
+	if ! out=$(modprobe dax_test "range_start=$2" "range_size=$3" "target_node=$1" "features=$4" 2>&1); then
+		echo "provisioned node=$1 via=dax_test status=skipped reason=modprobe dax_test failed (the kernel lacks the private-node series' dax_test module): ${out##*: }"
+		return
+	fi
+	echo "provisioned node=$1 via=dax_test status=ok bytes=$(node_bytes "$1") dax=-"
+}
+
+cxl_driver() {   # NODE DRIVER PCIKEY
+	node=$1 driver=$2 key=$3
+	modprobe "$driver" 2>/dev/null
+	if [ ! -d "$SYSFS/bus/pci/drivers/$driver" ] && [ ! -d "$SYSFS/bus/cxl/drivers/$driver" ]; then
+		echo "provisioned node=$node via=$driver status=skipped reason=no $driver driver (the kernel lacks the private-node series' CXL drivers)"
+		return
+	fi
+	dev=''
+	for d in "$SYSFS"/bus/pci/devices/*; do
+		[ "$(cat "$d/vendor" 2>/dev/null):$(cat "$d/device" 2>/dev/null)" = "0x8086:0x0d93" ] || continue
+		path=$(cd "$d" && pwd -P)
+		bus=$(echo "$path" | sed -n 's|.*/pci0000:\([0-9a-f]*\)/.*|\1|p')
+		hops=$(echo "$path" | sed 's|.*/pci0000:[0-9a-f]*/||' | tr '/' '\n' | sed -n 's/^[0-9a-f]*:[0-9a-f]*:\([0-9a-f.]*\)$/\1/p' | tr '\n' '/')
+		[ "$bus/${hops%/}" = "$key" ] && dev=$d
+	done
+	[ -n "$dev" ] || fail "$driver" "$SYSFS/bus/pci/devices" "no CXL type-3 device at $key"
+	wr "$driver" "$dev/driver_override" "$driver"
+	[ -e "$dev/driver" ] && wr "$driver" "$dev/driver/unbind" "${dev##*/}"
+	wr "$driver" "$SYSFS/bus/pci/drivers_probe" "${dev##*/}"
+	n=300   # the driver adds the memory asynchronously: up to 30 s
+	while [ "$(node_bytes "$node")" -eq 0 ] && [ "$n" -gt 0 ]; do
+		sleep 0.1
+		n=$((n - 1))
+	done
+	echo "provisioned node=$node via=$driver status=ok bytes=$(node_bytes "$node") dax=-"
+}
+
+if [ -z "$PLAN" ] || [ ! -r "$PLAN" ]; then
+	echo "error step=plan file=${PLAN:--} msg=usage: provision PLAN (a readable plan file)"
+	exit 2
+fi
+
+while read -r step a b c d; do
+	case "$step" in
+		''|'#'*) continue ;;
+		memmap-kmem) memmap_kmem "$a" "$b" "$c" ;;
+		dax_test) dax_test "$a" "$b" "$c" "$d" ;;
+		cxl-driver) cxl_driver "$a" "$b" "$c" ;;
+		*) echo "error step=plan file=$PLAN msg=unknown step '$step'"; exit 2 ;;
+	esac
+	COUNT=$((COUNT + 1))
+done < "$PLAN"
+echo "done provisioned=$COUNT"
