@@ -156,6 +156,8 @@ def register(sub: argparse._SubParsersAction, command: Callable) -> None:
     p.add_argument("--kernel-tree", help="a kernel build tree (KSRC or O=)")
     p.add_argument("--accel", choices=["auto", "kvm", "tcg"], help="accelerator [$NUMA_HARNESS_ACCEL]")
     p.add_argument("--qemu", help="QEMU binary [$NUMA_HARNESS_QEMU]")
+    p.add_argument("--tcg-thread", choices=["auto", "single", "multi"],
+                   help="TCG threading (default: the topology's machine.tcg_thread) [$NUMA_HARNESS_TCG_THREAD]")
     p.add_argument("--ssh-port", type=int, help="host port for the guest's SSH (default: a free one)")
     p.add_argument("--no-setup", action="store_true", help="skip the topology's guest set-up")
     command("selftest")(cmd_selftest)

@@ -267,7 +267,7 @@ class KunitItem(pytest.Item):
 
     def _report(self, o: Outcome) -> None:
         """A suite, then each of its cases, as pytest results of their own."""
-        where = self.config.rootpath
+        where = Path(self.nodeid, o.test)  # what a skip's summary line names
         rows: list[tuple[str, str, Any]] = []
         for path, r in case_results(o):
             rows.append((f"{o.test}/{path}", *_case_outcome(r, where)))
@@ -311,7 +311,9 @@ def _case_outcome(r: KtapResult, script: Path) -> tuple[str, Any]:
     if s == "skip":
         return "skipped", (str(script), 0, f"Skipped: {r.reason or 'SKIP'}")
     if s in ("fail", "xpass", "error"):
-        diag = "\n".join(r.diagnostics[-20:])
+        # every line since the previous result: "# " diagnostics and KUnit's unprefixed
+        # "Expected X == Y, but" details alike
+        diag = "\n".join(ln.strip().removeprefix("#").strip() for ln in r.log[-20:] if ln.strip())
         head = f"not ok {r.number} {r.name}" + (f" # {r.directive} {r.reason}".rstrip() if r.directive else "")
         return "failed", head + (f"\n{diag}" if diag else "")
     return "passed", None

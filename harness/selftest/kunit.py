@@ -49,7 +49,7 @@ DEBUGFS = "/sys/kernel/debug/kunit"
 KUNIT_SECTIONS = (b"\0.kunit_test_suites\0", b"\0.kunit_init_test_suites\0")
 #: The name results are grouped under (the "suite" column of a selftest outcome).
 GROUP = "kunit"
-NO_KUNIT_HINT = "build one with `harness kernel build --src KSRC --fragment kunit` (CONFIG_KUNIT=y, CONFIG_KUNIT_DEBUGFS=y)"
+NO_KUNIT_HINT = "build one with `harness kernel build --src KSRC --fragment kunit`: CONFIG_KUNIT=y, CONFIG_KUNIT_DEBUGFS=y"
 
 
 # --------------------------------------------------------------------------- pure logic

@@ -71,3 +71,15 @@ def test_kunit_options_need_kunit(tmp_path):
                         "--kunit-module", "slub_kunit", str(tmp_path)],
                        capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode != 0 and "--kunit-suite and --kunit-module go with --kunit" in r.stderr
+
+
+def test_a_failed_kunit_case_shows_kunits_expectation_lines():
+    from harness.selftest import kunit
+    from harness.selftest.run import case_results
+
+    text = (Path(__file__).parent / "data" / "kunit" / "debugfs" / "nh_nodes" / "results").read_text()
+    cases = dict(case_results(kunit.suite_outcome("nh_nodes", text)))
+    outcome, longrepr = _case_outcome(cases["nh_sixty_four_nodes"], Path("/k"))
+    assert outcome == "failed"
+    assert longrepr.splitlines()[2:4] == ["Expected num_node_state(N_ONLINE) == 64, but",
+                                          "num_node_state(N_ONLINE) == 2 (0x2)"]
