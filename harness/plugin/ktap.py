@@ -15,6 +15,15 @@ output. Every KTAP result line is also reported to pytest as a result of its
 own (``ITEM::case/subcase``), so skips carry their reasons and failures their
 diagnostics, in the terminal and in JUnit XML.
 
+``pytest --kunit`` adds KUnit items (:mod:`harness.selftest.kunit`): one per
+``--kunit-suite GLOB`` (or one, ``kunit``, for every suite), run on the
+``--ktap-topology`` VM. The guest's KUnit results are read once per VM (after
+loading the ``--kunit-module`` modules, whose suites run as they load); each
+item reports its suites and their cases as results of their own
+(``kunit[GLOB]::suite/case``) and fails if one of them failed. A kernel without
+KUnit skips them, naming the option (from the ``.config`` before booting when
+it is known).
+
 The guest's page-moving knobs are left as the kernel set them (selftests
 expect the kernel's defaults, e.g. THP for the THP cases), not the ``vm``
 fixture's baseline.
@@ -30,7 +39,7 @@ from typing import Any
 
 import pytest
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, KernelError
 from harness.selftest.ktap import KtapResult
 from harness.selftest.run import DEFAULT_TIMEOUT, Outcome, Suite, case_results, discover, run_one, send
 
@@ -47,7 +56,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--ktap-topology", dest="nh_ktap_topology", default=DEFAULT_TOPOLOGY, metavar="NAME",
                 help=f"topology KTAP tests run on unless a script names one (default {DEFAULT_TOPOLOGY})")
     g.addoption("--ktap-timeout", dest="nh_ktap_timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S",
-                help=f"seconds each kernel selftest may take (default {DEFAULT_TIMEOUT})")
+                help=f"seconds each kernel selftest (or KUnit module load) may take (default {DEFAULT_TIMEOUT})")
+    g.addoption("--kunit", dest="nh_kunit", action="store_true",
+                help="add the kernel's KUnit suites as tests (results read from the guest's debugfs)")
+    g.addoption("--kunit-suite", dest="nh_kunit_suites", action="append", default=[], metavar="GLOB",
+                help="with --kunit: one test for the suites matching GLOB (repeatable; default: every suite)")
+    g.addoption("--kunit-module", dest="nh_kunit_modules", action="append", default=[], metavar="NAME",
+                help="with --kunit: load this KUnit test module in the guest first (repeatable)")
 
 
 _DIRS = pytest.StashKey[dict[Path, Suite]]()
@@ -55,6 +70,9 @@ _DIRS = pytest.StashKey[dict[Path, Suite]]()
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "ktap: a kernel selftest (KTAP script or kselftest) run in a guest")
+    config.addinivalue_line("markers", "kunit: the kernel's KUnit suites, read from a guest")
+    if (config.option.nh_kunit_suites or config.option.nh_kunit_modules) and not config.option.nh_kunit:
+        raise pytest.UsageError("--kunit-suite and --kunit-module go with --kunit")
     dirs: dict[Path, Suite] = {}
     for d in config.option.nh_ktap_dirs:
         try:
@@ -164,17 +182,7 @@ class KtapItem(pytest.Item):
     def _report_cases(self, o: Outcome) -> None:
         """Each KTAP result line as a pytest result of its own."""
         for path, r in case_results(o):
-            outcome, longrepr = _case_outcome(r, self.suite.root / self.test)
-            where = (self.location[0], self.location[1], f"{self.location[2]}::{path}")
-            rep = pytest.TestReport(nodeid=f"{self.nodeid}::{path}", location=where,
-                                    keywords={"ktap": 1, self.topology: 1}, outcome=outcome,  # type: ignore[arg-type]
-                                    longrepr=longrepr, when="call", sections=[], duration=0.0)
-            self.ihook.pytest_runtest_logreport(report=rep)
-            # keep the terminal's [NN%] about items: a case is not one of the collected items
-            tr = self.config.pluginmanager.get_plugin("terminalreporter")
-            reported = getattr(tr, "_progress_nodeids_reported", None)
-            if isinstance(reported, set):
-                reported.discard(rep.id)
+            _log_result(self, path, *_case_outcome(r, self.suite.root / self.test), keywords={"ktap": 1, self.topology: 1})
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, KtapFailure):
@@ -185,12 +193,127 @@ class KtapItem(pytest.Item):
         return str(super().repr_failure(excinfo))
 
 
+@pytest.hookimpl(tryfirst=True)  # before -k/-m and --topology deselect
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.option.nh_kunit:
+        return
+    added = [KunitItem.from_parent(session, name=name, nodeid=name, glob=g)
+             for g in config.option.nh_kunit_suites or [None]
+             for name in [f"kunit[{g}]" if g else "kunit"]]
+    for item in added:
+        config.hook.pytest_itemcollected(item=item)
+    # the terminal counts collected items from collect reports
+    config.hook.pytest_collectreport(report=pytest.CollectReport("kunit", "passed", None, [*added]))
+    items.extend(added)
+
+
+_KUNIT = pytest.StashKey[dict[int, Any]]()
+
+
+class KunitItem(pytest.Item):
+    """The KUnit suites matching one glob (or all), read from the guest of ``--ktap-topology``."""
+
+    def __init__(self, *, glob: str | None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.glob = glob
+        self.topology = self.config.option.nh_ktap_topology
+        self.add_marker(pytest.mark.topology(self.topology))
+        self.add_marker(pytest.mark.kunit)
+        self.failed: list[Outcome] = []
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.config.rootpath, 0, self.name
+
+    def runtest(self) -> None:
+        from harness.plugin.hooks import MACHINE, MARK, PROBLEMS_BEFORE, pool
+        from harness.selftest import kunit
+
+        p = pool(self.config)
+        try:
+            why = kunit.config_problem(p.kernel_config())
+        except HarnessError as e:
+            pytest.fail(f"numa-harness: {e}", pytrace=False)
+        if why:
+            pytest.skip(f"{why}: {kunit.NO_KUNIT_HINT}")
+        try:
+            m = p.machine(self.topology, self.config.rootpath)
+        except HarnessError as e:
+            pytest.fail(f"numa-harness: {e}" + (f"\n{e.detail}" if e.detail else ""), pytrace=False)
+        mark = f"numa-harness: kunit begin {next(_COUNTER)} {self.nodeid}"
+        m.run(f"echo {_quote(mark)} > /dev/kmsg", timeout=30, check=False)
+        self.stash[MACHINE] = m
+        self.stash[MARK] = mark
+        self.stash[PROBLEMS_BEFORE] = (len(m.problems()), len(m.vm.oom_kills()))
+        runs = self.config.stash.setdefault(_KUNIT, {})
+        if id(m.vm) not in runs:  # once per VM: the modules stay loaded, their results in debugfs
+            try:
+                runs[id(m.vm)] = kunit.read_results(m, p.kernel(), self.config.option.nh_kunit_modules,
+                                                    timeout=self.config.option.nh_ktap_timeout)
+            except KernelError as e:
+                runs[id(m.vm)] = e
+            except HarnessError as e:
+                pytest.fail(f"numa-harness: KUnit run: {e}", pytrace=False)
+        got = runs[id(m.vm)]
+        if isinstance(got, KernelError):
+            pytest.skip(str(got))
+        outcomes = kunit.outcomes(got, [self.glob] if self.glob else [], modules=self.config.option.nh_kunit_modules)
+        for o in outcomes:
+            self._report(o)
+        self.failed = [o for o in outcomes if o.status == "fail"]
+        if self.failed:
+            raise KtapFailure(self.failed[0])
+        if outcomes and all(o.status == "skip" for o in outcomes):
+            raise pytest.skip.Exception("; ".join(f"{o.test}: {o.reason}" for o in outcomes), _use_item_location=True)
+
+    def _report(self, o: Outcome) -> None:
+        """A suite, then each of its cases, as pytest results of their own."""
+        where = Path(self.nodeid, o.test)  # what a skip's summary line names
+        rows: list[tuple[str, str, Any]] = []
+        for path, r in case_results(o):
+            rows.append((f"{o.test}/{path}", *_case_outcome(r, where)))
+        st = o.status
+        suite_repr: Any = None
+        if st == "skip":
+            suite_repr = (str(where), 0, f"Skipped: {o.reason}")
+        elif st == "fail":
+            suite_repr = f"{o.test}: {o.reason}"
+        rows.append((o.test, {"pass": "passed", "skip": "skipped", "fail": "failed"}[st], suite_repr))
+        for name, outcome, longrepr in rows:
+            _log_result(self, name, outcome, longrepr, keywords={"kunit": 1, self.topology: 1})
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, KtapFailure):
+            parts = []
+            for o in self.failed:
+                tail = "\n".join(o.output.rstrip("\n").splitlines()[-60:])
+                parts.append(f"KUnit {o.test}: {o.reason}" + (f"\n--- its results (last 60 lines) ---\n{tail}"
+                                                                if tail else ""))
+            return "\n".join(parts)
+        return str(super().repr_failure(excinfo))
+
+
+def _log_result(item: pytest.Item, name: str, outcome: str, longrepr: Any, keywords: dict[str, Any]) -> None:
+    """Report ``ITEM::name`` to pytest (terminal, JUnit XML) as a result of its own."""
+    where = (item.location[0], item.location[1], f"{item.location[2]}::{name}")
+    rep = pytest.TestReport(nodeid=f"{item.nodeid}::{name}", location=where, keywords=keywords,
+                            outcome=outcome, longrepr=longrepr, when="call", sections=[],  # type: ignore[arg-type]
+                            duration=0.0)
+    item.ihook.pytest_runtest_logreport(report=rep)
+    # keep the terminal's [NN%] about items: a case is not one of the collected items
+    tr = item.config.pluginmanager.get_plugin("terminalreporter")
+    reported = getattr(tr, "_progress_nodeids_reported", None)
+    if isinstance(reported, set):
+        reported.discard(rep.id)
+
+
 def _case_outcome(r: KtapResult, script: Path) -> tuple[str, Any]:
     s = r.status
     if s == "skip":
         return "skipped", (str(script), 0, f"Skipped: {r.reason or 'SKIP'}")
     if s in ("fail", "xpass", "error"):
-        diag = "\n".join(r.diagnostics[-20:])
+        # every line since the previous result: "# " diagnostics and KUnit's unprefixed
+        # "Expected X == Y, but" details alike
+        diag = "\n".join(ln.strip().removeprefix("#").strip() for ln in r.log[-20:] if ln.strip())
         head = f"not ok {r.number} {r.name}" + (f" # {r.directive} {r.reason}".rstrip() if r.directive else "")
         return "failed", head + (f"\n{diag}" if diag else "")
     return "passed", None

@@ -48,3 +48,38 @@ def test_case_outcomes():
     assert _case_outcome(a, Path("/t.sh")) == ("skipped", ("/t.sh", 0, "Skipped: no CXL"))
     assert _case_outcome(b, Path("/t.sh")) == ("failed", "not ok 2 b\nwanted 2")
     assert _case_outcome(c, Path("/t.sh")) == ("passed", None)
+
+
+def test_kunit_adds_one_item_per_suite_glob(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "--kunit",
+                        "--kunit-suite", "damon*", "--kunit-suite", "example", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines()[:2] == ["kunit[damon*]", "kunit[example]"]
+    assert "2 tests collected" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "--kunit",
+                        "-k", "not damon", "--kunit-suite", "damon*", "--kunit-suite", "example", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.stdout.splitlines()[0] == "kunit[example]" and "1 deselected" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "--kunit",
+                        str(tmp_path)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.stdout.splitlines()[0] == "kunit"
+
+
+def test_kunit_options_need_kunit(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                        "--kunit-module", "slub_kunit", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode != 0 and "--kunit-suite and --kunit-module go with --kunit" in r.stderr
+
+
+def test_a_failed_kunit_case_shows_kunits_expectation_lines():
+    from harness.selftest import kunit
+    from harness.selftest.run import case_results
+
+    text = (Path(__file__).parent / "data" / "kunit" / "debugfs" / "nh_nodes" / "results").read_text()
+    cases = dict(case_results(kunit.suite_outcome("nh_nodes", text)))
+    outcome, longrepr = _case_outcome(cases["nh_sixty_four_nodes"], Path("/k"))
+    assert outcome == "failed"
+    assert longrepr.splitlines()[2:4] == ["Expected num_node_state(N_ONLINE) == 64, but",
+                                          "num_node_state(N_ONLINE) == 2 (0x2)"]
