@@ -46,7 +46,8 @@ def test_reclaim_demotes_exactly_the_requested_pages_to_the_next_tier(vm, guest,
     demoted = before.delta(after).vm("pgdemote_direct")
     assert 64 * MIB <= demoted <= 64 * MIB + BATCH
     moved = buffer_pages(after, addr)
-    assert 64 * MIB - 2 * BATCH <= moved.get(1, 0) <= 64 * MIB, moved  # the rest: the program's stack, heap
+    # Reclaim's last batch may overshoot (onto the buffer too); what falls short is the program's stack, heap.
+    assert 64 * MIB - 2 * BATCH <= moved.get(1, 0) <= 64 * MIB + BATCH, moved
     assert moved.get(0, 0) + moved.get(1, 0) == 96 * MIB
     assert after.numa_stat is not None
     assert after.numa_stat["anon"][1] == pytest.approx(demoted * 4096, abs=BATCH * 4096)

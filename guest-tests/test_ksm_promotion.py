@@ -30,6 +30,7 @@ def buffer_pages(snap, addr: str) -> dict[int, int]:
     return {n: c for n, c in m.pages.items() if c}
 
 
+@pytest.mark.requires_kconfig("CONFIG_KSM")
 def test_ksm_merges_identical_pages_on_the_memory_only_node(vm, guest, stats):
     """8 MiB of identical pages bound to node 1: with KSM running, all 2048 are merged into
     as few stable pages as max_page_sharing allows (2048/256 = 8 on a stock kernel), every
