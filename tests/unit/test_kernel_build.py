@@ -11,6 +11,7 @@ import pytest
 
 from harness.errors import KernelError
 from harness.kernel import build as kb
+from harness.kernel import kconfig as kc
 from harness.kernel.config import parse_config
 from harness.kernel.needs import BASE_CONFIG, guest_needs
 from harness.resources import kernel_configs_dir
@@ -20,11 +21,11 @@ DATA = Path(__file__).parent / "data" / "kbuild"
 FINAL = parse_config((DATA / "config-6.12.117-base-numa-cxl").read_text())
 
 
-def kconfig() -> dict[str, kb.KconfigEntry]:
-    entries: dict[str, kb.KconfigEntry] = {}
+def kconfig() -> dict[str, kc.KconfigEntry]:
+    entries: dict[str, kc.KconfigEntry] = {}
     for name, rel in (("drivers-cxl-Kconfig", "drivers/cxl/Kconfig"), ("drivers-dax-Kconfig", "drivers/dax/Kconfig"),
                       ("mm-Kconfig", "mm/Kconfig")):
-        kb.parse_kconfig((DATA / name).read_text(), rel, entries)
+        kc.parse_kconfig((DATA / name).read_text(), rel, entries)
     return entries
 
 
@@ -141,13 +142,13 @@ def test_selftests_request_on_the_real_build_is_lost_with_its_reason():
     entries = kconfig()
     lost = kb.did_not_survive({"CONFIG_HWPOISON_INJECT": "m", "CONFIG_CXL_REGION": "y"}, FINAL)
     assert [(x.option, x.actual) for x in lost] == [("CONFIG_HWPOISON_INJECT", None)]
-    assert kb.explain("CONFIG_HWPOISON_INJECT", entries, FINAL, "m") == "mm/Kconfig: unmet dependency MEMORY_FAILURE"
+    assert kc.explain("CONFIG_HWPOISON_INJECT", entries, FINAL, "m") == "mm/Kconfig: unmet dependency MEMORY_FAILURE"
 
 
 def test_explain_names_the_unmet_dependency_from_real_kconfig():
     entries = kconfig()
     final = {k: v for k, v in FINAL.items() if k != "CONFIG_CXL_REGION"}
-    assert kb.explain("CONFIG_CXL_REGION_INVALIDATION_TEST", entries, final, "y") == \
+    assert kc.explain("CONFIG_CXL_REGION_INVALIDATION_TEST", entries, final, "y") == \
         "drivers/cxl/Kconfig: unmet dependency CXL_REGION"
     # the enclosing `if CXL_BUS` block counts as a dependency too
     assert "CXL_BUS" in entries["CXL_REGION_INVALIDATION_TEST"].depends
@@ -157,29 +158,29 @@ def test_explain_says_when_dependencies_cap_an_option_at_m():
     entries = kconfig()
     # DEV_DAX_CXL depends on CXL_REGION && DEV_DAX; DEV_DAX is m in the real build
     assert FINAL["CONFIG_DEV_DAX"] == "m"
-    assert kb.explain("CONFIG_DEV_DAX_CXL", entries, FINAL, "y").startswith("drivers/dax/Kconfig: limited to m by")
+    assert kc.explain("CONFIG_DEV_DAX_CXL", entries, FINAL, "y").startswith("drivers/dax/Kconfig: limited to m by")
 
 
 def test_explain_an_option_absent_from_the_tree():
-    assert kb.explain("CONFIG_CXL_MEMPOLICY", kconfig(), FINAL, "m") == "no such option in this tree's Kconfig"
+    assert kc.explain("CONFIG_CXL_MEMPOLICY", kconfig(), FINAL, "m") == "no such option in this tree's Kconfig"
 
 
 def test_explain_an_option_asked_off_but_selected():
     entries = kconfig()
-    why = kb.explain("CONFIG_MIGRATION", entries, FINAL, "n")
+    why = kc.explain("CONFIG_MIGRATION", entries, FINAL, "n")
     assert why.startswith("mm/Kconfig: selected by") or why.startswith("mm/Kconfig: set by")
 
 
 def test_help_text_saying_depends_on_is_not_a_dependency():
     text = "config A\n\tbool \"a\"\n\tdepends on B\n\thelp\n\t  This depends on C in prose.\n\nconfig C\n\tbool\n"
-    e = kb.parse_kconfig(text)
+    e = kc.parse_kconfig(text)
     assert e["A"].depends == ["B"]
 
 
 def test_menu_and_if_blocks_add_dependencies():
     text = ("menu \"x\"\n\tdepends on M\n\nif I\nconfig A\n\ttristate \"a\"\n\tselect S if Q\nendif\n"
             "endmenu\nconfig B\n\tbool\n")
-    e = kb.parse_kconfig(text)
+    e = kc.parse_kconfig(text)
     assert e["A"].depends == ["M", "I"]
     assert e["B"].depends == []
     assert e["S"].selected_by == ["A if Q"]
@@ -196,12 +197,12 @@ def test_menu_and_if_blocks_add_dependencies():
     ("A || m", {}, 1),
 ])
 def test_kconfig_expressions(expr, cfg, want):
-    assert kb.eval_kconfig_expr(expr, cfg) == want
+    assert kc.eval_kconfig_expr(expr, cfg) == want
 
 
 def test_a_broken_expression_is_an_error():
     with pytest.raises(ValueError):
-        kb.eval_kconfig_expr("(A && B", {})
+        kc.eval_kconfig_expr("(A && B", {})
 
 
 # --- progress and logs ------------------------------------------------------------
@@ -251,6 +252,6 @@ def test_base_numa_cxl_is_a_superset_of_numa_harness_config():
 def test_explain_soft_dirty_on_defconfig():
     """Seen for real: selftests.config asked for MEM_SOFT_DIRTY without CHECKPOINT_RESTORE."""
     assert "CONFIG_CHECKPOINT_RESTORE" not in FINAL
-    assert kb.explain("CONFIG_MEM_SOFT_DIRTY", kconfig(), FINAL, "y") == \
+    assert kc.explain("CONFIG_MEM_SOFT_DIRTY", kconfig(), FINAL, "y") == \
         "mm/Kconfig: unmet dependency CHECKPOINT_RESTORE"
     assert "CONFIG_CHECKPOINT_RESTORE" in kb.parse_fragment((kernel_configs_dir() / "selftests.config").read_text())
