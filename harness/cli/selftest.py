@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
@@ -25,6 +26,10 @@ from rich.table import Table
 from harness.cli.boot import machine_options
 from harness.errors import GuestCommandError, UsageError
 from harness.selftest.run import DEFAULT_TIMEOUT, Outcome, case_results, discover, run_suites
+
+if TYPE_CHECKING:
+    from harness.cli.boot import Steps
+    from harness.vm.machine import VM
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -70,12 +75,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     _, vm = boot_vm(args)
     with vm:
         with steps() as st:
-            if args.guest_setup:
-                st.step("guest set-up command")
-                r = vm.run(args.guest_setup, timeout=120)
-                if r.exit_status != 0:
-                    raise GuestCommandError(f"--guest-setup exited with status {r.exit_status}: {args.guest_setup}",
-                                            detail=(r.stderr or r.stdout).strip() or None)
+            guest_setup(vm, args, st)
             st.step(f"running {n} selftest(s), up to {args.timeout:g} s each")
 
             def done(o: Outcome) -> None:
@@ -119,18 +119,24 @@ def cmd_kunit(args: argparse.Namespace) -> int:
     _, vm = boot_vm(args)
     with vm:
         with steps() as st:
-            if args.guest_setup:
-                st.step("guest set-up command")
-                r = vm.run(args.guest_setup, timeout=120)
-                if r.exit_status != 0:
-                    raise GuestCommandError(f"--guest-setup exited with status {r.exit_status}: {args.guest_setup}",
-                                            detail=(r.stderr or r.stdout).strip() or None)
+            guest_setup(vm, args, st)
             st.step("KUnit results" + (f" (loading {', '.join(args.kunit_module)})" if args.kunit_module else ""))
             outcomes = kunit.run_kunit(vm, kernel, args.paths, args.kunit_module or [], timeout=args.timeout,
                                        say=st.detail)
             st.step("shutting down")
             vm.shutdown()
     return report(outcomes, args, title="KUnit")
+
+
+def guest_setup(vm: VM, args: argparse.Namespace, st: Steps) -> None:
+    """Run ``--guest-setup CMD`` once, before any test; a non-zero exit stops the run."""
+    if not args.guest_setup:
+        return
+    st.step("guest set-up command")
+    r = vm.run(args.guest_setup, timeout=120)
+    if r.exit_status != 0:
+        raise GuestCommandError(f"--guest-setup exited with status {r.exit_status}: {args.guest_setup}",
+                                detail=(r.stderr or r.stdout).strip() or None)
 
 
 def register(sub: argparse._SubParsersAction, command: Callable) -> None:

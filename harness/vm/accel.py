@@ -1,8 +1,8 @@
 """Choosing the accelerator: ``auto`` | ``kvm`` | ``tcg``.
 
 ``/dev/kvm`` existing and answering ioctls does not mean KVM can run a guest
-(see shared/FACTS.md: on some hosts the guest dies at run time with ``KVM
-internal error``). So ``auto`` proves KVM with a real, short boot of the same
+(on some hosts, e.g. nested ones backed by another hypervisor, ``-cpu host``
+aborts QEMU or the guest dies at once with ``KVM internal error``). So ``auto`` proves KVM with a real, short boot of the same
 kernel and initramfs (``harness.init=poweroff``: the guest's /init prints its
 first milestone and powers off) and falls back to TCG with the reason. The
 result is cached per (QEMU binary, kernel release, host boot) in
