@@ -14,11 +14,10 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from harness.cachefs import cache_error, cache_errors, locked, write_atomic
+from harness.cachefs import locked, write_atomic
 from harness.errors import CacheError, KernelError
 from harness.kernel.model import Kernel, Progress, say
 from harness.kernel.tools import (
@@ -29,6 +28,7 @@ from harness.kernel.tools import (
     read_manifest,
     run_depmod,
     run_tool,
+    staging_tree,
     which,
     write_manifest,
 )
@@ -124,10 +124,7 @@ def _fetch_package(package: str, dest: Path, progress: Progress) -> Kernel:
 
     The caller holds ``dest``'s lock.
     """
-    with cache_errors(f"fetching {package}"):
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{package}.", dir=dest.parent))
-    try:
+    with staging_tree(dest, f".{package}.", f"fetching {package}") as tmp:
         say(progress, f"downloading {package} (about 110 MB, once)")
         run_tool(["apt-get", "download", "-q", package], cwd=tmp, what=f"downloading {package}",
              hint=f"check the Debian mirror is reachable and `apt-get update` has run; {INSTALL_HINT}")
@@ -168,12 +165,6 @@ def _fetch_package(package: str, dest: Path, progress: Progress) -> Kernel:
         }
         write_manifest(tmp, manifest)
         install_tree(tmp, dest)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise cache_error(e, f"unpacking {package}") from e
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     k = kernel_from_manifest(dest, read_manifest(dest) or {})
     if k is None:
         raise KernelError(f"the unpacked kernel in {dest} is incomplete", hint=f"remove {dest} and retry")

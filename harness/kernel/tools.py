@@ -17,9 +17,12 @@ import lzma
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
+from harness.cachefs import cache_error, cache_errors
 from harness.errors import KernelError
 from harness.kernel.model import Kernel
 
@@ -125,6 +128,26 @@ def kernel_from_manifest(dest: Path, m: dict) -> Kernel | None:
     if size is not None and k.image.stat().st_size != size:  # a truncated image is not a kernel
         return None
     return k
+
+
+@contextmanager
+def staging_tree(dest: Path, prefix: str, what: str) -> Iterator[Path]:
+    """A temporary folder beside ``dest`` to build a kernel tree in (then :func:`install_tree`).
+
+    Any failure inside the block removes it; an OSError becomes a one-line CacheError
+    saying ``what`` was under way.
+    """
+    with cache_errors(what):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=dest.parent))
+    try:
+        yield tmp
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise cache_error(e, what) from e
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def install_tree(tmp: Path, dest: Path) -> None:

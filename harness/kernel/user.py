@@ -9,10 +9,9 @@ from __future__ import annotations
 import hashlib
 import shutil
 import struct
-import tempfile
 from pathlib import Path
 
-from harness.cachefs import cache_error, cache_errors, locked
+from harness.cachefs import locked
 from harness.errors import KernelError
 from harness.kernel.config import parse_config
 from harness.kernel.model import Kernel, Progress, say
@@ -25,6 +24,7 @@ from harness.kernel.tools import (
     run_depmod,
     run_tool,
     sbin_env,
+    staging_tree,
     write_manifest,
 )
 from harness.paths import cache_dir
@@ -166,10 +166,7 @@ def kernel_from_tree(tree: Path, progress: Progress = None) -> Kernel:
 
 def _install_tree_modules(tree: Path, image: Path, config: Path, release: str, dest: Path,
                           progress: Progress) -> Kernel:
-    with cache_errors(f"installing the modules of {tree}"):
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tree.", dir=dest.parent))
-    try:
+    with staging_tree(dest, ".tree.", f"installing the modules of {tree}") as tmp:
         say(progress, f"installing modules of {tree} (make modules_install)")
         run_tool(["make", "-C", str(tree), "-s", "modules_install", f"INSTALL_MOD_PATH={tmp}", "INSTALL_MOD_STRIP=1",
               "DEPMOD=true"], timeout=MAKE_TIMEOUT, what="make modules_install", env=sbin_env())
@@ -191,11 +188,5 @@ def _install_tree_modules(tree: Path, image: Path, config: Path, release: str, d
                              "modules": True, "origin": f"tree: {tree}",
                              "image_size": (tmp / "boot" / "bzImage").stat().st_size})
         install_tree(tmp, dest)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise cache_error(e, f"installing the modules of {tree}") from e
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return Kernel(image=dest / "boot" / "bzImage", config=dest / "boot" / "config", modules_root=dest,
                   release=release, origin=f"tree: {tree}")
