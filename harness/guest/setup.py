@@ -336,29 +336,29 @@ def apply_guest_setup(vm: Any, t: Topology, timeout: float = 120) -> SetupResult
         return result
     r = vm.run(setup_command(provision_plan(t), PROVISION, PROVISION_PLAN_PATH), timeout=timeout)
     if r.exit_status != 0:
-        err = parse_error(r.stdout)
-        detail = _tail(r.stdout + ("\n" + r.stderr if r.stderr.strip() else ""), 30)
-        if err:
-            step, file, msg = err
-            raise GuestSetupError(f"node provisioning failed at '{step}': {file}: {msg}", step=step, file=file,
-                                  detail=detail)
-        raise GuestSetupError(f"node provisioning exited with status {r.exit_status}", detail=detail)
+        raise _failed(r, "node provisioning")
     return SetupResult(regions=result.regions, provisioned=parse_provision_output(r.stdout), memdevs=result.memdevs,
                        demotion=result.demotion, output=result.output + r.stdout)
+
+
+def _failed(r: Any, what: str) -> GuestSetupError:
+    """The error for a guest set-up program that exited non-zero: the step and sysfs file
+    from its ``error`` line if it printed one, else its exit status; its output tail as detail."""
+    detail = _tail(r.stdout + ("\n" + r.stderr if r.stderr.strip() else ""), 30)
+    err = parse_error(r.stdout)
+    if err:
+        step, file, msg = err
+        return GuestSetupError(f"{what} failed at '{step}': {file}: {msg}", step=step, file=file, detail=detail)
+    return GuestSetupError(f"{what} exited with status {r.exit_status}", detail=detail)
 
 
 def _cxl_setup(vm: Any, t: Topology, timeout: float) -> SetupResult:
     r = vm.run(setup_command(setup_plan(t)), timeout=timeout)
     if r.exit_status != 0:
-        err = parse_error(r.stdout)
-        detail = _tail(r.stdout + ("\n" + r.stderr if r.stderr.strip() else ""), 30)
-        if err:
-            step, file, msg = err
-            raise GuestSetupError(f"guest set-up failed at '{step}': {file}: {msg}", step=step, file=file,
-                                  detail=detail)
-        if r.exit_status == 127:
+        error = _failed(r, "guest set-up")
+        if error.step is None and r.exit_status == 127:
             raise GuestSetupError(f"{CXL_SETUP} is not in the guest",
                                   hint="the VM was booted from an image older than this harness: boot it again",
-                                  detail=detail)
-        raise GuestSetupError(f"guest set-up exited with status {r.exit_status}", detail=detail)
+                                  detail=error.detail)
+        raise error
     return parse_setup_output(r.stdout)
