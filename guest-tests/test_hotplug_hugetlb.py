@@ -50,7 +50,11 @@ def test_offlining_the_cxl_node_migrates_its_pages_and_removes_the_node_until_on
 @pytest.mark.topology("memory-only")
 def test_hugetlb_pages_are_reserved_on_the_memory_only_node(vm, stats):
     """8 huge pages asked of node 1 are node 1's (its meminfo), not node 0's; node 1's
-    free memory falls by their 16 MiB. Released afterwards."""
+    free memory falls by most of their 16 MiB. Released afterwards.
+
+    Not all 16 MiB: allocating them drains the per-CPU free lists, whose pages
+    MemFree does not count until they come back (CI saw a fall of 14.3 MiB).
+    """
     path = f"/sys/devices/system/node/node1/{HUGE_2M}"
     vm.run(f"echo 8 > {path}")
     try:
@@ -58,6 +62,6 @@ def test_hugetlb_pages_are_reserved_on_the_memory_only_node(vm, stats):
         assert int(vm.run(f"cat {path}").stdout) == 8
         assert snap.node(1).meminfo["HugePages_Total"] == 8
         assert snap.node(0).meminfo["HugePages_Total"] == 0
-        assert stats.before.delta(snap).node(1).mem_free.change <= -15 * (1 << 20)
+        assert stats.before.delta(snap).node(1).mem_free.change <= -12 * (1 << 20)
     finally:
         vm.run(f"echo 0 > {path}", check=False)
