@@ -27,7 +27,7 @@ MARKERS = (
     "requires_kconfig(*options): skip unless the kernel's .config has these options (y or m)",
     "requires_node_mask(*masks): skip unless the guest exposes /sys/devices/system/node/<mask>",
     "expect_kernel_problem(kind, strict=True): the test provokes this kernel report (oom, warning, bug, oops, "
-    "call-trace) on purpose",
+    "call-trace, allocation-failure) on purpose",
 )
 
 

@@ -2,7 +2,8 @@
 
 A *problem* is a report the kernel prints when something is wrong in the
 kernel: a panic, an oops, a ``BUG:``, a ``WARNING:``, a stall (RCU stall, soft or
-hard lockup, hung task), a bare call trace. An *OOM kill* is not one: the kernel did its job (it freed memory by
+hard lockup, hung task), a failed page allocation (``warn_alloc``), a bare call trace.
+An *OOM kill* is not one: the kernel did its job (it freed memory by
 killing a process) and a test may provoke one on purpose. Its report also
 carries a call trace, so the scanner recognises the whole OOM report
 (``X invoked oom-killer:`` ... ``Out of memory: Killed process``) and records
@@ -26,8 +27,11 @@ WARNING = "warning"
 STALL = "stall"
 TRACE = "call-trace"
 CUT_HERE = "cut-here"
+#: ``warn_alloc``: "COMM: page allocation failure: order:N, mode:...", then a stack dump and
+#: Mem-Info. An OOM victim prints one when its own allocations fail while it dies.
+ALLOC_FAILURE = "allocation-failure"
 
-_SEVERITY = {CUT_HERE: 0, TRACE: 1, STALL: 2, WARNING: 2, BUG: 3, OOPS: 4, PANIC: 5}
+_SEVERITY = {CUT_HERE: 0, TRACE: 1, ALLOC_FAILURE: 1, STALL: 2, WARNING: 2, BUG: 3, OOPS: 4, PANIC: 5}
 
 #: (kind, pattern). Searched in order; the first match classifies the line.
 #: Deliberately NOT matched (seen on clean boots, or not kernel bugs):
@@ -53,6 +57,7 @@ _PROBLEM_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     # on CPU", "INFO: %s detected expedited stalls on CPUs/tasks: {", "INFO: rcu_tasks
     # detected stalls on tasks:".
     (STALL, re.compile(r"\bINFO: rcu\w* (self-)?detected (expedited )?stalls?\b")),
+    (ALLOC_FAILURE, re.compile(r": page allocation failure: order:\d+")),
     (CUT_HERE, re.compile(r"-+\[ cut here \]-+")),
     (TRACE, re.compile(r"\bCall Trace:")),
 )

@@ -34,6 +34,21 @@ def test_an_oom_kill_is_not_a_kernel_problem_but_fails_an_unexpecting_test():
     assert unexpected_problems(find_kernel_problems(text), kills, {"oom"}) is None
 
 
+def test_the_oom_victims_own_allocation_failure_is_expected_with_the_oom():
+    """Recorded: pressure filled a 2 GiB guest; after 'Killed process 642 (pressure)' the dying
+    victim printed 'page allocation failure' and its stack dump (warn_alloc)."""
+    text = (DATA / "console_oom_then_alloc_failure.log").read_text()
+    problems, kills = find_kernel_problems(text), find_oom_kills(text)
+    assert [k.pid for k in kills] == [642]
+    assert [p.kind for p in problems] == ["allocation-failure"]  # its Call Trace is part of it
+    assert problems[0].message_line.startswith("pressure: page allocation failure: order:0")
+    assert unexpected_problems(problems, kills, {"oom"}) is None
+    msg = unexpected_problems(problems, kills, set())
+    assert msg is not None and msg.startswith("guest kernel OOM kill during the test: pressure (pid 642)")
+    alone = unexpected_problems(problems, [], set())  # no OOM kill: an allocation failure of its own
+    assert alone is not None and alone.startswith("guest kernel problem (allocation-failure) during the test")
+
+
 def test_an_unexpected_warning_fails_even_when_an_oom_was_expected():
     warn = find_kernel_problems(WARN_CONSOLE)
     kills = find_oom_kills(oom_console())
