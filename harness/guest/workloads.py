@@ -35,6 +35,7 @@ PROGRAMS_DIR = GUEST_TESTS_DIR
 
 POLICIES = ("default", "bind", "preferred", "preferred-many", "interleave", "weighted-interleave", "local")
 KINDS = ("anon", "shared", "memfd", "file")
+ADVICE = ("cold", "pageout")
 THP = ("off", "on", "default")
 VIA = ("mbind", "set_mempolicy")
 
@@ -90,6 +91,15 @@ class Policy:
 
 
 @dataclass(frozen=True)
+class Advised:
+    """``place --madvise``: the advice given after the first placement query, and a second query."""
+
+    advice: str                      # cold | pageout
+    refusal: Refusal | None
+    placement: PageCounts | None     # None when madvise was refused
+
+
+@dataclass(frozen=True)
 class PlaceResult:
     pid: int
     ok: bool
@@ -109,6 +119,7 @@ class PlaceResult:
     placement: PageCounts | None     # None when nothing was mapped
     elapsed: dict[str, float]
     hold: dict[str, Any] | None
+    madvise: Advised | None = None   # --madvise: the advice and where the pages were after it
 
 
 @dataclass(frozen=True)
@@ -256,7 +267,14 @@ def _build_place(o: dict[str, Any]) -> PlaceResult:
         int(o["npages"]), o["addr"], bool(o["mlock"]), bool(o["prefault"]), bool(o.get("mergeable", False)),
         bool(o.get("hot", False)), _policy(o["policy"]),
         _policy(rb) if rb.get("ok") else _refusal(rb) or Refusal("get_mempolicy", 0, ""),
-        _maybe_pages(o["placement"]), {k: float(v) for k, v in o["elapsed"].items()}, o["hold"])
+        _maybe_pages(o["placement"]), {k: float(v) for k, v in o["elapsed"].items()}, o["hold"],
+        _advised(o.get("madvise")))
+
+
+def _advised(o: Mapping[str, Any] | None) -> Advised | None:
+    if o is None:
+        return None
+    return Advised(o["advice"], _refusal(o), _maybe_pages(o.get("placement")))
 
 
 def _build_move(o: dict[str, Any]) -> MoveResult:
@@ -382,7 +400,7 @@ def _hold_args(hold: float | None, hold_until_signal: bool) -> list[str]:
 def place(size_mib: int, *, policy: str | None = None, nodes: str | int | Iterable[int] | None = None,
           via: str | None = None, kind: str = "anon", thp: str = "off", mlock: bool = False,
           prefault: bool = False, move: bool = False, move_all: bool = False, strict: bool = False,
-          mergeable: bool = False, hot: bool = False, hold: float | None = None,
+          mergeable: bool = False, madvise: str | None = None, hot: bool = False, hold: float | None = None,
           hold_until_signal: bool = False) -> str:
     """The ``place`` command line (see programs/README.md for what each option does)."""
     if hot and hold is None and not hold_until_signal:
@@ -390,6 +408,7 @@ def place(size_mib: int, *, policy: str | None = None, nodes: str | int | Iterab
     a = ["--size", str(int(size_mib)), "--kind", _choice("kind", kind, KINDS), "--thp", _choice("thp", thp, THP)]
     a += _policy_args(policy, nodes, via, move, move_all, strict)
     a += ["--mlock"] * mlock + ["--prefault"] * prefault + ["--mergeable"] * mergeable
+    a += ["--madvise", _choice("madvise", madvise, ADVICE)] if madvise else []
     a += _hold_args(hold, hold_until_signal) + ["--hot"] * hot
     return _cmd("place", a)
 

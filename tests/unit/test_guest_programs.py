@@ -131,6 +131,15 @@ def test_place_prefault_move_strict_and_mlock(out):
     assert r.placement is not None and r.placement.on(0) == r.npages
 
 
+def test_place_madvise_cold_reports_a_second_placement(out):
+    _, r = run(out, w.place(1, policy="bind", nodes=0, madvise="cold"))
+    assert r["madvise"]["advice"] == "cold" and r["madvise"]["ok"]
+    assert r["madvise"]["placement"]["pages"] == {"0": 256}   # MADV_COLD deactivates, it moves nothing
+    bad = subprocess.run([str(out / "place"), "--size", "1", "--madvise", "sideways"], capture_output=True, text=True,
+                         timeout=30)
+    assert bad.returncode == 2 and "--madvise takes cold or pageout" in bad.stderr
+
+
 def test_place_hold_until_signal_reports_first_then_waits(out):
     proc = subprocess.Popen(host_cmd(out, w.place(4, policy="bind", nodes=0, hold_until_signal=True)),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

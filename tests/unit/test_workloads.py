@@ -48,6 +48,15 @@ def test_place_bind_recording():
     assert r.hold is None
 
 
+def test_place_pageout_recording():
+    """Recorded in the memmap-kmem guest with a zram swap: 4 MiB bound to node 1, then MADV_PAGEOUT."""
+    r = w.parse_place(rec("place-pageout-swap"))
+    assert r.placement is not None and r.placement.on(1) == 1024
+    assert r.madvise is not None and r.madvise.advice == "pageout" and r.madvise.refusal is None
+    assert r.madvise.placement == w.PageCounts({}, {"ENOENT": 1024}, 1024)   # swapped out: on no node
+    assert w.parse_place(rec("place-bind1")).madvise is None                 # recorded before --madvise
+
+
 def test_place_interleave_splits_exactly():
     r = w.parse_place(rec("place-interleave"))
     assert r.placement is not None and r.placement.nodes == {0: 512, 1: 512}

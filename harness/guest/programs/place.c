@@ -3,7 +3,8 @@
  * Order: set_mempolicy (--via set_mempolicy) -> mmap -> madvise THP ->
  * [--prefault: touch] -> mbind (--via mbind, with --move/--strict) -> touch ->
  * [--mlock] -> [--mergeable: same bytes in every page, MADV_MERGEABLE] ->
- * move_pages query -> get_mempolicy read-back -> JSON -> hold (with --hot: touching
+ * move_pages query -> [--madvise cold|pageout, then a second query] ->
+ * get_mempolicy read-back -> JSON -> hold (with --hot: touching
  * every page, pass after pass, until the hold ends: hot memory for promotion tests).
  * A refused call ends the run there: the JSON says which call and errno, and
  * still reports where the pages already touched are. See README.md.
@@ -18,7 +19,40 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-enum { OPT_MLOCK = OPT_FIRST_FREE, OPT_PREFAULT, OPT_MERGEABLE, OPT_HOT };
+enum { OPT_MLOCK = OPT_FIRST_FREE, OPT_PREFAULT, OPT_MERGEABLE, OPT_HOT, OPT_MADVISE };
+
+#ifndef MADV_COLD
+#define MADV_COLD 20
+#endif
+#ifndef MADV_PAGEOUT
+#define MADV_PAGEOUT 21
+#endif
+
+/* "cold" -> MADV_COLD, "pageout" -> MADV_PAGEOUT, else -1. */
+static int advice_of(const char *name)
+{
+	if (strcmp(name, "cold") == 0)
+		return MADV_COLD;
+	if (strcmp(name, "pageout") == 0)
+		return MADV_PAGEOUT;
+	return -1;
+}
+
+/* Where every page is, as JSON member NAME (a failed query says so). */
+static void j_placement(json_t *j, const char *name, region_t *r)
+{
+	void **pages = region_pages(r, r->npages);
+	hist_t h;
+
+	if (query_pages(0, pages, r->npages, &h) < 0) {
+		j_obj(j, name);
+		j_fail(j, "move_pages", errno);
+		j_obj_end(j);
+	} else {
+		j_hist(j, name, &h);
+	}
+	free(pages);
+}
 
 /* Every page holds the same bytes, and KSM may merge them. */
 static int make_mergeable(region_t *r)
@@ -49,20 +83,21 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		REGION_LONG_OPTIONS, POLICY_LONG_OPTIONS, HOLD_LONG_OPTIONS,
 		{"mlock", 0, 0, OPT_MLOCK}, {"prefault", 0, 0, OPT_PREFAULT},
-		{"mergeable", 0, 0, OPT_MERGEABLE}, {"hot", 0, 0, OPT_HOT},
+		{"mergeable", 0, 0, OPT_MERGEABLE}, {"hot", 0, 0, OPT_HOT}, {"madvise", 1, 0, OPT_MADVISE},
 		{0, 0, 0, 0},
 	};
 	region_opts_t ro;
 	policy_t pol;
 	hold_opts_t hold = {0, 0};
-	int do_mlock = 0, prefault = 0, mergeable = 0, hot = 0, opt, failed = 0;
+	int do_mlock = 0, prefault = 0, mergeable = 0, hot = 0, advice = -1, opt, failed = 0;
+	const char *advice_name = NULL;
 	const char *call = NULL;
 	region_t r = {0};
 	double t0, t_map = 0, t_policy = 0, t_touch = 0, t_mlock = 0, t_query = 0;
 	json_t j;
 
-	nh_usage = "place " REGION_USAGE " " POLICY_USAGE " [--prefault] [--mlock] [--mergeable] " HOLD_USAGE
-		   " [--hot]";
+	nh_usage = "place " REGION_USAGE " " POLICY_USAGE " [--prefault] [--mlock] [--mergeable] "
+		   "[--madvise cold|pageout] " HOLD_USAGE " [--hot]";
 	region_opts_init(&ro);
 	policy_init(&pol);
 	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -76,7 +111,12 @@ int main(int argc, char **argv)
 			mergeable = 1;
 		else if (opt == OPT_HOT)
 			hot = 1;
-		else
+		else if (opt == OPT_MADVISE) {
+			advice_name = optarg;
+			advice = advice_of(optarg);
+			if (advice < 0)
+				usage_error("--madvise takes cold or pageout, not '%s'", optarg);
+		} else
 			usage_error("unknown option");
 	}
 	if (optind < argc)
@@ -150,21 +190,26 @@ int main(int argc, char **argv)
 	j_policy(&j, "policy", &pol);
 	j_policy_readback(&j, "readback", pol.via_mbind && r.addr ? r.addr : NULL);
 	if (r.addr) {
-		void **pages = region_pages(&r, r.npages);
-		hist_t h;
-
 		t0 = now();
-		if (query_pages(0, pages, r.npages, &h) < 0) {
-			j_obj(&j, "placement");
-			j_fail(&j, "move_pages", errno);
-			j_obj_end(&j);
-		} else {
-			j_hist(&j, "placement", &h);
-		}
+		j_placement(&j, "placement", &r);
 		t_query = now() - t0;
-		free(pages);
 	} else {
 		j_null(&j, "placement");
+	}
+	/* After the first query, so the report has where the pages were and where they are now
+	 * (MADV_PAGEOUT: swapped out pages are no longer on any node). */
+	if (advice_name && !failed && r.addr) {
+		j_obj(&j, "madvise");
+		j_str(&j, "advice", advice_name);
+		if (madvise(r.addr, r.size, advice) < 0) {
+			j_fail(&j, "madvise", errno);
+		} else {
+			j_bool(&j, "ok", 1);
+			j_placement(&j, "placement", &r);
+		}
+		j_obj_end(&j);
+	} else {
+		j_null(&j, "madvise");
 	}
 	j_obj(&j, "elapsed");
 	j_num(&j, "map_s", t_map);
