@@ -98,6 +98,9 @@ GUEST_RUN_DIR = "/tmp/numa-harness"
 CXL_SETUP = f"{GUEST_BIN_DIR}/cxl-setup"
 #: The node provisioning program (``files/provision.sh``), see :mod:`harness.guest.setup`.
 PROVISION = f"{GUEST_BIN_DIR}/provision"
+#: Swap, driver rebinding and offlining for the contract checks (``files/node-memory.sh``),
+#: see :mod:`harness.guest.node_memory`.
+NODE_MEMORY = f"{GUEST_BIN_DIR}/node-memory"
 #: Environment variable the guest programs take their sysfs root from (tests point it at a fake tree).
 SYSFS_ENV = "HARNESS_SYSFS"
 

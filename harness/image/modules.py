@@ -22,6 +22,8 @@ GUEST_MODULES: tuple[str, ...] = (
     "libnvdimm", "nd_pmem", "nd_btt", "nd_e820", "nd_virtio", "virtio_pmem",
     # memory devices
     "virtio_mem", "virtio_balloon",
+    # compressed swap in RAM: the contract's reclaim and MADV_PAGEOUT checks need somewhere to swap to
+    "zram",
     # host file sharing (optional)
     "9p", "9pnet", "9pnet_virtio", "virtiofs", "fuse",
 )
