@@ -170,7 +170,7 @@ def has_setup(t: Topology) -> bool:
 def _provision_step(t: Topology, p: Provision) -> str:
     if p.via == "memmap-kmem":
         start, size = provision_range(t, p)
-        return f"memmap-kmem {p.node} {start} {size}"
+        return f"memmap-kmem {p.node} {start} {size} {p.zone}"
     if p.via == "dax_test":
         start, size = provision_range(t, p)
         return f"dax_test {p.node} {start} {size} {features_mask(p.features):#x}"

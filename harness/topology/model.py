@@ -210,6 +210,7 @@ class PrivateNode:
 
 
 ProvisionVia = Literal["memmap-kmem", "dax_test", "cxl-mempolicy", "cxl-compression"]
+ProvisionZone = Literal["movable", "normal"]
 
 #: Service opt-ins a provisioned node may be given (the private/managed-node series' per-node
 #: services); what the contract checks expect of the node.
@@ -230,6 +231,9 @@ class Provision:
     device: str | None = fld("cxl.devices[].id bound to the driver (cxl-mempolicy, cxl-compression)", None)
     features: list[str] = fld("services the node opts into (the expectation the contract checks use): "
                               + ", ".join(SERVICES) + "; memmap-kmem gives an ordinary node: leave empty", [])
+    zone: ProvisionZone = fld("how memmap-kmem onlines the memory: movable (ZONE_MOVABLE, daxctl's default: user "
+                              "pages only, so the node can be offlined and its driver unbound) or normal (the "
+                              "kernel's own allocations may land there too)", "movable")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -5,9 +5,10 @@
 # Usage: provision PLAN
 #
 # PLAN (written by harness/guest/setup.py), one step per line; # lines ignored:
-#   memmap-kmem NODE START SIZE      the legacy pmem range START (bytes) that memmap=SIZE!START
+#   memmap-kmem NODE START SIZE ZONE the legacy pmem range START (bytes) that memmap=SIZE!START
 #                                    reserved: its namespace becomes a devdax device (4 KiB
-#                                    alignment), bound to kmem, its memory blocks onlined
+#                                    alignment), bound to kmem, its memory blocks onlined into
+#                                    ZONE (movable: ZONE_MOVABLE; normal: the kernel's choice)
 #   dax_test NODE START SIZE FEATURES  modprobe the series' dax_test on that range (FEATURES: hex)
 #   cxl-driver NODE DRIVER PCIKEY    the CXL type-3 device at PCIKEY (root bus hex / dev.fn per
 #                                    hop) rebound to DRIVER through driver_override
@@ -60,8 +61,10 @@ node_bytes() {   # online memory of node $1 in bytes, from its memory blocks
 	echo $((n * 0x$bs))
 }
 
-memmap_kmem() {   # NODE START SIZE
+memmap_kmem() {   # NODE START SIZE ZONE
 	node=$1 start=$2
+	online=online
+	[ "${4:-movable}" = movable ] && online=online_movable
 	modprobe -a nd_e820 nd_pmem dax_pmem device_dax kmem 2>/dev/null
 	hex=$(printf '0x%x' "$start")
 	region=''
@@ -84,7 +87,7 @@ memmap_kmem() {   # NODE START SIZE
 	wr memmap-kmem "$DAX/drivers/kmem/new_id" "$dax"
 	[ -e "$DAX/drivers/kmem/$dax" ] || wr memmap-kmem "$DAX/drivers/kmem/bind" "$dax"
 	for b in "$SYSFS/devices/system/node/node$node"/memory[0-9]*; do
-		[ -e "$b/state" ] && [ "$(cat "$b/state")" = offline ] && wr memmap-kmem "$b/state" online
+		[ -e "$b/state" ] && [ "$(cat "$b/state")" = offline ] && wr memmap-kmem "$b/state" "$online"
 	done
 	bytes=$(node_bytes "$node")
 	[ "$bytes" -gt 0 ] || fail memmap-kmem "$DAX/drivers/kmem" "kmem onlined no memory on node $node"
@@ -134,7 +137,7 @@ fi
 while read -r step a b c d; do
 	case "$step" in
 		''|'#'*) continue ;;
-		memmap-kmem) memmap_kmem "$a" "$b" "$c" ;;
+		memmap-kmem) memmap_kmem "$a" "$b" "$c" "$d" ;;
 		dax_test) dax_test "$a" "$b" "$c" "$d" ;;
 		cxl-driver) cxl_driver "$a" "$b" "$c" ;;
 		*) echo "error step=plan file=$PLAN msg=unknown step '$step'"; exit 2 ;;
