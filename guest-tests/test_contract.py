@@ -13,7 +13,7 @@ topology), so a kernel developer's own repository runs the same ones with
   not leak fails its test, because the check could not have caught a leak. The opt-in side of
   each promise (mbind, move_pages, migrate_pages, kswapd/kcompactd, demotion) must hold there.
 
-The guest work runs once per topology (the first test of it), about 25 s under TCG.
+The guest work runs once per topology (the first test of it), about 40 s under TCG.
 """
 
 from __future__ import annotations

@@ -3,7 +3,10 @@
 One :func:`run_contract` call measures every promise for every target of one guest, the
 pressure sequence once for all isolation promises (a hog holding the normal nodes' free memory
 plus a margin, page cache written while it holds), so a topology costs one fill, not one per
-check. The verdicts themselves are the pure functions of :mod:`.verdicts`.
+check. Per node, first the driver and hot-unplug checks (:func:`lifecycle_checks`: memory the
+later checks leave kernel pages on could not be offlined), then the placement checks, then the
+skipped services (:func:`service_checks`, with a zram swap for reclaim and page-out, removed
+after). The verdicts themselves are the pure functions of :mod:`.verdicts`.
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from harness.guest import workloads
-from harness.guest.protocol import GUEST_RUN_DIR
+from harness.guest import node_memory, workloads
+from harness.guest.protocol import GUEST_PREFIX, GUEST_RUN_DIR
 from harness.stats import Snapshot, snapshot
 from harness.topology.model import Topology
+from harness.vm.problems import find_kernel_problems
 
 from . import verdicts as V
 from .targets import Target, targets
@@ -30,6 +34,14 @@ MIB_PAGES = 256
 HOG_MARGIN_MIB = 128      # the hog asks for the normal nodes' free memory plus this
 CACHE_MIB = 16            # page cache written while the hog holds
 HUGE = "hugepages/hugepages-2048kB/nr_hugepages"
+SERVICE_MIB = 4           # pages put on the node for each service check
+SWAP_MIB = 64             # the zram swap the reclaim and MADV_PAGEOUT checks swap to
+KSM_WAIT_S = 15           # how long KSM gets to merge the node's identical pages
+REBIND_CYCLES = 3
+OFFLINE_LIMIT_S = 60      # each memory block's offline write, at most
+KSM = "/sys/kernel/mm/ksm"
+LRU_GEN = "/sys/kernel/mm/lru_gen/enabled"
+CGROUP = "/sys/fs/cgroup/nh-contract"
 _IDS = itertools.count(1)
 
 
@@ -133,6 +145,180 @@ def node_checks(m: Guest, t: Target, s: Snapshot, orders: dict[int, list[int]],
     return out
 
 
+def _meminfo_delta_pages(before: Snapshot, after: Snapshot, n: int, key: str) -> int:
+    return (after.node(n).meminfo.get(key, 0) - before.node(n).meminfo.get(key, 0)) // 4096
+
+
+def _read_int(m: Guest, path: str) -> int | None:
+    out = m.run(f"cat {path} 2>/dev/null", timeout=30, check=False).stdout.strip()
+    return int(out) if out.lstrip("-").isdigit() else None
+
+
+def _vmstat(m: Guest, key: str) -> int:
+    out = m.run(f"grep '^{key} ' /proc/vmstat", timeout=30, check=False).stdout.split()
+    return int(out[1]) if len(out) == 2 else 0
+
+
+def service_checks(m: Guest, t: Target) -> list[V.Verdict]:
+    """mlock, MADV_COLD, MADV_PAGEOUT, memory.reclaim, KSM and compaction, each on
+    :data:`SERVICE_MIB` placed on the node by mbind: did the service act on them?"""
+    n = t.node
+    assert n is not None
+    if t.allows("mempolicy") is not True:
+        return V.services_skipped(t, f"pages reach node {n} for these checks through mbind, and the node's mempolicy "
+                                  f"opt-in is {'unknown' if t.allows('mempolicy') is None else 'off'}: {t.source}")
+    place = dict(policy="bind", nodes=[n], hold_until_signal=True)
+    out: list[V.Verdict] = []
+
+    def held(step: Callable[[int, int], V.Verdict], **options: Any) -> None:
+        pid, report = start(m, workloads.place(SERVICE_MIB, **{**place, **options}))
+        try:
+            assert isinstance(report, workloads.PlaceResult)
+            out.append(step(pid, report.placement.on(n) if report.placement else 0))
+        finally:
+            stop(m, pid)
+
+    before = snapshot(m, boot_log=False)
+
+    def mlocked(pid: int, placed: int) -> V.Verdict:
+        got = _meminfo_delta_pages(before, snapshot(m, boot_log=False), n, "Mlocked")
+        return V.service("services.mlock", t, placed, got, f"mlock of {placed} pages on node {n}: its Mlocked "
+                         f"{got:+d} pages", mlocked=got)
+    held(mlocked, mlock=True)
+
+    # MADV_COLD deactivates through the classic LRU lists; the multi-gen LRU ages folios its own way
+    lru_gen = m.run(f"cat {LRU_GEN} 2>/dev/null", timeout=30, check=False).stdout.strip()
+    if lru_gen:
+        m.run(f"echo n > {LRU_GEN}", timeout=30)
+    try:
+        cold_before = snapshot(m, boot_log=False)
+
+        def cold(pid: int, placed: int) -> V.Verdict:
+            got = _meminfo_delta_pages(cold_before, snapshot(m, boot_log=False), n, "Inactive(anon)")
+            return V.service("services.cold", t, placed, max(got, 0), f"MADV_COLD on {placed} pages on node {n}: its "
+                             f"Inactive(anon) {got:+d} pages (multi-gen LRU off for the step)", inactive=got)
+        held(cold, madvise="cold")
+    finally:
+        if lru_gen:
+            m.run(f"echo {lru_gen} > {LRU_GEN}", timeout=30, check=False)
+
+    swap = node_memory.parse_swap(m.run(node_memory.swap_on(SWAP_MIB), timeout=60, check=False).stdout)
+    if not swap.ok:
+        out += V.services_skipped(t, f"no swap for reclaim to move anonymous pages to: {swap.reason}",
+                                  ("services.pageout", "services.reclaim"))
+    else:
+        try:
+            r = workloads.run(m, workloads.place(SERVICE_MIB, policy="bind", nodes=[n], madvise="pageout"))
+            assert isinstance(r, workloads.PlaceResult)
+            placed = r.placement.on(n) if r.placement else 0
+            after = r.madvise.placement.on(n) if r.madvise and r.madvise.placement else placed
+            refused = f" (madvise refused: {r.madvise.refusal.error})" if r.madvise and r.madvise.refusal else ""
+            out.append(V.service("services.pageout", t, placed, placed - after, f"MADV_PAGEOUT on {placed} pages on "
+                                 f"node {n}: {after} still there{refused}", still_on_node=after))
+            out.append(_reclaim(m, t))
+        finally:
+            m.run(node_memory.swap_off(), timeout=120, check=False)
+
+    def merged(pid: int, placed: int) -> V.Verdict:
+        m.run(f"echo 4096 > {KSM}/pages_to_scan; echo 0 > {KSM}/sleep_millisecs; echo 1 > {KSM}/run", timeout=30)
+        try:
+            got, deadline = 0, time.monotonic() + KSM_WAIT_S
+            while time.monotonic() < deadline and got < placed // 2:
+                time.sleep(0.5)
+                got = _read_int(m, f"/proc/{pid}/ksm_merging_pages") or 0
+        finally:
+            m.run(f"echo 2 > {KSM}/run", timeout=60, check=False)  # unmerge everything, stop
+        return V.service("services.ksm", t, placed, got, f"KSM running {KSM_WAIT_S} s at most over {placed} identical "
+                         f"pages on node {n}: {got} merged", merged=got)
+    if _read_int(m, f"{KSM}/run") is None:
+        out += V.services_skipped(t, "the kernel has no KSM (/sys/kernel/mm/ksm)", ("services.ksm",))
+    else:
+        held(merged, mergeable=True)
+
+    compact = f"/sys/devices/system/node/node{n}/compact"
+
+    def compacted(pid: int, placed: int) -> V.Verdict:
+        scanned = _vmstat(m, "compact_migrate_scanned")
+        m.run(f"echo 1 > {compact}", timeout=300)
+        got = _vmstat(m, "compact_migrate_scanned") - scanned
+        return V.service("services.compaction", t, placed, got, f"compacting node {n} holding {placed} of our pages: "
+                         f"compact_migrate_scanned +{got}", migrate_scanned=got)
+    if m.run(f"test -e {compact}", timeout=30, check=False).exit_status != 0:
+        out += V.services_skipped(t, f"the kernel has no {compact} (CONFIG_COMPACTION)", ("services.compaction",))
+    else:
+        held(compacted)
+    order = list(V.SERVICE_PROMISES)
+    return sorted(out, key=lambda v: order.index(v.promise))
+
+
+def _reclaim(m: Guest, t: Target) -> V.Verdict:
+    """memory.reclaim of a cgroup whose one process holds pages on the node (swap on)."""
+    n = t.node
+    assert n is not None
+    m.run(f"grep -qw memory /sys/fs/cgroup/cgroup.subtree_control || echo +memory > /sys/fs/cgroup/cgroup.subtree_control;"
+          f" mkdir -p {CGROUP}", timeout=30)
+    cmd = workloads.place(SERVICE_MIB, policy="bind", nodes=[n], hold_until_signal=True)
+    pid, _ = start(m, f"sh -c 'echo $$ > {CGROUP}/cgroup.procs && exec {cmd}'")
+    try:
+        placed = snapshot(m, pid=pid, boot_log=False).pages_on(n)
+        r = m.run(f"echo {SERVICE_MIB * 2}M > {CGROUP}/memory.reclaim", timeout=120, check=False)
+        left = snapshot(m, pid=pid, boot_log=False).pages_on(n)
+    finally:
+        stop(m, pid)
+        m.run(f"rmdir {CGROUP}", timeout=30, check=False)
+    said = "" if r.exit_status == 0 else f" (the write failed, the kernel reclaimed less than asked: " \
+        f"{(r.stderr or r.stdout).strip().rsplit(': ', 1)[-1]})"
+    return V.service("services.reclaim", t, placed, placed - left, f"memory.reclaim of {SERVICE_MIB * 2}M in a cgroup "
+                     f"holding {placed} pages on node {n}: {left} still there{said}", still_on_node=left)
+
+
+def _kernel_reports_since(m: Guest, mark: str) -> list:
+    """Kernel problems (WARN, BUG ...) printed after the ``mark`` line we wrote to /dev/kmsg."""
+    text = m.run("dmesg", timeout=60, check=False).stdout
+    return find_kernel_problems(text.rsplit(mark, 1)[-1] if mark in text else text)
+
+
+def _mark(m: Guest, what: str) -> str:
+    mark = f"{GUEST_PREFIX} contract {what} {next(_IDS)}"
+    m.run(f"echo '{mark}' > /dev/kmsg", timeout=30, check=False)
+    return mark
+
+
+def lifecycle_checks(m: Guest, t: Target) -> list[V.Verdict]:
+    """The node's driver unbound and rebound :data:`REBIND_CYCLES` times; then its memory offlined
+    with pages in use, every write under :data:`OFFLINE_LIMIT_S`, and onlined again."""
+    n = t.node
+    assert n is not None
+    mark = _mark(m, f"rebind node {n}")
+    limit = OFFLINE_LIMIT_S * 8 * REBIND_CYCLES
+    r = node_memory.parse_rebind(m.run(node_memory.rebind(n, REBIND_CYCLES, OFFLINE_LIMIT_S, t.zone), timeout=limit,
+                                       check=False).stdout)
+    out = [V.rebind(t, r, REBIND_CYCLES, [] if r.skipped else _kernel_reports_since(m, mark))]
+    if t.provisioned.startswith("memory-only"):
+        out.append(V.verdict("hotplug.offline", t, "skip", f"node {n} is boot memory (SRAT), which Linux does not "
+                             "hot-unplug: the check needs memory a driver added (memmap-kmem, dax_test, a CXL driver)"))
+        return out
+    if t.allows("mempolicy") is not True:
+        out.append(V.verdict("hotplug.offline", t, "skip", f"pages reach node {n} for this check through mbind, and "
+                             f"its mempolicy opt-in is not known to be on: {t.source}"))
+        return out
+    pid, report = start(m, workloads.place(SERVICE_MIB, policy="bind", nodes=[n], hold_until_signal=True))
+    try:
+        assert isinstance(report, workloads.PlaceResult)
+        placed = report.placement.on(n) if report.placement else 0
+        mark = _mark(m, f"offline node {n}")
+        text = m.run(node_memory.offline(n, OFFLINE_LIMIT_S), timeout=OFFLINE_LIMIT_S * 16 + 60, check=False).stdout
+        o = node_memory.parse_offline(text)
+        alive = m.run(f"kill -0 {pid}", timeout=30, check=False).exit_status == 0
+        left = snapshot(m, pid=pid, boot_log=False).pages_on(n) if alive else 0
+        problems = _kernel_reports_since(m, mark)
+    finally:
+        stop(m, pid)
+        m.run(node_memory.online(n, t.zone), timeout=300, check=False)
+    out.append(V.hot_unplug(t, o, placed, left, alive, OFFLINE_LIMIT_S, problems))
+    return out
+
+
 def expected_private(t: Topology | None) -> list[int]:
     if t is None:
         return []
@@ -157,7 +343,12 @@ def run_contract(m: Guest, topology: Topology | None = None, *, roles: Iterable[
         say(f"contract: {t.label}")
         srcs = "; ".join(k.source for k in before.classes.of(t.node) if k.name == "private") or "private"
         out.append(V.in_mask(t, expected_private(topology), srcs))
+        # driver and hot-unplug first: memory another check left kernel pages on cannot be offlined
+        say(f"contract: {t.label}: driver rebinding, hot-unplug")
+        out += lifecycle_checks(m, t)
         out += node_checks(m, t, before, orders, threads)
+        say(f"contract: {t.label}: services")
+        out += service_checks(m, t)
     real = [t for t in ts if t.node is not None]
     if real:
         say("contract: pressure sequence (hog + page cache)")

@@ -41,6 +41,7 @@ class Target:
     opted_in: frozenset[str] | None        # services; None: the kernel says nothing and nothing was provisioned
     source: str = ""                       # where opted_in came from
     missing: str = ""                      # for the placeholder: why there is no private node
+    zone: str = "normal"                   # movable: the topology onlined it ZONE_MOVABLE (kernel memory cannot land)
 
     @property
     def label(self) -> str:
@@ -72,15 +73,17 @@ def no_private_reason(s: Snapshot) -> str:
             + (" (stock kernel)" if stock else f" (it has {', '.join(have)})"))
 
 
-def _provisioned(t: Topology | None, nid: int) -> tuple[str, list[str] | None]:
+def _provisioned(t: Topology | None, nid: int) -> tuple[str, list[str] | None, str]:
+    """(how the node came to be, the features it was provisioned with, its zone)."""
     if t is not None:
         for p in t.guest.provision:
             if p.node == nid:
-                return p.via, list(p.features)
+                zone = p.zone if p.via == "memmap-kmem" else "normal"
+                return p.via + (" (ZONE_MOVABLE)" if zone == "movable" else ""), list(p.features), zone
         for pn in t.guest.private_nodes:
             if pn.node == nid:
-                return "private_node=" + ("" if pn.features is None else f"{pn.features:#x}"), None
-    return "memory-only (SRAT)", None
+                return "private_node=" + ("" if pn.features is None else f"{pn.features:#x}"), None, "normal"
+    return "memory-only (SRAT)", None, "normal"
 
 
 def targets(s: Snapshot, t: Topology | None = None) -> list[Target]:
@@ -89,7 +92,7 @@ def targets(s: Snapshot, t: Topology | None = None) -> list[Target]:
     out: list[Target] = []
     private = list(c.nodes("private"))
     for nid in private:
-        how, provisioned = _provisioned(t, nid)
+        how, provisioned, zone = _provisioned(t, nid)
         if nid in c.features:
             opted = frozenset(FEATURE_SERVICES[f] for f in c.features[nid] if f in FEATURE_SERVICES)
             source = f"nodeN/mem_features ({c.layout or 'unknown layout'})"
@@ -100,12 +103,13 @@ def targets(s: Snapshot, t: Topology | None = None) -> list[Target]:
         user = [k for k in c.of(nid) if k.name == "user" and not k.source.startswith("implied")]
         if user:   # a user-memory mask lists it: mempolicy may target it
             opted, source = (opted or frozenset()) | {"mempolicy"}, source + f"; {user[0].source}"
-        out.append(Target(nid, "private", how, opted, source))
+        out.append(Target(nid, "private", how, opted, source, zone=zone))
     if not private:
         out.append(Target(None, "private", "-", None, missing=no_private_reason(s)))
     for nid in c.nodes("memory"):
         if nid in private or c.has(nid, "cpu") or not c.has(nid, "memory-only"):
             continue
-        how, _ = _provisioned(t, nid)
-        out.append(Target(nid, "control", how, frozenset(SERVICES), "an ordinary node: every service applies"))
+        how, _, zone = _provisioned(t, nid)
+        out.append(Target(nid, "control", how, frozenset(SERVICES), "an ordinary node: every service applies",
+                          zone=zone))
     return out

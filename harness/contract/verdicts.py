@@ -14,17 +14,19 @@ Every function here takes parsed guest output (numbers, refusals, boot-log lines
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from harness.guest.node_memory import Offline, Rebind
 from harness.guest.workloads import Refusal
 from harness.stats.parse import DemotionTarget
+from harness.vm.problems import Problem
 
 from .targets import Target
 
 Outcome = Literal["pass", "fail", "skip", "xfail", "xpass"]
-Kind = Literal["private-only", "isolation", "opt-in"]
+Kind = Literal["private-only", "isolation", "opt-in", "lifecycle"]
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,27 @@ PROMISES: dict[str, Promise] = {p.id: p for p in (
     Promise("migration.migrate_pages", "opt-in", "migrate_pages to it: refused unless opted in, pages move when opted in",
             "migration"),
     Promise("demotion.target", "opt-in", "a demotion target only when demotion opted in", "demotion"),
+    # skipped services: each acts on pages already on the node (placed there by mbind) only if opted in.
+    # mlock and MADV_COLD work on the LRU lists, which a node outside reclaim keeps its pages off.
+    Promise("services.mlock", "opt-in", "mlock of pages on it: they join its unevictable list (Mlocked) only when "
+            "reclaim opted in", "reclaim"),
+    Promise("services.cold", "opt-in", "MADV_COLD on pages on it: they are deactivated only when reclaim opted in",
+            "reclaim"),
+    Promise("services.pageout", "opt-in", "MADV_PAGEOUT on pages on it: they are swapped out only when reclaim "
+            "opted in", "reclaim"),
+    Promise("services.reclaim", "opt-in", "memory.reclaim of a cgroup holding pages on it takes them only when "
+            "reclaim opted in", "reclaim"),
+    Promise("services.ksm", "opt-in", "KSM merges identical pages on it only when KSM opted in", "ksm"),
+    Promise("services.compaction", "opt-in", "compacting the node scans its pages only when compaction opted in",
+            "compaction"),
+    Promise("driver.rebind", "lifecycle", "its driver unbinds (memory gone) and rebinds (memory back) three times "
+            "without a kernel warning"),
+    Promise("hotplug.offline", "lifecycle", "offlining its memory with pages in use ends within the time limit: "
+            "pages migrate out when migration opted in, else it is refused; no kernel warning", "migration"),
 )}
+
+#: The skipped-services promises, in order.
+SERVICE_PROMISES = tuple(p for p in PROMISES if p.startswith("services."))
 
 
 @dataclass(frozen=True)
@@ -102,6 +124,10 @@ def isolation(promise: str, t: Target, leaked: int, what: str, **numbers: Any) -
                        leaked=leaked, **numbers)
     if t.role == "private":
         return verdict(promise, t, "pass" if leaked == 0 else "fail", what, leaked=leaked, **numbers)
+    if promise == "isolation.kernel" and t.zone == "movable":
+        return verdict(promise, t, "skip", "onlined ZONE_MOVABLE: the kernel's own allocations cannot land there, so "
+                       f"this node is no control for kernel memory (the memory-only node is): {what}",
+                       leaked=leaked, **numbers)
     if leaked > 0:
         return verdict(promise, t, "xfail", f"negative control leaked: {what}", leaked=leaked, **numbers)
     return verdict(promise, t, "xpass", f"negative control did not leak, so this check could not catch a leak: {what}",
@@ -219,3 +245,73 @@ def demotion(t: Target, targets: Mapping[int, DemotionTarget]) -> Verdict:
                        "nothing to compare on this machine", sources=sources)
     ok = bool(sources) == allowed
     return verdict("demotion.target", t, "pass" if ok else "fail", what, sources=sources)
+
+
+# --- skipped services: does the service act on pages on the node? -------------------------
+
+def service(promise: str, t: Target, placed: int, acted: int, what: str, **numbers: Any) -> Verdict:
+    """``placed`` pages were on the node before the service ran; it acted on ``acted`` of them
+    (``what`` says how, with the numbers)."""
+    p = PROMISES[promise]
+    assert p.service is not None
+    nums = dict(numbers, placed=placed, acted=acted)
+    if placed == 0:
+        outcome: Outcome = "fail" if t.role == "control" else "skip"
+        return verdict(promise, t, outcome, f"no page reached node {t.node} to act on ({what})", **nums)
+    allowed = t.allows(p.service)
+    if allowed is None:
+        return verdict(promise, t, "skip", f"cannot tell whether node {t.node} opted into {p.service}: {t.source} "
+                       f"(observed: {what})", **nums)
+    ok = acted > 0 if allowed else acted == 0
+    expect = "acts on them" if allowed else "leaves them alone"
+    return verdict(promise, t, "pass" if ok else "fail", f"{what} (expected: {expect})", **nums)
+
+
+def services_skipped(t: Target, reason: str, promises: Iterable[str] = ()) -> list[Verdict]:
+    """The same skip for several service promises (every one when ``promises`` is empty)."""
+    return [verdict(p, t, "skip", reason) for p in (tuple(promises) or SERVICE_PROMISES)]
+
+
+# --- lifecycle: driver rebinding, hot-unplug ----------------------------------------------
+
+def _problems_text(problems: Sequence[Problem]) -> str:
+    return f"{len(problems)} kernel report(s), first {problems[0].kind}: {problems[0].message_line}"
+
+
+def rebind(t: Target, r: Rebind, cycles: int, problems: Sequence[Problem]) -> Verdict:
+    """Every cycle offlined, unbound to 0 bytes, bound and came back to the first size; no report."""
+    if r.skipped:
+        return verdict("driver.rebind", t, "skip", f"nothing to rebind: {r.skipped} ({t.provisioned})")
+    lines = "; ".join(c.describe() for c in r.cycles)
+    what = f"{r.dax} on {r.driver}, {r.initial_bytes >> 20} MiB: {lines}"
+    nums = dict(dax=r.dax, driver=r.driver, cycles=len(r.cycles), clean=sum(c.clean(r.initial_bytes) for c in r.cycles),
+                problems=len(problems))
+    if problems:
+        return verdict("driver.rebind", t, "fail", f"{what}; {_problems_text(problems)}", **nums)
+    ok = len(r.cycles) == cycles and all(c.clean(r.initial_bytes) for c in r.cycles)
+    return verdict("driver.rebind", t, "pass" if ok else "fail", what, **nums)
+
+
+def hot_unplug(t: Target, o: Offline, placed: int, on_node_after: int, alive: bool, limit_s: int,
+               problems: Sequence[Problem]) -> Verdict:
+    """Offlining a node holding ``placed`` pages of a live process, every write under ``limit_s``."""
+    what = f"{placed} pages in use on node {t.node}: {o.describe()}; {on_node_after} still on it, " + \
+        ("the process alive" if alive else "the process gone")
+    nums = dict(placed=placed, on_node_after=on_node_after, alive=alive, blocks=len(o.blocks),
+                refused=len(o.refused), timed_out=len(o.timed_out), limit_s=limit_s, problems=len(problems))
+    if placed == 0:
+        outcome: Outcome = "fail" if t.role == "control" else "skip"
+        return verdict("hotplug.offline", t, outcome, f"no page reached node {t.node} to be in use ({what})", **nums)
+    if o.timed_out:
+        return verdict("hotplug.offline", t, "fail", f"{what}: an offline write hung past {limit_s} s", **nums)
+    if problems:
+        return verdict("hotplug.offline", t, "fail", f"{what}; {_problems_text(problems)}", **nums)
+    allowed = t.allows("migration")
+    if allowed is None:
+        return verdict("hotplug.offline", t, "skip", f"cannot tell whether node {t.node} opted into migration: "
+                       f"{t.source} (observed: {what})", **nums)
+    if allowed:
+        ok = not o.refused and o.bytes_left == 0 and on_node_after == 0 and alive
+    else:
+        ok = bool(o.refused) and alive
+    return verdict("hotplug.offline", t, "pass" if ok else "fail", what, **nums)

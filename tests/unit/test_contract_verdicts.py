@@ -53,7 +53,7 @@ def test_stock_recorded_has_no_private_node_and_one_control():
 def test_memmap_kmem_node_is_a_control_named_by_its_path():
     s = from_dump(dump({**STOCK, "possible": "0-1", "online": "0-1", "has_memory": "0-1"}))
     (c,) = by_role(targets(s, load("memmap-kmem").topology), "control")
-    assert c.provisioned == "memmap-kmem"
+    assert (c.provisioned, c.zone) == ("memmap-kmem (ZONE_MOVABLE)", "movable")
 
 
 @pytest.mark.parametrize("masks,private,source", [
@@ -177,3 +177,103 @@ def test_demotion_targets_recorded():
     assert V.demotion(p, d).outcome == "pass"             # node 2 receives nothing, not opted in
     p2, _ = private_target(features={2: "0x2"})           # demotion opted in, but no node demotes to 2
     assert V.demotion(p2, d).outcome == "fail"
+
+
+# --- skipped services, driver rebinding, hot-unplug ---------------------------------------
+
+@pytest.mark.parametrize("features,promise,acted,outcome", [
+    ("0x100", "services.mlock", 0, "pass"),          # mempolicy only: mlock leaves its pages alone
+    ("0x100", "services.mlock", 1024, "fail"),       # ... and a kernel that mlocks them breaks the promise
+    ("0x101", "services.mlock", 1024, "pass"),       # reclaim opted in: mlock acts
+    ("0x101", "services.pageout", 0, "fail"),        # reclaim opted in, yet nothing was paged out
+    ("0x120", "services.ksm", 1024, "pass"),         # ksm opted in
+    ("0x100", "services.ksm", 3, "fail"),
+    ("0x140", "services.compaction", 2048, "pass"),  # collapse -> compaction
+    ("0x100", "services.compaction", 0, "pass"),
+])
+def test_service_acts_only_when_opted_in(features, promise, acted, outcome):
+    p, _ = private_target(features={2: features})
+    v = V.service(promise, p, 1024, acted, f"{acted} pages acted on")
+    assert v.outcome == outcome, v.observed
+    assert v.numbers == {"placed": 1024, "acted": acted}
+
+
+def test_service_on_a_control_must_act_and_needs_pages_placed():
+    p, c = private_target(features={2: "0x100"})
+    assert V.service("services.reclaim", c, 1024, 1024, "all reclaimed").outcome == "pass"
+    assert V.service("services.reclaim", c, 1024, 0, "none reclaimed").outcome == "fail"
+    assert V.service("services.ksm", c, 0, 0, "mbind failed").outcome == "fail"     # a control always takes pages
+    assert V.service("services.ksm", p, 0, 0, "mbind refused").outcome == "skip"
+    assert V.service("services.ksm", private_target()[0], 1024, 0, "-").outcome == "skip"   # opt-ins unknown
+
+
+def test_services_skipped_names_every_service_promise():
+    p, _ = private_target(features={2: "0x0"})
+    vs = V.services_skipped(p, "no mempolicy opt-in")
+    assert [v.promise for v in vs] == list(V.SERVICE_PROMISES) and {v.outcome for v in vs} == {"skip"}
+    assert [v.promise for v in V.services_skipped(p, "x", ("services.ksm",))] == ["services.ksm"]
+
+
+def node_memory_out(name):
+    return (DATA / "node-memory" / name).read_text()
+
+
+def test_rebind_recorded_clean_busy_and_without_a_device():
+    from harness.guest import node_memory as NM
+    from harness.vm.problems import find_kernel_problems
+
+    _, c = private_target(features={2: "0x0"})
+    clean = NM.parse_rebind(node_memory_out("rebind-clean.out"))
+    assert (clean.dax, clean.driver, clean.initial_bytes, len(clean.cycles)) == ("dax0.0", "kmem", 256 << 20, 3)
+    assert V.rebind(c, clean, 3, []).outcome == "pass"
+    assert V.rebind(c, clean, 4, []).outcome == "fail"                  # a cycle missing
+    warn = find_kernel_problems("[ 9.1] WARNING: CPU: 1 PID: 300 at mm/memory_hotplug.c:1900 offline_pages+0x1\n"
+                                "[ 9.1] Call Trace:\n")
+    v = V.rebind(c, clean, 3, warn)
+    assert v.outcome == "fail" and "warning: WARNING: CPU: 1" in v.observed
+    busy = NM.parse_rebind(node_memory_out("rebind-busy.out"))
+    v = V.rebind(c, busy, 3, [])
+    assert v.outcome == "fail" and "offline Device or resource busy" in v.observed and v.numbers["clean"] == 0
+    none = NM.parse_rebind(node_memory_out("rebind-none.out"))
+    v = V.rebind(c, none, 3, [])
+    assert v.outcome == "skip" and "no dax device with target_node 0" in v.observed
+
+
+def test_hot_unplug_recorded():
+    from harness.guest import node_memory as NM
+
+    refused = NM.parse_offline(node_memory_out("offline-refused.out"))
+    assert [b.result for b in refused.blocks] == ["ok", "error:Device_or_resource_busy"]
+    assert refused.bytes_left == 128 << 20 and refused.describe().startswith("1 of 2 memory blocks offlined")
+    p, c = private_target(features={2: "0x100"})        # mempolicy, no migration: offline must be refused
+    assert V.hot_unplug(p, refused, 1024, 1024, True, 60, []).outcome == "pass"
+    assert V.hot_unplug(c, refused, 1024, 1024, True, 60, []).outcome == "fail"   # a control's pages must move
+    done = NM.Offline(1, (NM.Block("memory9", "ok", 0.1), NM.Block("memory10", "ok", 0.1)), 0)
+    assert V.hot_unplug(c, done, 1024, 0, True, 60, []).outcome == "pass"
+    assert V.hot_unplug(c, done, 1024, 0, False, 60, []).outcome == "fail"        # the process died
+    assert V.hot_unplug(p, done, 1024, 0, True, 60, []).outcome == "fail"         # migrated without the opt-in
+    hung = NM.Offline(1, (NM.Block("memory9", "timeout", 60.0),), 128 << 20)
+    v = V.hot_unplug(p, hung, 1024, 1024, True, 60, [])
+    assert v.outcome == "fail" and "hung past 60 s" in v.observed
+    assert V.hot_unplug(p, done, 0, 0, True, 60, []).outcome == "skip"
+
+
+def test_node_memory_errors_and_swap():
+    from harness.guest import node_memory as NM
+
+    assert NM.parse_swap(node_memory_out("swap-on.out")) == NM.Swap(True, 64 << 20, "")
+    assert NM.parse_swap("swap status=skipped reason=no zram module in this kernel\n").reason == \
+        "no zram module in this kernel"
+    with pytest.raises(NM.NodeMemoryError, match="no /sys/block/zram0"):
+        NM.parse_swap("error msg=no /sys/block/zram0 after modprobe zram\n")
+    with pytest.raises(NM.NodeMemoryError):
+        NM.parse_offline("")
+    assert NM.rebind(1, 3, 60, "movable").endswith("rebind 1 3 60 online_movable")
+
+
+def test_movable_control_is_no_kernel_memory_control():
+    s = from_dump(dump({**STOCK, "possible": "0-1", "online": "0-1", "has_memory": "0-1"}))
+    (c,) = by_role(targets(s, load("memmap-kmem").topology), "control")
+    v = V.isolation("isolation.kernel", c, 0, "node 1 kernel memory +0 kB")
+    assert v.outcome == "skip" and "ZONE_MOVABLE" in v.observed
+    assert V.isolation("isolation.anon", c, 0, "0 pages").outcome == "xpass"      # user pages still must leak
