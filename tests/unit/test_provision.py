@@ -42,7 +42,7 @@ def test_preset_reserves_the_whole_node_and_kmem_onlines_its_inner_blocks():
     assert "memmap=512M!1024M" in kernel_cmdline(t)
     # seen live: 256 MiB online of the 512 MiB range (metadata at the start, firmware tables at the top)
     assert online_bytes(t, t.guest.provision[0]) == 256 << 20
-    assert provision_plan(t) == "# numa-harness provision plan\nmemmap-kmem 1 1073741824 536870912 movable\n"
+    assert provision_plan(t) == "# numa-harness provision plan\nmemmap-kmem 1 1073741824 536870912 normal\n"
 
 
 def test_a_middle_node_loses_only_the_first_block():
