@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from harness.guest import node_memory, workloads
@@ -145,8 +146,9 @@ def node_checks(m: Guest, t: Target, s: Snapshot, orders: dict[int, list[int]],
     return out
 
 
-def _meminfo_delta_pages(before: Snapshot, after: Snapshot, n: int, key: str) -> int:
-    return (after.node(n).meminfo.get(key, 0) - before.node(n).meminfo.get(key, 0)) // 4096
+def _meminfo_pages(before: Snapshot, after: Snapshot, n: int, key: str) -> int:
+    """How a node meminfo line (bytes) changed, in 4 KiB pages."""
+    return before.delta(after).node(n).meminfo(key).change // 4096
 
 
 def _read_int(m: Guest, path: str) -> int | None:
@@ -154,9 +156,17 @@ def _read_int(m: Guest, path: str) -> int | None:
     return int(out) if out.lstrip("-").isdigit() else None
 
 
-def _vmstat(m: Guest, key: str) -> int:
-    out = m.run(f"grep '^{key} ' /proc/vmstat", timeout=30, check=False).stdout.split()
-    return int(out[1]) if len(out) == 2 else 0
+@contextmanager
+def _held_on(m: Guest, n: int, wrap: Callable[[str], str] = str, **options: Any) -> Iterator[tuple[int, int]]:
+    """:data:`SERVICE_MIB` bound to node ``n`` by a ``place`` that holds them (its command line
+    passed through ``wrap``): (pid, pages it placed on ``n``) while it holds; stopped after."""
+    pid, report = start(m, wrap(workloads.place(SERVICE_MIB, policy="bind", nodes=[n], hold_until_signal=True,
+                                                **options)))
+    try:
+        assert isinstance(report, workloads.PlaceResult)
+        yield pid, report.placement.on(n) if report.placement else 0
+    finally:
+        stop(m, pid)
 
 
 def service_checks(m: Guest, t: Target) -> list[V.Verdict]:
@@ -167,21 +177,16 @@ def service_checks(m: Guest, t: Target) -> list[V.Verdict]:
     if t.allows("mempolicy") is not True:
         return V.services_skipped(t, f"pages reach node {n} for these checks through mbind, and the node's mempolicy "
                                   f"opt-in is {'unknown' if t.allows('mempolicy') is None else 'off'}: {t.source}")
-    place = dict(policy="bind", nodes=[n], hold_until_signal=True)
     out: list[V.Verdict] = []
 
     def held(step: Callable[[int, int], V.Verdict], **options: Any) -> None:
-        pid, report = start(m, workloads.place(SERVICE_MIB, **{**place, **options}))
-        try:
-            assert isinstance(report, workloads.PlaceResult)
-            out.append(step(pid, report.placement.on(n) if report.placement else 0))
-        finally:
-            stop(m, pid)
+        with _held_on(m, n, **options) as (pid, placed):
+            out.append(step(pid, placed))
 
     before = snapshot(m, boot_log=False)
 
     def mlocked(pid: int, placed: int) -> V.Verdict:
-        got = _meminfo_delta_pages(before, snapshot(m, boot_log=False), n, "Mlocked")
+        got = _meminfo_pages(before, snapshot(m, boot_log=False), n, "Mlocked")
         return V.service("services.mlock", t, placed, got, f"mlock of {placed} pages on node {n}: its Mlocked "
                          f"{got:+d} pages", mlocked=got)
     held(mlocked, mlock=True)
@@ -194,7 +199,7 @@ def service_checks(m: Guest, t: Target) -> list[V.Verdict]:
         cold_before = snapshot(m, boot_log=False)
 
         def cold(pid: int, placed: int) -> V.Verdict:
-            got = _meminfo_delta_pages(cold_before, snapshot(m, boot_log=False), n, "Inactive(anon)")
+            got = _meminfo_pages(cold_before, snapshot(m, boot_log=False), n, "Inactive(anon)")
             return V.service("services.cold", t, placed, max(got, 0), f"MADV_COLD on {placed} pages on node {n}: its "
                              f"Inactive(anon) {got:+d} pages (multi-gen LRU off for the step)", inactive=got)
         held(cold, madvise="cold")
@@ -238,9 +243,9 @@ def service_checks(m: Guest, t: Target) -> list[V.Verdict]:
     compact = f"/sys/devices/system/node/node{n}/compact"
 
     def compacted(pid: int, placed: int) -> V.Verdict:
-        scanned = _vmstat(m, "compact_migrate_scanned")
+        scanned = snapshot(m, boot_log=False)
         m.run(f"echo 1 > {compact}", timeout=300)
-        got = _vmstat(m, "compact_migrate_scanned") - scanned
+        got = scanned.delta(snapshot(m, boot_log=False)).vm("compact_migrate_scanned")
         return V.service("services.compaction", t, placed, got, f"compacting node {n} holding {placed} of our pages: "
                          f"compact_migrate_scanned +{got}", migrate_scanned=got)
     if m.run(f"test -e {compact}", timeout=30, check=False).exit_status != 0:
@@ -257,14 +262,13 @@ def _reclaim(m: Guest, t: Target) -> V.Verdict:
     assert n is not None
     m.run(f"grep -qw memory /sys/fs/cgroup/cgroup.subtree_control || echo +memory > /sys/fs/cgroup/cgroup.subtree_control;"
           f" mkdir -p {CGROUP}", timeout=30)
-    cmd = workloads.place(SERVICE_MIB, policy="bind", nodes=[n], hold_until_signal=True)
-    pid, _ = start(m, f"sh -c 'echo $$ > {CGROUP}/cgroup.procs && exec {cmd}'")
     try:
-        placed = snapshot(m, pid=pid, boot_log=False).pages_on(n)
-        r = m.run(f"echo {SERVICE_MIB * 2}M > {CGROUP}/memory.reclaim", timeout=120, check=False)
-        left = snapshot(m, pid=pid, boot_log=False).pages_on(n)
+        # placed and left both from numa_maps, so the two counts are of the same thing
+        with _held_on(m, n, lambda cmd: f"sh -c 'echo $$ > {CGROUP}/cgroup.procs && exec {cmd}'") as (pid, _):
+            placed = snapshot(m, pid=pid, boot_log=False).pages_on(n)
+            r = m.run(f"echo {SERVICE_MIB * 2}M > {CGROUP}/memory.reclaim", timeout=120, check=False)
+            left = snapshot(m, pid=pid, boot_log=False).pages_on(n)
     finally:
-        stop(m, pid)
         m.run(f"rmdir {CGROUP}", timeout=30, check=False)
     said = "" if r.exit_status == 0 else f" (the write failed, the kernel reclaimed less than asked: " \
         f"{(r.stderr or r.stdout).strip().rsplit(': ', 1)[-1]})"
@@ -302,18 +306,16 @@ def lifecycle_checks(m: Guest, t: Target) -> list[V.Verdict]:
         out.append(V.verdict("hotplug.offline", t, "skip", f"pages reach node {n} for this check through mbind, and "
                              f"its mempolicy opt-in is not known to be on: {t.source}"))
         return out
-    pid, report = start(m, workloads.place(SERVICE_MIB, policy="bind", nodes=[n], hold_until_signal=True))
     try:
-        assert isinstance(report, workloads.PlaceResult)
-        placed = report.placement.on(n) if report.placement else 0
-        mark = _mark(m, f"offline node {n}")
-        text = m.run(node_memory.offline(n, OFFLINE_LIMIT_S), timeout=OFFLINE_LIMIT_S * 16 + 60, check=False).stdout
-        o = node_memory.parse_offline(text)
-        alive = m.run(f"kill -0 {pid}", timeout=30, check=False).exit_status == 0
-        left = snapshot(m, pid=pid, boot_log=False).pages_on(n) if alive else 0
-        problems = _kernel_reports_since(m, mark)
+        with _held_on(m, n) as (pid, placed):
+            mark = _mark(m, f"offline node {n}")
+            text = m.run(node_memory.offline(n, OFFLINE_LIMIT_S), timeout=OFFLINE_LIMIT_S * 16 + 60,
+                         check=False).stdout
+            o = node_memory.parse_offline(text)
+            alive = m.run(f"kill -0 {pid}", timeout=30, check=False).exit_status == 0
+            left = snapshot(m, pid=pid, boot_log=False).pages_on(n) if alive else 0
+            problems = _kernel_reports_since(m, mark)
     finally:
-        stop(m, pid)
         m.run(node_memory.online(n, t.zone), timeout=300, check=False)
     out.append(V.hot_unplug(t, o, placed, left, alive, OFFLINE_LIMIT_S, problems))
     return out
