@@ -174,6 +174,12 @@ def in_mask(t: Target, expected_private: Iterable[int], sources: str) -> Verdict
 
 # --- opt-in promises ---------------------------------------------------------------------
 
+def _unknown_opt_in(promise: str, t: Target, service: str, observed: str, **numbers: Any) -> Verdict:
+    """The skip when the kernel does not say whether the node opted into ``service``."""
+    return verdict(promise, t, "skip", f"cannot tell whether node {t.node} opted into {service}: {t.source} "
+                   f"(observed: {observed})", **numbers)
+
+
 def _optin(promise: str, t: Target, refused: Refusal | None, landed: int, expected_error: str, what: str,
            **numbers: Any) -> Verdict:
     p = PROMISES[promise]
@@ -182,8 +188,7 @@ def _optin(promise: str, t: Target, refused: Refusal | None, landed: int, expect
     got = f"refused with {refused.call} {refused.error}" if refused else f"{landed} pages on node {t.node}"
     nums = dict(numbers, landed=landed, refused=refused.error if refused else None)
     if allowed is None:
-        return verdict(promise, t, "skip", f"cannot tell whether node {t.node} opted into {p.service}: {t.source} "
-                       f"(observed: {got})", **nums)
+        return _unknown_opt_in(promise, t, p.service, got, **nums)
     if allowed:
         ok = refused is None and landed > 0
         return verdict(promise, t, "pass" if ok else "fail", f"{what}: {got}", **nums)
@@ -260,8 +265,7 @@ def service(promise: str, t: Target, placed: int, acted: int, what: str, **numbe
         return verdict(promise, t, outcome, f"no page reached node {t.node} to act on ({what})", **nums)
     allowed = t.allows(p.service)
     if allowed is None:
-        return verdict(promise, t, "skip", f"cannot tell whether node {t.node} opted into {p.service}: {t.source} "
-                       f"(observed: {what})", **nums)
+        return _unknown_opt_in(promise, t, p.service, what, **nums)
     ok = acted > 0 if allowed else acted == 0
     expect = "acts on them" if allowed else "leaves them alone"
     return verdict(promise, t, "pass" if ok else "fail", f"{what} (expected: {expect})", **nums)
@@ -320,8 +324,7 @@ def hot_unplug(t: Target, o: Offline, placed: int, on_node_after: int, alive: bo
         return verdict("hotplug.offline", t, "skip", f"{NORMAL_BUSY}: {what}", **nums)
     allowed = t.allows("migration")
     if allowed is None:
-        return verdict("hotplug.offline", t, "skip", f"cannot tell whether node {t.node} opted into migration: "
-                       f"{t.source} (observed: {what})", **nums)
+        return _unknown_opt_in("hotplug.offline", t, "migration", what, **nums)
     if allowed:
         ok = not o.refused and o.bytes_left == 0 and on_node_after == 0 and alive
     else:
