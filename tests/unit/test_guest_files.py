@@ -24,7 +24,7 @@ def test_guest_files_are_the_expected_ones():
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed (scripts/install-host-deps)")
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
 def test_shellcheck_clean(path):
-    r = subprocess.run(["shellcheck", "-s", "sh", str(path)], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(["shellcheck", "-x", "-s", "sh", str(path)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
 
 

@@ -29,8 +29,9 @@ set -u
 
 SYSFS=${HARNESS_SYSFS:-/sys}
 DAX=$SYSFS/bus/dax
-MEM=$SYSFS/devices/system/memory
 ZRAM=$SYSFS/block/zram0
+# shellcheck source-path=SCRIPTDIR source=memory-blocks.sh
+. "${0%/*}/memory-blocks"
 
 die() {
 	echo "error msg=$*"
@@ -55,27 +56,16 @@ limited_write() {   # limited_write SECONDS FILE VALUE -> prints ok | timeout | 
 	fi
 }
 
-node_bytes() {   # online memory of node $1 in bytes, from its memory blocks
-	bs=$(cat "$MEM/block_size_bytes")
-	n=0
-	for b in "$SYSFS/devices/system/node/node$1"/memory[0-9]*; do
-		[ -e "$b/state" ] && [ "$(cat "$b/state")" = online ] && n=$((n + 1))
-	done
-	echo $((n * 0x$bs))
-}
-
 online_node() {   # NODE HOW: online the offline blocks of NODE (new blocks appear under the node)
-	for blk in "$SYSFS/devices/system/node/node$1"/memory[0-9]*; do
-		[ -e "$blk/state" ] && [ "$(cat "$blk/state")" = offline ] && echo "$2" > "$blk/state" 2>/dev/null
+	for blk in $(blocks_in "$1" offline); do
+		echo "$2" > "$blk/state" 2>/dev/null
 	done
 	return 0
 }
 
 offline_node() {   # NODE SECONDS: offline NODE's online blocks; "ok", or the first failed block's result
 	res=ok
-	for blk in "$SYSFS/devices/system/node/node$1"/memory[0-9]*; do
-		[ -e "$blk/state" ] || continue
-		[ "$(cat "$blk/state")" = online ] || continue
+	for blk in $(blocks_in "$1" online); do
 		r=$(limited_write "$2" "$blk/state" offline)
 		[ "$r" = ok ] || { res=$r; break; }
 	done
@@ -138,9 +128,7 @@ rebind() {   # NODE CYCLES SECONDS HOW
 }
 
 offline() {   # NODE SECONDS
-	for blk in "$SYSFS/devices/system/node/node$1"/memory[0-9]*; do
-		[ -e "$blk/state" ] || continue
-		[ "$(cat "$blk/state")" = online ] || continue
+	for blk in $(blocks_in "$1" online); do
 		t0=$(now_ms)
 		r=$(limited_write "$2" "$blk/state" offline)
 		t1=$(now_ms)

@@ -26,8 +26,9 @@ SYSFS=${HARNESS_SYSFS:-/sys}
 PLAN=${1:-}
 ND=$SYSFS/bus/nd/devices
 DAX=$SYSFS/bus/dax
-MEM=$SYSFS/devices/system/memory
 COUNT=0
+# shellcheck source-path=SCRIPTDIR source=memory-blocks.sh
+. "${0%/*}/memory-blocks"
 
 fail() {
 	echo "error step=$1 file=$2 msg=$3"
@@ -52,14 +53,6 @@ wait_for() {   # wait_for SECONDS TEST-ARGS...: poll a test(1) expression, 0.1 s
 	test "$@"
 }
 
-node_bytes() {   # online memory of node $1 in bytes, from its memory blocks
-	bs=$(cat "$MEM/block_size_bytes")
-	n=0
-	for b in "$SYSFS/devices/system/node/node$1"/memory[0-9]*; do
-		[ -e "$b/state" ] && [ "$(cat "$b/state")" = online ] && n=$((n + 1))
-	done
-	echo $((n * 0x$bs))
-}
 
 memmap_kmem() {   # NODE START SIZE ZONE
 	node=$1 start=$2
@@ -86,8 +79,8 @@ memmap_kmem() {   # NODE START SIZE ZONE
 	fi
 	wr memmap-kmem "$DAX/drivers/kmem/new_id" "$dax"
 	[ -e "$DAX/drivers/kmem/$dax" ] || wr memmap-kmem "$DAX/drivers/kmem/bind" "$dax"
-	for b in "$SYSFS/devices/system/node/node$node"/memory[0-9]*; do
-		[ -e "$b/state" ] && [ "$(cat "$b/state")" = offline ] && wr memmap-kmem "$b/state" "$online"
+	for b in $(blocks_in "$node" offline); do
+		wr memmap-kmem "$b/state" "$online"
 	done
 	bytes=$(node_bytes "$node")
 	[ "$bytes" -gt 0 ] || fail memmap-kmem "$DAX/drivers/kmem" "kmem onlined no memory on node $node"
