@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from qemu_procs import qemus_with_env
 
 HARNESS = [sys.executable, "-m", "harness.cli"]
 TAG_KEY = "NUMA_HARNESS_FAULT_TAG"
@@ -28,20 +29,7 @@ TAG_KEY = "NUMA_HARNESS_FAULT_TAG"
 
 def qemus_tagged(tag: str) -> list[int]:
     """Live (non-zombie) QEMU processes whose environment carries ``tag``."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if not (proc / "comm").read_text().startswith("qemu-system"):
-                continue
-            if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-                continue
-            if f"{TAG_KEY}={tag}".encode() in (proc / "environ").read_bytes().split(b"\0"):
-                found.append(int(proc.name))
-        except OSError:
-            continue
-    return found
+    return qemus_with_env(f"{TAG_KEY}={tag}")
 
 
 @dataclass

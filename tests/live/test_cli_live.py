@@ -6,9 +6,9 @@ import os
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 
 import pytest
+from qemu_procs import qemus_with_env
 
 from harness.kernel.debian import default_kernel
 
@@ -27,20 +27,7 @@ def harness(*args: str, env: dict | None = None, timeout: float = 300) -> subpro
 
 def our_qemus() -> list[int]:
     """Live QEMU processes started by these tests (zombies excluded)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if not (proc / "comm").read_text().startswith("qemu-system"):
-                continue
-            if " Z " in (proc / "stat").read_text().split(")", 1)[1][:4]:
-                continue
-            if TAG.encode() in (proc / "environ").read_bytes().split(b"\0"):
-                found.append(int(proc.name))
-        except OSError:
-            continue
-    return found
+    return qemus_with_env(TAG)
 
 
 def test_run_prints_two_nodes_and_passes_exit_status():
