@@ -305,23 +305,18 @@ def _handle_exit_signal(transport: paramiko.Transport) -> None:
 
 
 def _drain(chan: paramiko.Channel, out: bytearray, err: bytearray, on_output: OutputSink | None) -> bool:
+    """Read what the channel has ready, stdout then stderr, into ``out``/``err``; whether any came."""
     got = False
-    while chan.recv_ready():
-        data = chan.recv(65536)
-        if not data:
-            break
-        out += data
-        got = True
-        if on_output:
-            on_output("stdout", data)
-    while chan.recv_stderr_ready():
-        data = chan.recv_stderr(65536)
-        if not data:
-            break
-        err += data
-        got = True
-        if on_output:
-            on_output("stderr", data)
+    for stream, ready, recv, buf in (("stdout", chan.recv_ready, chan.recv, out),
+                                     ("stderr", chan.recv_stderr_ready, chan.recv_stderr, err)):
+        while ready():
+            data = recv(65536)
+            if not data:
+                break
+            buf += data
+            got = True
+            if on_output:
+                on_output(stream, data)
     return got
 
 
