@@ -15,7 +15,7 @@ from pathlib import PurePosixPath
 
 from harness.topology.model import Node, Topology, Type3
 from harness.topology.provision import kernel_params as provision_params
-from harness.topology.schema import format_size
+from harness.units import format_size
 
 # Prefix of ids the harness generates (memory backends); topologies may not use it.
 BACKEND_PREFIX = "hmem-"

@@ -16,10 +16,12 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 
+from harness.units import IdList, format_size
+
 from .model import Topology, Type3
 from .provision import check_provision
 from .regions import VALID_WAYS, check_region
-from .schema import IdList, SchemaError, format_size
+from .schema import SchemaError
 
 MiB = 1 << 20
 CXL_CAPACITY_UNIT = 256 * MiB          # CXL device capacity granule (and QEMU's check)
