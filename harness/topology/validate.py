@@ -16,6 +16,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 
+from harness.qemu.options import RESERVED_ID_PREFIXES
 from harness.units import IdList, format_size
 
 from .model import Topology, Type3
@@ -32,9 +33,6 @@ VALID_WINDOW_WAYS = VALID_WAYS      # CXL encodings QEMU (cxl_interleave_ways_en
 MAX_SMP = 4096
 _PCI_DRIVER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _QEMU_ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
-# Ids the harness itself gives QEMU: memory backends (qemu_argv.BACKEND_PREFIX) and the
-# VM's console, QMP and network (hcon0, hqmp0, hnet0 in harness/vm.py).
-RESERVED_ID_PREFIXES = ("hmem-", "hcon", "hqmp", "hnet")
 
 
 def validate(t: Topology) -> None:
