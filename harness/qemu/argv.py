@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
+from harness.topology.cxltree import CxlTree
 from harness.topology.model import Node, Topology, Type3
 from harness.topology.provision import kernel_params as provision_params
 from harness.units import format_size
@@ -153,12 +154,12 @@ def _cxl(t: Topology, files_dir: str | None) -> list[str]:
     argv: list[str] = []
     for d in cxl.devices:
         argv += _device_backends(d, files_dir)[0]
-    slot = 0  # (chassis 0, slot N) must be unique across all PCIe slots with hotplug
+    tree = CxlTree(cxl)  # port numbers and (chassis 0) slots, unique across all PCIe slots with hotplug
     for hb in cxl.host_bridges:
         argv += ["-device", kv("pxb-cxl", bus_nr=hb.bus_nr, bus="pcie.0", id=hb.id, numa_node=hb.node)]
-        for j, rp in enumerate(hb.root_ports):
-            argv += ["-device", kv("cxl-rp", port=rp.port if rp.port is not None else j, bus=hb.id, id=rp.id, chassis=0, slot=slot)]
-            slot += 1
+        for rp in hb.root_ports:
+            port = tree.ports[rp.id]
+            argv += ["-device", kv("cxl-rp", port=port.number, bus=hb.id, id=rp.id, chassis=0, slot=port.slot)]
     for sw in cxl.switches:
         if sw.mailbox_cci:
             # The switch CCI is function 1 of the upstream port's slot, as in the CXL
@@ -169,9 +170,9 @@ def _cxl(t: Topology, files_dir: str | None) -> list[str]:
             argv += ["-device", kv("cxl-switch-mailbox-cci", bus=sw.upstream, addr="0.1", target=sw.id, id=sw.mailbox_cci)]
         else:
             argv += ["-device", kv("cxl-upstream", port=sw.port, bus=sw.upstream, id=sw.id, sn=sw.serial)]
-        for j, dp in enumerate(sw.downstream_ports):
-            argv += ["-device", kv("cxl-downstream", port=dp.port if dp.port is not None else j, bus=sw.id, id=dp.id, chassis=0, slot=slot)]
-            slot += 1
+        for dp in sw.downstream_ports:
+            port = tree.ports[dp.id]
+            argv += ["-device", kv("cxl-downstream", port=port.number, bus=sw.id, id=dp.id, chassis=0, slot=port.slot)]
     for d in cxl.devices:
         props = _device_backends(d, files_dir)[1]
         argv += ["-device", kv("cxl-type3", bus=d.port, **{k.replace("-", "__"): v for k, v in props.items()}, id=d.id, sn=d.serial)]
