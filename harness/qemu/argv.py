@@ -19,7 +19,8 @@ from harness.topology.model import Node, Topology, Type3
 from harness.topology.provision import kernel_params as provision_params
 from harness.units import format_size
 
-from .options import BACKEND_PREFIX, kv
+from .ids import BACKEND_PREFIX
+from .options import kv
 
 
 def backing_path(path: str, files_dir: str | None) -> str:

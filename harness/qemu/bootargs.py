@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .options import CONSOLE_ID, NET_ID, QMP_ID, check_machine_argv, kv, opt_escape
+from .ids import CONSOLE_ID, NET_ID, QMP_ID
+from .options import check_machine_argv, kv, opt_escape
 
 #: The machine the KVM probe boots: the smallest q35 that reaches the guest's init.
 KVM_PROBE_MACHINE = ("-machine", "q35", "-accel", "kvm", "-cpu", "host", "-m", "512M", "-smp", "1")

@@ -1,20 +1,10 @@
-"""QEMU's ``key=value,...`` option syntax and the ids and options the harness keeps for itself.
+"""QEMU's ``key=value,...`` option syntax and the options the harness keeps for itself.
 
-Every QEMU option the harness writes goes through :func:`opt_escape` / :func:`kv`; every id the
-harness gives QEMU is built from :data:`RESERVED_ID_PREFIXES`, which topology validation refuses
-in a user's ids. Pure; imports nothing of the harness.
+Every QEMU option the harness writes goes through :func:`opt_escape` / :func:`kv`; the ids it
+gives QEMU are :mod:`.ids`. Pure; imports nothing of the harness.
 """
 
 from __future__ import annotations
-
-#: Memory backends the argv generator adds for nodes and CXL devices (``hmem-node0``, ...).
-BACKEND_PREFIX = "hmem-"
-#: The serial console's chardev, the QMP monitor's chardev and the user-mode network.
-CONSOLE_ID = "hcon0"
-QMP_ID = "hqmp0"
-NET_ID = "hnet0"
-#: A topology id starting with one of these could collide with an id above.
-RESERVED_ID_PREFIXES = (BACKEND_PREFIX, CONSOLE_ID[:-1], QMP_ID[:-1], NET_ID[:-1])
 
 #: Options the boot part adds itself (:mod:`.bootargs`); a machine argv carrying one is a bug upstream.
 RESERVED_OPTIONS = frozenset({"-kernel", "-initrd", "-append", "-serial", "-qmp", "-monitor", "-mon",

@@ -16,7 +16,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 
-from harness.qemu.options import RESERVED_ID_PREFIXES
+from harness.qemu.ids import RESERVED_ID_PREFIXES
 from harness.units import IdList, format_size
 
 from .cxltree import CxlTree
