@@ -2,6 +2,7 @@
 the QEMU argv all read their ports from it."""
 
 import pytest
+from test_guest_setup import CUSTOM  # two bridges, a cascaded switch
 
 from harness.guest.setup import memdev_pci_key
 from harness.qemu.argv import machine_argv
@@ -11,35 +12,16 @@ from harness.topology.model import Cxl, HostBridge, Port, Switch, Type3
 from harness.topology.regions import device_path
 from harness.units import Size
 
-CASCADE = """
-description: two bridges, a cascaded switch
-nodes:
-  - {id: 0, cpus: 0-1, memory: 1G}
-cxl:
-  host_bridges:
-    - {id: hb0, bus_nr: 12, root_ports: [{id: rpa}, {id: rpb}]}
-    - {id: hb1, bus_nr: 100, root_ports: [{id: rpc}]}
-  switches:
-    - {id: us0, upstream: rpb, downstream_ports: [{id: d0}, {id: d1}]}
-    - {id: us1, upstream: d1, downstream_ports: [{id: e0}, {id: e1}, {id: e2, port: 7}]}
-  devices:
-    - {id: a, port: rpa, volatile: 512M}
-    - {id: b, port: e2, volatile: 256M}
-    - {id: c, port: rpc, volatile: 256M}
-  windows:
-    - {targets: [hb0], size: 4G}
-"""
-
 
 def test_ports_paths_and_pci_positions():
-    t = parse(CASCADE, "cascade.yaml")
+    t = parse(CUSTOM, "custom.yaml")
     tree = CxlTree(t.cxl)
     assert tree.host_bridge("e2") == "hb0" and tree.host_bridge("rpc") == "hb1"
     assert tree.host_bridge("nowhere") is None
     assert tree.path("b") == [Hop("hb0", "rpb"), Hop("us0", "d1"), Hop("us1", "e2")]
     assert tree.pci_path("b") == (0x0C, ["01.0", "00.0", "01.0", "00.0", "02.0", "00.0"])
     assert [p.slot for p in tree.ports.values()] == list(range(len(tree.ports)))  # unique across all ports
-    assert (tree.ports["e2"].index, tree.ports["e2"].number, tree.ports["e2"].switch) == (2, 7, True)
+    assert (tree.ports["e2"].index, tree.ports["e2"].number, tree.ports["e2"].switch) == (2, 2, True)
     assert tree.bus_need("hb0") == 1 + 2 + (1 + 2) + (1 + 3)  # own bus, root ports, two switches
 
 
@@ -83,3 +65,9 @@ def test_argv_regions_and_guest_setup_agree_with_the_tree(preset):
         assert tree.path(d.id)[-1].dport == d.port
         bus, hops = tree.pci_path(d.id)
         assert memdev_pci_key(t, d.id) == f"{bus:02x}/" + "/".join(hops)
+
+
+def test_a_port_number_given_is_kept_and_the_slot_still_counts():
+    cxl = Cxl(host_bridges=[HostBridge(id="hb0", bus_nr=12, root_ports=[Port(id="rp0", port=5), Port(id="rp1")])])
+    tree = CxlTree(cxl)
+    assert [(p.number, p.index, p.slot) for p in tree.ports.values()] == [(5, 0, 0), (1, 1, 1)]
