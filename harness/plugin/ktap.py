@@ -185,7 +185,7 @@ class KtapItem(pytest.Item):
             raise KtapFailure(o)
 
     def _report_cases(self, o: Outcome) -> None:
-        """Each KTAP result line as a pytest result of its own."""
+        """Each KTAP result line as a subtest of this item."""
         for path, r in case_results(o):
             _log_result(self, path, *_case_outcome(r, self.suite.root / self.test))
 
