@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.topology.schema import IdList
+from harness.units import IdList
 
 MIB = 1 << 20
 

@@ -27,6 +27,7 @@ from rich.table import Table
 from harness.boot import KernelSpec, prepare
 from harness.guest.protocol import MILESTONE_INIT
 from harness.image.build import build_bare_initramfs
+from harness.qemu.bootargs import bare_argv
 from harness.vm.machine import VM
 
 TARGET_RATIO = 1.25
@@ -34,9 +35,8 @@ TARGET_RATIO = 1.25
 
 def bare_boot(qemu: str, machine_argv: list[str], kernel: Path, initrd: Path, timeout: float = 180) -> float:
     with tempfile.TemporaryDirectory(prefix="nh-bench-") as d:
-        argv = [qemu, *machine_argv, "-nodefaults", "-display", "none", "-no-reboot",
-                "-kernel", str(kernel), "-initrd", str(initrd), "-append", "console=ttyS0 panic=-1",
-                "-serial", f"file:{d}/console.log"]
+        argv = bare_argv(qemu, machine_argv, kernel=kernel, initrd=initrd, append="console=ttyS0 panic=-1",
+                         console_log=Path(d, "console.log"))
         t0 = time.monotonic()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:

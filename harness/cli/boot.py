@@ -25,7 +25,7 @@ from harness.errors import HarnessError, UsageError
 from harness.guest.nodes import NODES_COMMAND, GuestNodes, parse_nodes
 from harness.guest.setup import apply_guest_setup, has_setup
 from harness.kernel.needs import unmet_requirements
-from harness.topology.schema import format_size
+from harness.units import format_size
 from harness.vm.machine import VM
 from harness.vm.problems import OomKill
 from harness.vm.ssh import CommandResult

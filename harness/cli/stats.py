@@ -14,7 +14,7 @@ from harness.cli.boot import vm_name
 from harness.cli.vms import attach_vm
 from harness.stats import Snapshot, snapshot
 from harness.stats.classes import mask_meaning
-from harness.topology.schema import format_size
+from harness.units import format_size
 
 out = Console(highlight=False)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from harness.guest.nodes import GuestNodes
 from harness.topology.model import Expect
-from harness.topology.schema import format_size
+from harness.units import format_size
 
 
 def _mib(n: int) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from harness.topology.schema import IdList
+from harness.units import IdList
 
 NODES_COMMAND = r"""
 cd /sys/devices/system/node || exit 1

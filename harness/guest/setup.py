@@ -38,7 +38,7 @@ the same serial (0), so neither names nor serials identify a device. The
 PCI path does: a pxb-cxl's root bus number is its ``bus_nr``, and QEMU
 places root ports on a host bridge, and downstream ports in a switch, at
 device numbers 0, 1, 2, ... in the order :mod:`harness.qemu.argv` creates
-them (the topology's list order; it passes no ``addr=``); a switch's
+them (:class:`~harness.topology.cxltree.CxlTree` holds each port's position) (the topology's list order; it passes no ``addr=``); a switch's
 upstream port and a type-3 device are device 0 on their parent port's
 secondary bus. So each device has a key ``<bus_nr hex>/<dev.fn>/...`` (e.g.
 ``0c/00.0/00.0/01.0/00.0`` for the device on a switch's second downstream
@@ -55,7 +55,8 @@ from typing import Any
 
 from harness.errors import GuestCommandError
 from harness.guest.protocol import CXL_SETUP, GUEST_RUN_DIR, MAX_COMMAND_BYTES, PROVISION
-from harness.topology.model import Cxl, Provision, Region, Topology
+from harness.topology.cxltree import CxlTree
+from harness.topology.model import Provision, Region, Topology
 from harness.topology.provision import CXL_DRIVERS, provision_range
 
 #: Where the plan is written in the guest before the program runs.
@@ -121,31 +122,13 @@ class SetupResult:
 # --------------------------------------------------------------------------
 
 
-def _port_path(cxl: Cxl, port_id: str, seen: frozenset[str] = frozenset()) -> tuple[int, list[str]]:
-    """(root bus number, dev.fn of each PCI hop down to and including the port)."""
-    if port_id in seen:
-        raise ValueError(f"switch loop at {port_id}")
-    for hb in cxl.host_bridges:
-        for j, rp in enumerate(hb.root_ports):
-            if rp.id == port_id:
-                return hb.bus_nr, [f"{j:02x}.0"]
-    for sw in cxl.switches:
-        for j, dp in enumerate(sw.downstream_ports):
-            if dp.id == port_id:
-                bus, hops = _port_path(cxl, sw.upstream, seen | {port_id})
-                return bus, hops + ["00.0", f"{j:02x}.0"]
-    raise ValueError(f"port {port_id!r} is neither a root port nor a switch downstream port")
-
-
 def memdev_pci_key(t: Topology, device_id: str) -> str:
     """The PCI path key of type-3 device ``device_id``, as the guest program derives it from sysfs.
 
-    ``<root bus hex>/<dev.fn of each bridge>/<dev.fn of the device>``.
+    ``<root bus hex>/<dev.fn of each bridge>/<dev.fn of the device>`` (:meth:`CxlTree.pci_path`).
     """
-    assert t.cxl
-    dev = next(d for d in t.cxl.devices if d.id == device_id)
-    bus, hops = _port_path(t.cxl, dev.port)
-    return f"{bus:02x}/" + "/".join(hops + ["00.0"])
+    bus, hops = CxlTree(t.cxl).pci_path(device_id)
+    return f"{bus:02x}/" + "/".join(hops)
 
 
 def region_size(t: Topology, r: Region) -> int:

@@ -11,16 +11,19 @@ fixture uses): ``--ktap-topology`` (default ``numa-basic``), or a line
 ``# numa-harness: topology=NAME`` near the top of a script. The directory goes
 to the guest once per VM. The per-test limit is ``--ktap-timeout`` (300 s, as
 kselftest). Exit 4 skips the item with its reason; a failure shows the test's
-output. Every KTAP result line is also reported to pytest as a result of its
-own (``ITEM::case/subcase``), so skips carry their reasons and failures their
-diagnostics, in the terminal and in JUnit XML.
+output. Every KTAP result line is also reported as a subtest of its item
+(pytest's :class:`pytest.SubtestReport`: ``SUBSKIPPED[case/subcase]``), so skips
+carry their reasons and failures their diagnostics in the terminal, each result is a
+``ktap case/subcase`` property of the item's JUnit testcase, and it all works under
+pytest-xdist (whose workers accept only reports of the item they ran).
 
 ``pytest --kunit`` adds KUnit items (:mod:`harness.selftest.kunit`): one per
 ``--kunit-suite GLOB`` (or one, ``kunit``, for every suite), run on the
 ``--ktap-topology`` VM. The guest's KUnit results are read once per VM (after
 loading the ``--kunit-module`` modules, whose suites run as they load); each
-item reports its suites and their cases as results of their own
-(``kunit[GLOB]::suite/case``) and fails if one of them failed. A kernel without
+item reports its suites and their cases as subtests (``kunit[GLOB]``
+``[suite/case]``) and fails if one of them failed. The items come from a collector the
+session collects (:class:`KunitSuites`), like any other. A kernel without
 KUnit skips them, naming the option (from the ``.config`` before booting when
 it is known).
 
@@ -31,9 +34,11 @@ fixture's baseline.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -180,9 +185,9 @@ class KtapItem(pytest.Item):
             raise KtapFailure(o)
 
     def _report_cases(self, o: Outcome) -> None:
-        """Each KTAP result line as a pytest result of its own."""
+        """Each KTAP result line as a subtest of this item."""
         for path, r in case_results(o):
-            _log_result(self, path, *_case_outcome(r, self.suite.root / self.test), keywords={"ktap": 1, self.topology: 1})
+            _log_result(self, path, *_case_outcome(r, self.suite.root / self.test))
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, KtapFailure):
@@ -193,18 +198,25 @@ class KtapItem(pytest.Item):
         return str(super().repr_failure(excinfo))
 
 
-@pytest.hookimpl(tryfirst=True)  # before -k/-m and --topology deselect
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not config.option.nh_kunit:
-        return
-    added = [KunitItem.from_parent(session, name=name, nodeid=name, glob=g)
-             for g in config.option.nh_kunit_suites or [None]
-             for name in [f"kunit[{g}]" if g else "kunit"]]
-    for item in added:
-        config.hook.pytest_itemcollected(item=item)
-    # the terminal counts collected items from collect reports
-    config.hook.pytest_collectreport(report=pytest.CollectReport("kunit", "passed", None, [*added]))
-    items.extend(added)
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    """With --kunit, the session collects a :class:`KunitSuites` beside the paths it was given."""
+    rep = yield
+    if isinstance(collector, pytest.Session) and collector.config.option.nh_kunit and rep.passed:
+        rep.result.append(KunitSuites.from_parent(collector, name=KUNIT_COLLECTOR, nodeid=KUNIT_COLLECTOR))
+    return rep
+
+
+KUNIT_COLLECTOR = "kunit-suites"
+
+
+class KunitSuites(pytest.Collector):
+    """The KUnit items: one per ``--kunit-suite GLOB``, or one (``kunit``) for every suite."""
+
+    def collect(self) -> list[pytest.Item]:
+        return [KunitItem.from_parent(self, name=name, nodeid=name, glob=g)
+                for g in self.config.option.nh_kunit_suites or [None]
+                for name in [f"kunit[{g}]" if g else "kunit"]]
 
 
 _KUNIT = pytest.StashKey[dict[int, Any]]()
@@ -279,7 +291,7 @@ class KunitItem(pytest.Item):
             suite_repr = f"{o.test}: {o.reason}"
         rows.append((o.test, {"pass": "passed", "skip": "skipped", "fail": "failed"}[st], suite_repr))
         for name, outcome, longrepr in rows:
-            _log_result(self, name, outcome, longrepr, keywords={"kunit": 1, self.topology: 1})
+            _log_result(self, name, outcome, longrepr)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, KtapFailure):
@@ -292,18 +304,28 @@ class KunitItem(pytest.Item):
         return str(super().repr_failure(excinfo))
 
 
-def _log_result(item: pytest.Item, name: str, outcome: str, longrepr: Any, keywords: dict[str, Any]) -> None:
-    """Report ``ITEM::name`` to pytest (terminal, JUnit XML) as a result of its own."""
-    where = (item.location[0], item.location[1], f"{item.location[2]}::{name}")
-    rep = pytest.TestReport(nodeid=f"{item.nodeid}::{name}", location=where, keywords=keywords,
-                            outcome=outcome, longrepr=longrepr, when="call", sections=[],  # type: ignore[arg-type]
-                            duration=0.0)
-    item.ihook.pytest_runtest_logreport(report=rep)
-    # keep the terminal's [NN%] about items: a case is not one of the collected items
-    tr = item.config.pluginmanager.get_plugin("terminalreporter")
-    reported = getattr(tr, "_progress_nodeids_reported", None)
-    if isinstance(reported, set):
-        reported.discard(rep.id)
+def _log_result(item: pytest.Item, name: str, outcome: str, longrepr: Any) -> None:
+    """Report one KTAP result of ``item`` as a subtest of it (pytest's :class:`pytest.SubtestReport`):
+    the item's node id, so the terminal, JUnit XML and pytest-xdist's workers see a report of the
+    item they ran; ``name`` is the subtest's description (``SUBSKIPPED[name]``). JUnit folds
+    subtests into the item's testcase, so each result is also a property of it, ``ktap NAME``.
+    Subtests are built into pytest 9 and later."""
+    from _pytest.subtests import SubtestContext  # what a SubtestReport describes (pytest >= 9)
+
+    sub = pytest.SubtestReport(nodeid=item.nodeid, location=item.location, keywords={k: 1 for k in item.keywords},
+                               outcome=outcome, longrepr=longrepr, when="call", sections=[],  # type: ignore[arg-type]
+                               duration=0.0, context=SubtestContext(msg=name, kwargs={}))
+    item.user_properties.append((f"ktap {name}", outcome + (f": {_reason(longrepr)}" if longrepr else "")))
+    capman = item.config.pluginmanager.getplugin("capturemanager")
+    with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
+        item.ihook.pytest_runtest_logreport(report=sub)
+
+
+def _reason(longrepr: Any) -> str:
+    """A skip's reason or a failure's first line."""
+    if isinstance(longrepr, tuple):
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr).splitlines()[0]
 
 
 def _case_outcome(r: KtapResult, script: Path) -> tuple[str, Any]:

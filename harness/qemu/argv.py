@@ -2,7 +2,8 @@
 
 Only the machine the topology describes is generated here (memory, CPUs,
 NUMA, HMAT, CXL, PCI devices). How the VM is run (kernel, initrd, serial
-console, QMP, network, display) is added by :mod:`harness.vm`.
+console, QMP, network, display) is added by :mod:`.bootargs`; option syntax and the
+harness's own ids are :mod:`.options`.
 
 The forms follow QEMU's docs/system/devices/cxl.rst (pxb-cxl, cxl-rp,
 cxl-upstream/-downstream, cxl-type3, ``-M cxl-fmw.N.*``) and the ``-numa``
@@ -13,31 +14,13 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
+from harness.topology.cxltree import CxlTree
 from harness.topology.model import Node, Topology, Type3
 from harness.topology.provision import kernel_params as provision_params
-from harness.topology.schema import format_size
+from harness.units import format_size
 
-# Prefix of ids the harness generates (memory backends); topologies may not use it.
-BACKEND_PREFIX = "hmem-"
-
-
-def opt_escape(value: object) -> str:
-    """A value for QEMU's ``key=value,...`` option syntax: commas doubled, so a comma in a
-    path stays in the path instead of starting a new option."""
-    return str(value).replace(",", ",,")
-
-
-def _kv(kind: str, **props: object) -> str:
-    """``_kv("pxb-cxl", bus_nr=12, id="cxl.1")`` -> ``pxb-cxl,bus_nr=12,id=cxl.1``. None values are dropped;
-    values are escaped for QEMU's option syntax."""
-    parts = [kind]
-    for k, v in props.items():
-        if v is None:
-            continue
-        if isinstance(v, bool):
-            v = "on" if v else "off"
-        parts.append(f"{k.replace('__', '-').rstrip('_')}={opt_escape(v)}")
-    return ",".join(parts)
+from .ids import BACKEND_PREFIX
+from .options import kv
 
 
 def backing_path(path: str, files_dir: str | None) -> str:
@@ -71,19 +54,19 @@ def machine_argv(t: Topology, *, accel: str = "tcg", tcg_thread: str | None = No
     if tcg_thread not in (None, "single", "multi"):
         raise ValueError(f"tcg_thread must be single or multi, not {tcg_thread!r}")
     props = {"cxl": True if t.cxl else None, "hmat": True if t.hmat else None}
-    accel_opt = _kv(accel, thread=tcg_thread) if accel == "tcg" else accel
-    argv = ["-machine", _kv("q35", **props), "-accel", accel_opt, "-cpu", cpu_model(t, accel, hide_hypervisor)]
+    accel_opt = kv(accel, thread=tcg_thread) if accel == "tcg" else accel
+    argv = ["-machine", kv("q35", **props), "-accel", accel_opt, "-cpu", cpu_model(t, accel, hide_hypervisor)]
     mem = format_size(t.total_memory)
     if t.machine.maxmem is not None:
-        mem = _kv(mem, slots=t.machine.slots, maxmem=format_size(t.machine.maxmem))
+        mem = kv(mem, slots=t.machine.slots, maxmem=format_size(t.machine.maxmem))
     argv += ["-m", mem, "-smp", smp_spec(t)]
     argv += _numa(t, files_dir)
     if t.cxl:
         argv += _cxl(t, files_dir)
     for d in t.pci_devices:
-        argv += ["-device", _kv(d.driver, bus=d.bus, id=d.id)]
+        argv += ["-device", kv(d.driver, bus=d.bus, id=d.id)]
     for g in t.generic_initiators:
-        argv += ["-object", _kv("acpi-generic-initiator", id=g.id, pci__dev=g.device, node=g.node)]
+        argv += ["-object", kv("acpi-generic-initiator", id=g.id, pci__dev=g.device, node=g.node)]
     return argv
 
 
@@ -98,7 +81,7 @@ def smp_spec(t: Topology) -> str:
 
 def _backend(bid: str, size: int, backend: str, share: bool, path: str | None) -> list[str]:
     kind = f"memory-backend-{backend}"
-    return ["-object", _kv(kind, id=bid, size=format_size(size), share=True if share else None, mem__path=path)]
+    return ["-object", kv(kind, id=bid, size=format_size(size), share=True if share else None, mem__path=path)]
 
 
 def _numa(t: Topology, files_dir: str | None) -> list[str]:
@@ -111,16 +94,16 @@ def _numa(t: Topology, files_dir: str | None) -> list[str]:
             for (s, d), v in list(given.items()):
                 given.setdefault((d, s), v)
         for (s, d), v in sorted(given.items()):
-            argv += ["-numa", _kv("dist", src=s, dst=d, val=v)]
+            argv += ["-numa", kv("dist", src=s, dst=d, val=v)]
     if t.hmat:
         for link in sorted(t.hmat.links, key=lambda lk: (lk.initiator, lk.target)):
             base = {"initiator": link.initiator, "target": link.target, "hierarchy": "memory"}
             if link.latency is not None:
-                argv += ["-numa", _kv("hmat-lb", **base, data__type="access-latency", latency=link.latency)]
+                argv += ["-numa", kv("hmat-lb", **base, data__type="access-latency", latency=link.latency)]
             if link.bandwidth is not None:
-                argv += ["-numa", _kv("hmat-lb", **base, data__type="access-bandwidth", bandwidth=format_size(link.bandwidth))]
+                argv += ["-numa", kv("hmat-lb", **base, data__type="access-bandwidth", bandwidth=format_size(link.bandwidth))]
         for c in t.hmat.caches:
-            argv += ["-numa", _kv("hmat-cache", node__id=c.node, size=format_size(c.size), level=c.level,
+            argv += ["-numa", kv("hmat-cache", node__id=c.node, size=format_size(c.size), level=c.level,
                                   associativity=c.associativity, policy=c.policy, line=c.line)]
     return argv
 
@@ -134,7 +117,7 @@ def _node(n: Node, files_dir: str | None) -> list[str]:
     spec = f"node,nodeid={n.id}"
     for r in (n.cpus.ranges() if n.cpus else []):
         spec += f",cpus={r}"
-    spec = _kv(spec, memdev=memdev, initiator=n.initiator)
+    spec = kv(spec, memdev=memdev, initiator=n.initiator)
     return argv + ["-numa", spec]
 
 
@@ -172,28 +155,28 @@ def _cxl(t: Topology, files_dir: str | None) -> list[str]:
     argv: list[str] = []
     for d in cxl.devices:
         argv += _device_backends(d, files_dir)[0]
-    slot = 0  # (chassis 0, slot N) must be unique across all PCIe slots with hotplug
+    tree = CxlTree(cxl)  # port numbers and (chassis 0) slots, unique across all PCIe slots with hotplug
     for hb in cxl.host_bridges:
-        argv += ["-device", _kv("pxb-cxl", bus_nr=hb.bus_nr, bus="pcie.0", id=hb.id, numa_node=hb.node)]
-        for j, rp in enumerate(hb.root_ports):
-            argv += ["-device", _kv("cxl-rp", port=rp.port if rp.port is not None else j, bus=hb.id, id=rp.id, chassis=0, slot=slot)]
-            slot += 1
+        argv += ["-device", kv("pxb-cxl", bus_nr=hb.bus_nr, bus="pcie.0", id=hb.id, numa_node=hb.node)]
+        for rp in hb.root_ports:
+            port = tree.ports[rp.id]
+            argv += ["-device", kv("cxl-rp", port=port.number, bus=hb.id, id=rp.id, chassis=0, slot=port.slot)]
     for sw in cxl.switches:
         if sw.mailbox_cci:
             # The switch CCI is function 1 of the upstream port's slot, as in the CXL
             # maintainers' scripts: cxl-upstream ...,multifunction=on,addr=0.0 then
             # cxl-switch-mailbox-cci,bus=<same port>,addr=0.1,target=<upstream id>.
-            argv += ["-device", _kv("cxl-upstream", port=sw.port, bus=sw.upstream, id=sw.id, sn=sw.serial,
+            argv += ["-device", kv("cxl-upstream", port=sw.port, bus=sw.upstream, id=sw.id, sn=sw.serial,
                                     multifunction=True, addr="0.0")]
-            argv += ["-device", _kv("cxl-switch-mailbox-cci", bus=sw.upstream, addr="0.1", target=sw.id, id=sw.mailbox_cci)]
+            argv += ["-device", kv("cxl-switch-mailbox-cci", bus=sw.upstream, addr="0.1", target=sw.id, id=sw.mailbox_cci)]
         else:
-            argv += ["-device", _kv("cxl-upstream", port=sw.port, bus=sw.upstream, id=sw.id, sn=sw.serial)]
-        for j, dp in enumerate(sw.downstream_ports):
-            argv += ["-device", _kv("cxl-downstream", port=dp.port if dp.port is not None else j, bus=sw.id, id=dp.id, chassis=0, slot=slot)]
-            slot += 1
+            argv += ["-device", kv("cxl-upstream", port=sw.port, bus=sw.upstream, id=sw.id, sn=sw.serial)]
+        for dp in sw.downstream_ports:
+            port = tree.ports[dp.id]
+            argv += ["-device", kv("cxl-downstream", port=port.number, bus=sw.id, id=dp.id, chassis=0, slot=port.slot)]
     for d in cxl.devices:
         props = _device_backends(d, files_dir)[1]
-        argv += ["-device", _kv("cxl-type3", bus=d.port, **{k.replace("-", "__"): v for k, v in props.items()}, id=d.id, sn=d.serial)]
+        argv += ["-device", kv("cxl-type3", bus=d.port, **{k.replace("-", "__"): v for k, v in props.items()}, id=d.id, sn=d.serial)]
     # All windows in one -M: QEMU rejects cxl-fmw.* split over several options
     # ("Parameters 'cxl-fmw.*' used inconsistently").
     parts = []
@@ -204,7 +187,7 @@ def _cxl(t: Topology, files_dir: str | None) -> list[str]:
     if parts:
         argv += ["-M", ",".join(parts)]
     for g in cxl.generic_ports:
-        argv += ["-object", _kv("acpi-generic-port", id=g.id, pci__bus=g.host_bridge, node=g.node)]
+        argv += ["-object", kv("acpi-generic-port", id=g.id, pci__bus=g.host_bridge, node=g.node)]
     return argv
 
 

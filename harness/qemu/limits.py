@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from harness.errors import QemuError
 from harness.topology.model import Topology
-from harness.topology.schema import format_size
+from harness.units import format_size
 
 # The most vCPUs QEMU's q35 machine types take (query-machines "cpu-max" of pc-q35-X.Y):
 # 4096 since 9.0, 1024 in 8.1 and 8.2, 288 before. tests/qemu checks it against the installed QEMU.

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from harness.resources import node_masks_file
-from harness.topology.schema import IdList
+from harness.units import IdList
 
 if TYPE_CHECKING:
     from .model import Snapshot

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from harness.topology.schema import IdList
+from harness.units import IdList
 
 from . import parse as P
 from .cxl import CxlInfo, DaxDevice, cxl_list, daxctl_list

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.topology.schema import IdList, SchemaError
+from harness.units import IdList, SchemaError
 
 NODE_DIR = "/sys/devices/system/node/"
 TIER_DIR = "/sys/devices/virtual/memory_tiering/"

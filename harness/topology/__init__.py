@@ -2,7 +2,9 @@
 (:mod:`.schema`, :mod:`.load`), cross-field validation (:mod:`.validate`), and the stock presets
 (``presets/*.yaml``).
 
-Must not know: QEMU option syntax, SSH, the guest. A ``Topology`` is plain frozen data.
+Must not know: QEMU option syntax, SSH, the guest (the ids the harness keeps for its own QEMU objects,
+which validation refuses, come from :mod:`harness.qemu.ids`). A ``Topology`` is plain frozen data;
+its CXL port tree is :mod:`.cxltree`.
 """
 
 from .load import Loaded, load, parse, preset_names, resolve

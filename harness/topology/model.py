@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .schema import Granularity, IdList, Size, fld
+from harness.units import Granularity, IdList, Size
+
+from .schema import fld
 
 Accel = Literal["auto", "kvm", "tcg"]
 TcgThread = Literal["auto", "single", "multi"]

@@ -14,8 +14,10 @@ private/managed-node series and are skipped, with the reason, on a kernel withou
 
 from __future__ import annotations
 
+from harness.units import format_size
+
 from .model import SERVICES, Provision, Topology
-from .schema import SchemaError, format_size
+from .schema import SchemaError
 
 #: x86-64 memory block size: kmem onlines whole blocks.
 MEMORY_BLOCK = 128 << 20

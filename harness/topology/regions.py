@@ -22,8 +22,7 @@ naming the region's YAML path and, where one exists, an order that works.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from .cxltree import CxlTree, Hop, TreeLoop
 from .model import Region, Topology, Window
 from .schema import SchemaError
 
@@ -41,28 +40,12 @@ def gran_text(g: int) -> str:
     return f"{g // 1024}K" if g >= 1024 and g % 1024 == 0 else str(g)
 
 
-@dataclass(frozen=True)
-class Hop:
-    """One decoding port on a device's path below the root: its id and the downstream port taken."""
-
-    port: str     # host bridge id or switch (upstream port) id
-    dport: str    # root port id or switch downstream port id
-
-
 def device_path(t: Topology, device: str) -> list[Hop]:
     """Hops from the host bridge down to ``device``'s port (host bridge first)."""
-    assert t.cxl
-    port = next(d.port for d in t.cxl.devices if d.id == device)
-    hops: list[Hop] = []
-    for _ in range(len(t.cxl.switches) + 1):
-        sw = next((s for s in t.cxl.switches if any(dp.id == port for dp in s.downstream_ports)), None)
-        if sw is None:
-            hb = next(h for h in t.cxl.host_bridges if any(rp.id == port for rp in h.root_ports))
-            hops.append(Hop(hb.id, port))
-            return list(reversed(hops))
-        hops.append(Hop(sw.id, port))
-        port = sw.upstream
-    raise SchemaError("cxl.switches", "switches are plugged into each other in a loop")
+    try:
+        return CxlTree(t.cxl).path(device)
+    except TreeLoop:
+        raise SchemaError("cxl.switches", "switches are plugged into each other in a loop") from None
 
 
 def check_region(t: Topology, r: Region, w: Window, p: str, window_index: int) -> None:

@@ -16,10 +16,14 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 
+from harness.qemu.ids import RESERVED_ID_PREFIXES
+from harness.units import IdList, format_size
+
+from .cxltree import CxlTree
 from .model import Topology, Type3
 from .provision import check_provision
 from .regions import VALID_WAYS, check_region
-from .schema import IdList, SchemaError, format_size
+from .schema import SchemaError
 
 MiB = 1 << 20
 CXL_CAPACITY_UNIT = 256 * MiB          # CXL device capacity granule (and QEMU's check)
@@ -30,9 +34,6 @@ VALID_WINDOW_WAYS = VALID_WAYS      # CXL encodings QEMU (cxl_interleave_ways_en
 MAX_SMP = 4096
 _PCI_DRIVER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _QEMU_ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
-# Ids the harness itself gives QEMU: memory backends (qemu_argv.BACKEND_PREFIX) and the
-# VM's console, QMP and network (hcon0, hqmp0, hnet0 in harness/vm.py).
-RESERVED_ID_PREFIXES = ("hmem-", "hcon", "hqmp", "hnet")
 
 
 def validate(t: Topology) -> None:
@@ -268,37 +269,6 @@ def _check_ids(t: Topology) -> None:
 
 # --- CXL -----------------------------------------------------------------------
 
-def ports_of(t: Topology) -> dict[str, str]:
-    """Every CXL port a device or switch can plug into -> the host bridge it is under."""
-    out: dict[str, str] = {}
-    if not t.cxl:
-        return out
-    for hb in t.cxl.host_bridges:
-        for rp in hb.root_ports:
-            out[rp.id] = hb.id
-    # switches may stack; resolve until stable (bounded by the switch count)
-    for _ in range(len(t.cxl.switches) + 1):
-        for sw in t.cxl.switches:
-            if sw.upstream in out:
-                for dp in sw.downstream_ports:
-                    out[dp.id] = out[sw.upstream]
-    return out
-
-
-def bus_need(t: Topology, hb_id: str) -> int:
-    """PCI bus numbers a host bridge consumes: its own bus, one per root port, switch buses."""
-    assert t.cxl
-    ports = ports_of(t)
-    need = 1
-    for hb in t.cxl.host_bridges:
-        if hb.id == hb_id:
-            need += len(hb.root_ports)
-    for sw in t.cxl.switches:
-        if ports.get(sw.upstream) == hb_id:
-            need += 1 + len(sw.downstream_ports)
-    return need
-
-
 def _check_cxl(t: Topology) -> None:
     cxl = t.cxl
     if not cxl:
@@ -306,6 +276,7 @@ def _check_cxl(t: Topology) -> None:
     if not cxl.host_bridges:
         raise SchemaError("cxl.host_bridges", "a cxl section needs at least one host bridge", hint="add host_bridges: [{id: cxl.0, bus_nr: 12, root_ports: [{id: rp0}]}]")
     hb_ids = [hb.id for hb in cxl.host_bridges]
+    tree = CxlTree(cxl)
     # bus numbers
     by_nr: dict[int, int] = {}
     for i, hb in enumerate(cxl.host_bridges):
@@ -320,21 +291,21 @@ def _check_cxl(t: Topology) -> None:
             _node_ref(t, hb.node, f"{p}.node")
         if not hb.root_ports:
             raise SchemaError(f"{p}.root_ports", f"host bridge {hb.id} has no root ports", hint="add root_ports: [{id: rp0}]")
-        nums = Counter(rp.port if rp.port is not None else j for j, rp in enumerate(hb.root_ports))
+        nums = Counter(tree.ports[rp.id].number for rp in hb.root_ports)
         dup = [n for n, c in nums.items() if c > 1]
         if dup:
             raise SchemaError(f"{p}.root_ports", f"port number {dup[0]} is used twice on {hb.id}")
     ordered = sorted(cxl.host_bridges, key=lambda h: h.bus_nr)
     for lo, hi in zip(ordered, ordered[1:] + [None]):
         end = hi.bus_nr if hi else 256
-        need = bus_need(t, lo.id)
+        need = tree.bus_need(lo.id)
         if lo.bus_nr + need > end:
             i = hb_ids.index(lo.id)
             raise SchemaError(f"cxl.host_bridges[{i}].bus_nr",
                               f"host bridge {lo.id} needs buses {lo.bus_nr}..{lo.bus_nr + need - 1} but "
                               + (f"{hi.id} starts at bus {hi.bus_nr}" if hi else "bus numbers end at 255"),
                               hint=f"space the bus_nr values at least {need} apart")
-    ports = ports_of(t)
+    ports = tree.under_host_bridges()
     users: dict[str, str] = {}
 
     def plug(path: str, port: str, what: str) -> None:
@@ -353,7 +324,7 @@ def _check_cxl(t: Topology) -> None:
             raise SchemaError(f"{p}.upstream", f"switch {sw.id} is plugged into its own downstream port '{sw.upstream}'",
                               hint="plug it into a root port or another switch's downstream port")
         if sw.upstream not in ports:
-            loop = _switch_loop(t, sw.id)
+            loop = tree.switch_loop(sw.id)
             if loop:
                 raise SchemaError(f"{p}.upstream", f"switches {' -> '.join(loop)} are plugged into each other in a loop",
                                   hint="the chain must end at a host bridge's root port")
@@ -399,23 +370,6 @@ def _check_cxl(t: Topology) -> None:
                               hint="add a node with no cpus and memory: 0 for the port")
 
 
-def _switch_loop(t: Topology, start: str) -> list[str] | None:
-    """Switch ids along an upstream chain that comes back to ``start``, or None."""
-    assert t.cxl
-    owner = {dp.id: sw.id for sw in t.cxl.switches for dp in sw.downstream_ports}
-    ups = {sw.id: sw.upstream for sw in t.cxl.switches}
-    chain, cur = [start], start
-    for _ in range(len(ups)):
-        nxt = owner.get(ups[cur])
-        if nxt is None:
-            return None
-        chain.append(nxt)
-        if nxt == start:
-            return chain
-        cur = nxt
-    return None
-
-
 def _check_device_sizes(d: Type3, p: str) -> None:
     if d.volatile == 0 and d.persistent == 0:
         raise SchemaError(p, f"device {d.id} has no capacity", hint="set volatile: 256M and/or persistent: 256M")
@@ -452,7 +406,7 @@ def _check_initiators(t: Topology) -> None:
 def _check_guest(t: Topology) -> None:
     devices = {d.id: d for d in t.cxl.devices} if t.cxl else {}
     windows = t.cxl.windows if t.cxl else []
-    ports = ports_of(t)
+    ports = CxlTree(t.cxl).under_host_bridges()
     used: dict[tuple[str, str], int] = {}
     window_use = [0] * len(windows)
     for i, r in enumerate(t.guest.regions):

@@ -23,6 +23,7 @@ from pathlib import Path
 from harness.errors import QemuError
 from harness.guest.protocol import INIT_POWEROFF, guest_cmdline
 from harness.paths import cache_dir
+from harness.qemu.bootargs import KVM_PROBE_MACHINE, bare_argv
 from harness.vm.console import INIT_RUNNING, parse_milestone
 
 TCG_CPU = "max,-hypervisor"  # -hypervisor: stock kernels' CXL region commit needs it (FACTS.md)
@@ -69,15 +70,10 @@ def kvm_device_problem(dev: str = "/dev/kvm") -> str | None:
 
 
 def probe_argv(qemu_binary: str, kernel: Path, initrd: Path, console_log: Path) -> list[str]:
-    """The QEMU command line of the KVM probe boot (pure)."""
-    return [qemu_binary, "-machine", "q35", "-accel", "kvm", "-cpu", KVM_CPU, "-m", "512M", "-smp", "1",
-            "-nodefaults", "-display", "none", "-no-reboot", "-kernel", str(kernel), "-initrd", str(initrd),
-            "-append", " ".join(["console=ttyS0", "panic=-1", *guest_cmdline(init=INIT_POWEROFF)]),
-            "-chardev", f"file,id=hcon0,path={_opt(console_log)}", "-serial", "chardev:hcon0"]
-
-
-def _opt(path: Path) -> str:
-    return str(path).replace(",", ",,")
+    """The QEMU command line of the KVM probe boot (pure): the guest's init powers off at once."""
+    append = " ".join(["console=ttyS0", "panic=-1", *guest_cmdline(init=INIT_POWEROFF)])
+    return bare_argv(qemu_binary, KVM_PROBE_MACHINE, kernel=kernel, initrd=initrd, append=append,
+                     console_log=console_log)
 
 
 def judge_probe(exit_status: int | None, stderr: str, console: str) -> str | None:

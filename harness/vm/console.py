@@ -8,7 +8,7 @@ Pure line parsing only. The rest of the console lives next door:
 
 Transport (why a QEMU chardev socket with ``logfile=``, not ``-serial stdio``)
 ------------------------------------------------------------------------------
-QEMU's serial port is wired to::
+QEMU's serial port is wired to (by :mod:`harness.qemu.bootargs`)::
 
     -chardev socket,id=hcon0,path=WORKDIR/console.sock,server=on,wait=off,logfile=WORKDIR/console.log
     -serial chardev:hcon0

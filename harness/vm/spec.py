@@ -1,7 +1,8 @@
 """What one VM is made of: its :class:`BootSpec`, timeouts, work files and QEMU argv (pure).
 
 Nothing here starts a process; :func:`build_qemu_argv` is a pure function of
-the spec, the work directory, the SSH port and the kernel command line.
+the spec, the work directory, the SSH port and the kernel command line, written by
+:mod:`harness.qemu.bootargs` (the one place QEMU's command line is assembled).
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.guest.protocol import GUEST_GW, GUEST_IP, guest_cmdline
+from harness.qemu.bootargs import vm_argv
+from harness.qemu.options import check_machine_argv
+
+__all__ = ["BootSpec", "Timeouts", "WorkFiles", "build_qemu_argv", "check_machine_argv", "kernel_cmdline",
+           "socket_path_problem"]
 
 MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with the NUL
-
-#: Options the VM adds itself; a machine_argv carrying one is a bug upstream.
-RESERVED_OPTIONS = frozenset({"-kernel", "-initrd", "-append", "-serial", "-qmp", "-monitor", "-mon",
-                              "-netdev", "-nic", "-net", "-display", "-nographic", "-S", "-daemonize",
-                              "-no-reboot", "-nodefaults", "-pidfile"})
 
 
 @dataclass
@@ -70,11 +71,6 @@ def kernel_cmdline(append: str, modules: list[str], ssh_key_body: str) -> str:
     return " ".join(parts)
 
 
-def _opt_path(path: Path) -> str:
-    """A path inside a QEMU ``key=value,...`` option (commas doubled)."""
-    return str(path).replace(",", ",,")
-
-
 @dataclass(frozen=True)
 class WorkFiles:
     """The files of one VM in its work directory."""
@@ -102,32 +98,12 @@ class WorkFiles:
         return self.workdir / "id_ed25519"
 
 
-def check_machine_argv(argv: list[str]) -> None:
-    """ValueError if ``argv`` has an option the VM adds itself (pure)."""
-    bad = sorted({a for a in argv if a in RESERVED_OPTIONS})
-    if bad:
-        raise ValueError(f"machine_argv must not contain {', '.join(bad)} (the VM adds them)")
-
-
 def build_qemu_argv(spec: BootSpec, files: WorkFiles, ssh_port: int, cmdline: str) -> list[str]:
-    """QEMU's full command line for ``spec`` (pure)."""
-    check_machine_argv(spec.machine_argv)
-    argv = [spec.qemu_binary, *spec.machine_argv]
-    if spec.name:
-        argv += ["-name", spec.name.replace(",", ",,")]
-    argv += [
-        "-nodefaults", "-display", "none", "-no-reboot",
-        "-kernel", str(spec.kernel), "-initrd", str(spec.initrd), "-append", cmdline,
-        "-chardev", (f"socket,id=hcon0,path={_opt_path(files.console_sock)},server=on,wait=off,"
-                     f"logfile={_opt_path(files.console_log)},logappend=off"),
-        "-serial", "chardev:hcon0",
-        "-chardev", f"socket,id=hqmp0,path={_opt_path(files.qmp_sock)},server=on,wait=off",
-        "-mon", "chardev=hqmp0,mode=control",
-        "-netdev", f"user,id=hnet0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
-        "-device", "virtio-net-pci,netdev=hnet0,bus=pcie.0",  # explicit: else QEMU may pick a CXL bus
-        "-S",
-    ]
-    return argv
+    """QEMU's full command line for ``spec`` (pure): the spec's machine, then the boot part
+    :func:`harness.qemu.bootargs.vm_argv` adds with this VM's work files and SSH port."""
+    return vm_argv(spec.qemu_binary, spec.machine_argv, kernel=spec.kernel, initrd=spec.initrd, append=cmdline,
+                   console_sock=files.console_sock, console_log=files.console_log, qmp_sock=files.qmp_sock,
+                   ssh_port=ssh_port, name=spec.name)
 
 
 def socket_path_problem(files: WorkFiles) -> str | None:

@@ -15,10 +15,10 @@ import os
 import shutil
 import subprocess
 import sys
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from ktap_reports import junit_results
 
 pytestmark = [pytest.mark.live, pytest.mark.timeout(900)]
 
@@ -101,11 +101,8 @@ def test_pytest_kunit_reports_each_suite_and_case(tmp_path):
              "--kunit-suite", "example", "--kunit-module", "kunit-example-test", f"--junitxml={xml}",
              "-p", "no:cacheprovider", "-q", "-rs", "-o", "testpaths=", str(tmp_path)], cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
-    cases = {}
-    for tc in ET.parse(xml).getroot().iter("testcase"):
-        kind = next((c.tag for c in tc if c.tag in ("failure", "skipped", "error")), "passed")
-        msg = next((c.get("message", "") for c in tc if c.tag in ("failure", "skipped")), "")
-        cases[f"{tc.get('classname')}::{tc.get('name')}"] = (kind, msg)
+    # an item is kunit[GLOB]; each suite and case is a subtest of it, recorded in its JUnit testcase
+    cases = junit_results(xml)
     names = {k.rsplit("::", 1)[-1] if "::" in k else k for k in cases}
     assert {"kunit[damon*]", "kunit[example]", "damon", "damon-operations", "example"} <= names, cases
     assert any(k.endswith("example/example_skip_test") and v == ("skipped", "this test should be skipped")

@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from ktap_reports import junit_results
 
 pytestmark = [pytest.mark.live, pytest.mark.timeout(900)]
 
@@ -58,14 +58,8 @@ def test_pytest_collector_reports_each_ktap_result(tmp_path):
              "--ktap-timeout", "120", f"--junitxml={xml}", "-p", "no:cacheprovider", "-q", "-rs",
              "-o", "testpaths=", str(tmp_path)], cwd=tmp_path)
     assert r.returncode == 1, r.stdout + r.stderr
-    cases = {}
-    for tc in ET.parse(xml).getroot().iter("testcase"):
-        kind = next((c.tag for c in tc if c.tag in ("failure", "skipped", "error")), "passed")
-        msg = next((c.get("message", "") for c in tc if c.tag in ("failure", "skipped")), "")
-        name, cls = tc.get("name", ""), tc.get("classname", "")
-        # an item is FILE::FILE (name FILE); a KTAP case is FILE::FILE::CASE (name CASE)
-        key = name if name.endswith(".sh") else ".".join(cls.rsplit(".", 2)[-2:]) + "::" + name
-        cases[key] = (kind, msg)
+    # an item is FILE::FILE; a KTAP result is a subtest of it, recorded in its JUnit testcase (FILE::CASE)
+    cases = junit_results(xml)
     assert cases["ktap_nodes.sh"] == ("passed", "")
     assert cases["ktap_nodes.sh::node1 has meminfo"] == ("passed", "")
     assert cases["ktap_nodes.sh::private-node masks"] == ("skipped", "SKIP")  # ktap_helpers.sh gives no reason
@@ -74,6 +68,7 @@ def test_pytest_collector_reports_each_ktap_result(tmp_path):
     assert cases["ktap_fail.sh::demotion without a target"] == ("passed", "")
     assert cases["ktap_nested.sh::node1/distance"] == ("passed", "")
     assert "expected 64 nodes, found 2" in r.stdout
+    assert "SUBSKIPPED[private-node masks]" in r.stdout  # each result in the terminal, skips with their reasons
 
 
 @pytest.mark.skipif(not os.environ.get("NUMA_HARNESS_KSELFTEST_DIR"),

@@ -1,7 +1,7 @@
 from harness.guest.expect import mismatches
 from harness.guest.nodes import parse_nodes
 from harness.topology.model import Expect, NodeExpect
-from harness.topology.schema import IdList, Size
+from harness.units import IdList, Size
 
 GUEST = parse_nodes("""mask has_memory 0-1
 mask has_cpu 0

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from harness.plugin.ktap import _case_outcome, script_topology
 from harness.selftest.ktap import parse_ktap
 
@@ -83,3 +85,57 @@ def test_a_failed_kunit_case_shows_kunits_expectation_lines():
     assert outcome == "failed"
     assert longrepr.splitlines()[2:4] == ["Expected num_node_state(N_ONLINE) == 64, but",
                                           "num_node_state(N_ONLINE) == 2 (0x2)"]
+
+
+REPORTING_CONFTEST = '''
+import pytest
+from harness.plugin.ktap import _case_outcome, _log_result
+from harness.selftest.ktap import parse_ktap
+
+def pytest_collect_file(file_path, parent):
+    if file_path.suffix == ".ktap":
+        return KtapText.from_parent(parent, path=file_path)
+
+class KtapText(pytest.File):
+    def collect(self):
+        yield Results.from_parent(self, name=self.path.name)
+
+class Results(pytest.Item):
+    """Reports a recorded KTAP text's results the way KtapItem reports a guest's."""
+    def runtest(self):
+        for path, r in [(r.name, r) for r in parse_ktap(self.path.read_text()).results]:
+            _log_result(self, path, *_case_outcome(r, self.path))
+'''
+
+
+def _reporting_run(tmp_path, *args):
+    (tmp_path / "conftest.py").write_text(REPORTING_CONFTEST)
+    (tmp_path / "one.ktap").write_text("KTAP version 1\n1..3\nok 1 node0 has memory\n"
+                                       "ok 2 private masks # SKIP no private nodes\nnot ok 3 sixty-four nodes\n")
+    (tmp_path / "two.ktap").write_text("KTAP version 1\n1..1\nok 1 all fine\n")
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA", *args, str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+
+
+def _assert_each_result_reported(r):
+    assert "SUBSKIPPED[private masks] [1] one.ktap:0: no private nodes" in r.stdout, r.stdout + r.stderr
+    assert "SUBFAILED[sixty-four nodes] one.ktap::one.ktap - not ok 3 sixty-four nodes" in r.stdout
+    assert "1 failed, 2 passed, 1 skipped, 2 subtests passed" in r.stdout  # items and results, as pytest counts subtests
+    assert "INTERNALERROR" not in r.stdout + r.stderr
+
+
+def test_each_ktap_result_is_a_subtest_of_its_item(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    r = _reporting_run(tmp_path, f"--junitxml={tmp_path / 'j.xml'}")
+    _assert_each_result_reported(r)
+    props = {p.get("name"): p.get("value") for p in ET.parse(tmp_path / "j.xml").getroot().iter("property")}
+    assert props == {"ktap node0 has memory": "passed", "ktap private masks": "skipped: no private nodes",
+                     "ktap sixty-four nodes": "failed: not ok 3 sixty-four nodes", "ktap all fine": "passed"}
+
+
+def test_ktap_results_are_reported_under_xdist(tmp_path):
+    pytest.importorskip("xdist")
+    r = _reporting_run(tmp_path, "-n", "2")
+    _assert_each_result_reported(r)
+    assert "[gw" in r.stdout  # the results came from worker processes

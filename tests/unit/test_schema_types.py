@@ -1,6 +1,6 @@
 import pytest
 
-from harness.topology.schema import Granularity, IdList, SchemaError, Size, format_size
+from harness.units import Granularity, IdList, SchemaError, Size, format_size
 
 
 @pytest.mark.parametrize("text,n", [("1G", 1 << 30), ("512M", 512 << 20), ("16K", 16 << 10), ("2T", 2 << 40), ("0", 0), (0, 0)])

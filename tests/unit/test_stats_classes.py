@@ -9,7 +9,7 @@ import pytest
 
 from harness.stats import classify_masks, from_dump
 from harness.stats.classes import decode_features, mask_meaning, table
-from harness.topology.schema import IdList
+from harness.units import IdList
 
 DATA = Path(__file__).parent / "data" / "stats"
 N = "/sys/devices/system/node"

@@ -15,7 +15,7 @@ from harness.stats import StatsError, from_dump
 from harness.stats import parse as P
 from harness.stats.collect import snapshot_args, snapshot_command
 from harness.stats.cxl import cxl_list
-from harness.topology.schema import IdList
+from harness.units import IdList
 
 DATA = Path(__file__).parent / "data" / "stats"
 
