@@ -27,16 +27,12 @@
 
 set -u
 
-SYSFS=${HARNESS_SYSFS:-/sys}
+# fail, blocks_in, node_bytes (and SYSFS from HARNESS_SYSFS)
+LIB=${0%/*}/lib; [ -r "$LIB" ] || LIB=$LIB.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$LIB"
 DAX=$SYSFS/bus/dax
 ZRAM=$SYSFS/block/zram0
-# shellcheck source-path=SCRIPTDIR source=memory-blocks.sh
-. "${0%/*}/memory-blocks"
-
-die() {
-	echo "error msg=$*"
-	exit 1
-}
 
 now_ms() {   # monotonic enough: /proc/uptime in milliseconds
 	awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime
@@ -77,18 +73,18 @@ swap_on() {   # MIB
 		echo "swap status=skipped reason=no zram module in this kernel"
 		return
 	fi
-	[ -e "$ZRAM/disksize" ] || die "no $ZRAM after modprobe zram"
+	[ -e "$ZRAM/disksize" ] || fail swap-on "$ZRAM" "no zram device after modprobe zram"
 	grep -q '^/dev/zram0 ' /proc/swaps && swapoff /dev/zram0
 	echo 1 > "$ZRAM/reset" 2>/dev/null
-	echo "$(($1 * 1048576))" > "$ZRAM/disksize" || die "cannot size $ZRAM"
-	mkswap /dev/zram0 > /dev/null 2>&1 || die "mkswap /dev/zram0 failed"
-	swapon /dev/zram0 || die "swapon /dev/zram0 failed"
+	echo "$(($1 * 1048576))" > "$ZRAM/disksize" || fail swap-on "$ZRAM/disksize" "cannot size the zram device"
+	mkswap /dev/zram0 > /dev/null 2>&1 || fail swap-on /dev/zram0 "mkswap failed"
+	swapon /dev/zram0 || fail swap-on /dev/zram0 "swapon failed"
 	echo "swap status=ok bytes=$(cat "$ZRAM/disksize")"
 }
 
 swap_off() {
 	if grep -q '^/dev/zram0 ' /proc/swaps; then
-		swapoff /dev/zram0 || die "swapoff /dev/zram0 failed"
+		swapoff /dev/zram0 || fail swap-off /dev/zram0 "swapoff failed"
 	fi
 	[ -e "$ZRAM/reset" ] && echo 1 > "$ZRAM/reset"
 	echo "swap status=off"
@@ -138,10 +134,10 @@ offline() {   # NODE SECONDS
 }
 
 case "${1:-}" in
-	swap-on) [ $# -eq 2 ] || die "usage: node-memory swap-on MIB"; swap_on "$2" ;;
+	swap-on) [ $# -eq 2 ] || fail usage "$0" "usage: node-memory swap-on MIB"; swap_on "$2" ;;
 	swap-off) swap_off ;;
-	rebind) [ $# -ge 4 ] || die "usage: node-memory rebind NODE CYCLES SECONDS [HOW]"; rebind "$2" "$3" "$4" "${5:-online}" ;;
-	offline) [ $# -eq 3 ] || die "usage: node-memory offline NODE SECONDS"; offline "$2" "$3" ;;
-	online) [ $# -ge 2 ] || die "usage: node-memory online NODE [HOW]"; online_node "$2" "${3:-online}"; echo "done node=$2 bytes=$(node_bytes "$2")" ;;
-	*) die "usage: node-memory swap-on MIB | swap-off | rebind NODE CYCLES SECONDS [HOW] | offline NODE SECONDS | online NODE [HOW]" ;;
+	rebind) [ $# -ge 4 ] || fail usage "$0" "usage: node-memory rebind NODE CYCLES SECONDS [HOW]"; rebind "$2" "$3" "$4" "${5:-online}" ;;
+	offline) [ $# -eq 3 ] || fail usage "$0" "usage: node-memory offline NODE SECONDS"; offline "$2" "$3" ;;
+	online) [ $# -ge 2 ] || fail usage "$0" "usage: node-memory online NODE [HOW]"; online_node "$2" "${3:-online}"; echo "done node=$2 bytes=$(node_bytes "$2")" ;;
+	*) fail usage "$0" "usage: node-memory swap-on MIB | swap-off | rebind NODE CYCLES SECONDS [HOW] | offline NODE SECONDS | online NODE [HOW]" ;;
 esac
