@@ -18,7 +18,8 @@ from contextlib import contextmanager
 from typing import Any, Protocol
 
 from harness.guest import node_memory, workloads
-from harness.guest.protocol import GUEST_PREFIX, GUEST_RUN_DIR
+from harness.guest.dmesg import cut_after_mark, mark_command
+from harness.guest.protocol import GUEST_RUN_DIR
 from harness.stats import Snapshot, snapshot
 from harness.topology.model import Topology
 from harness.vm.problems import find_kernel_problems
@@ -277,14 +278,13 @@ def _reclaim(m: Guest, t: Target) -> V.Verdict:
 
 
 def _kernel_reports_since(m: Guest, mark: str) -> list:
-    """Kernel problems (WARN, BUG ...) printed after the ``mark`` line we wrote to /dev/kmsg."""
-    text = m.run("dmesg", timeout=60, check=False).stdout
-    return find_kernel_problems(text.rsplit(mark, 1)[-1] if mark in text else text)
+    """Kernel problems (WARN, BUG ...) printed after the dmesg ``mark``."""
+    return find_kernel_problems(cut_after_mark(m.run("dmesg", timeout=60, check=False).stdout, mark))
 
 
 def _mark(m: Guest, what: str) -> str:
-    mark = f"{GUEST_PREFIX} contract {what} {next(_IDS)}"
-    m.run(f"echo '{mark}' > /dev/kmsg", timeout=30, check=False)
+    mark = f"contract {what} {next(_IDS)}"
+    m.run(mark_command(mark), timeout=30, check=False)
     return mark
 
 
