@@ -15,13 +15,10 @@ the node's blocks stay movable after (c)), so run it on a VM of its own.
 
 from __future__ import annotations
 
-import itertools
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from harness.guest import workloads
-from harness.guest.protocol import GUEST_RUN_DIR
+from harness.guest import background, workloads
 from harness.stats import Snapshot, snapshot
 
 from .run import Guest
@@ -29,7 +26,6 @@ from .targets import no_private_reason
 
 MARGIN_MIB = 128
 CPUSET = "/sys/fs/cgroup/nh-confined"
-_IDS = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -66,38 +62,23 @@ def _kernel(s: Snapshot, n: int) -> dict[str, int]:
 def hog(m: Guest, node: int, free_mib: int, *, wrap: str = "", timeout: float = 300) -> ModeResult:
     """Run the workload (in the cgroup ``wrap`` joins, if given) and measure what lands on ``node``."""
     before = snapshot(m, boot_log=False)
-    out = f"{GUEST_RUN_DIR}/isolation-{next(_IDS)}.out"
     cmd = workloads.pressure("machine", f"total:{free_mib + MARGIN_MIB}", step_mib=16, hold_until_signal=True)
     if wrap:
         cmd = f"sh -c 'echo $$ > {wrap}/cgroup.procs && exec {cmd}'"
-    m.run(f"mkdir -p {GUEST_RUN_DIR}; ( {cmd} > {out} 2> {out}.err; echo $? > {out}.rc ) >/dev/null 2>&1 &", timeout=30)
-    deadline = time.monotonic() + timeout
-    report: workloads.Result | None = None
-    rc: int | None = None
-    while report is None and rc is None:
-        text = m.run(f"cat {out}; echo @@; cat {out}.rc 2>/dev/null", timeout=30, check=False).stdout
-        head, _, tail = text.partition("@@")
-        lines = [ln for ln in head.splitlines() if ln.startswith("{")]
-        if lines:
-            report = workloads.parse(lines[-1])
-        elif tail.strip():
-            rc = int(tail.split()[0])
-        elif time.monotonic() > deadline:
-            raise workloads.WorkloadError(f"the isolation workload did not report within {timeout:g} s")
-        else:
-            time.sleep(0.5)
+    run = background.launch(m, cmd, timeout=timeout, name="isolation")
+    if run.state == "timeout":
+        raise workloads.WorkloadError(f"the isolation workload did not report within {timeout:g} s")
+    report = run.report
     held = snapshot(m, boot_log=False)
     if report is not None:
-        m.run(f"kill {report.pid}; n=0; while [ ! -e {out}.rc ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done",
-              timeout=90, check=False)
+        background.stop(m, run.pid)
     kb, kb0 = _kernel(held, node), _kernel(before, node)
     parts = {k: kb[k] - kb0[k] for k in kb}
     miss = before.delta(held).node(node).numa_miss
     if isinstance(report, workloads.PressureResult):
         return ModeResult("", "", True, f"held {report.allocated_mib} MiB", report.allocated_mib,
                           report.placement.on(node), miss, sum(parts.values()), parts)
-    steps = workloads.parse_pressure_progress(m.run(f"cat {out}.err", timeout=30, check=False).stdout)
-    reached = steps[-1].allocated_mib if steps else 0
+    reached, rc = run.progress_mib(), run.rc
     why = "killed by the OOM killer" if rc == 137 else f"exited with status {rc}"
     return ModeResult("", "", True, f"{why} after {reached} MiB", reached, None, miss, sum(parts.values()), parts)
 

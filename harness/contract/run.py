@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from harness.guest import node_memory, workloads
+from harness.guest import background, node_memory, workloads
 from harness.guest.dmesg import cut_after_mark, mark_command
 from harness.guest.protocol import GUEST_RUN_DIR
 from harness.stats import Snapshot, snapshot
@@ -51,29 +51,13 @@ class Guest(Protocol):
     def run(self, command: str, *, timeout: float = ..., check: bool = ...) -> Any: ...
 
 
-def start(m: Guest, command: str, timeout: float = 300) -> tuple[int, workloads.Result]:
-    """Start a holding guest program in the background; (pid, report) once it has printed."""
-    out = f"{GUEST_RUN_DIR}/contract-{next(_IDS)}.out"
-    pid = int(m.run(f"mkdir -p {GUEST_RUN_DIR}; {command} > {out} 2> {out}.err & echo $!", timeout=30)
-              .stdout.split()[-1])
-    deadline = time.monotonic() + timeout
-    while True:
-        text = m.run(f"cat {out}; kill -0 {pid} 2>/dev/null && echo RUNNING || tail -n 5 {out}.err",
-                     timeout=30, check=False).stdout
-        report = [ln for ln in text.splitlines() if ln.startswith("{")]
-        if report:
-            return pid, workloads.parse(report[-1])
-        if "RUNNING" not in text:
-            raise workloads.WorkloadError(f"background program exited before reporting: {command}", detail=text[-2000:])
-        if time.monotonic() > deadline:
-            stop(m, pid)
-            raise workloads.WorkloadError(f"background program did not report within {timeout:g} s: {command}")
-        time.sleep(0.3)
+def start(m: Guest, command: str, timeout: float = 300) -> background.Started:
+    """Start a holding guest program in the background; its pid and report once it has printed."""
+    return background.start(m, command, timeout=timeout, name="contract")
 
 
 def stop(m: Guest, pid: int) -> None:
-    m.run(f"kill {pid} 2>/dev/null; n=0; while kill -0 {pid} 2>/dev/null && [ $n -lt 600 ]; do sleep 0.1; "
-          "n=$((n+1)); done", timeout=90, check=False)
+    background.stop(m, pid)
 
 
 def _kernel_bytes(s: Snapshot, nid: int) -> int:
@@ -86,8 +70,9 @@ def pressure_sequence(m: Guest, ts: list[Target], before: Snapshot) -> list[V.Ve
     nodes = [t.node for t in ts if t.node is not None]
     normal = [n for n in before.classes.nodes("cpu") if n not in nodes]
     free = sum(before.node(n).mem_free for n in normal) >> 20
-    pid, report = start(m, workloads.pressure("machine", f"total:{free + HOG_MARGIN_MIB}", step_mib=16,
-                                              hold_until_signal=True))
+    held_by = start(m, workloads.pressure("machine", f"total:{free + HOG_MARGIN_MIB}", step_mib=16,
+                                          hold_until_signal=True))
+    pid, report = held_by.pid, held_by.report
     try:
         assert isinstance(report, workloads.PressureResult)
         held = snapshot(m, boot_log=False)
@@ -161,8 +146,9 @@ def _read_int(m: Guest, path: str) -> int | None:
 def _held_on(m: Guest, n: int, wrap: Callable[[str], str] = str, **options: Any) -> Iterator[tuple[int, int]]:
     """:data:`SERVICE_MIB` bound to node ``n`` by a ``place`` that holds them (its command line
     passed through ``wrap``): (pid, pages it placed on ``n``) while it holds; stopped after."""
-    pid, report = start(m, wrap(workloads.place(SERVICE_MIB, policy="bind", nodes=[n], hold_until_signal=True,
-                                                **options)))
+    held_by = start(m, wrap(workloads.place(SERVICE_MIB, policy="bind", nodes=[n], hold_until_signal=True,
+                                            **options)))
+    pid, report = held_by.pid, held_by.report
     try:
         assert isinstance(report, workloads.PlaceResult)
         yield pid, report.placement.on(n) if report.placement else 0

@@ -101,6 +101,9 @@ PROVISION = f"{GUEST_BIN_DIR}/provision"
 #: Swap, driver rebinding and offlining for the contract checks (``files/node-memory.sh``),
 #: see :mod:`harness.guest.node_memory`.
 NODE_MEMORY = f"{GUEST_BIN_DIR}/node-memory"
+#: Runs a guest program in the background until it reports, and stops it (``files/hold.sh``),
+#: see :mod:`harness.guest.background`.
+HOLD = f"{GUEST_BIN_DIR}/hold"
 #: Writes one mark line into the guest kernel's log (``files/kmsg-mark.sh``), see :mod:`harness.guest.dmesg`.
 KMSG_MARK = f"{GUEST_BIN_DIR}/kmsg-mark"
 #: Environment variable the guest programs take their sysfs root from (tests point it at a fake tree).

@@ -8,6 +8,7 @@
 #
 #   fail STEP FILE MESSAGE      "error step=STEP file=FILE msg=MESSAGE", the kernel log's last
 #                               lines as "dmesg ..." lines, exit 1
+#   bad_usage TEXT              "error step=usage file=PROGRAM msg=usage: TEXT", exit 2
 #   wr STEP FILE VALUE          write VALUE to FILE (a sysfs file); on failure, fail with the
 #                               kernel's errno text
 #   rd STEP FILE                VAL = FILE's contents; on failure, fail
@@ -50,6 +51,12 @@ fail() {
 	echo "error step=$1 file=$2 msg=$3"
 	dmesg 2>/dev/null | grep -i -e "${FAIL_DMESG:-}" | grep -iv 'command line' | tail -n 8 | sed 's/^/dmesg /' || true
 	exit 1
+}
+
+# bad_usage TEXT
+bad_usage() {
+	echo "error step=usage file=$0 msg=usage: $1"
+	exit 2
 }
 
 # wr STEP FILE VALUE (echo is a builtin: no fork per write)

@@ -23,7 +23,7 @@
 #   block node=NODE name=memoryN result=RESULT seconds=S
 #   done node=NODE bytes=N
 # RESULT is ok, timeout, or error:TEXT (the write's error, spaces as _). Exit 1 on a bad
-# step (usage, a file that is not there), not on a failed write: that is the finding.
+# step (a file that is not there; exit 2 for usage), not on a failed write: that is the finding.
 
 set -u
 
@@ -134,10 +134,10 @@ offline() {   # NODE SECONDS
 }
 
 case "${1:-}" in
-	swap-on) [ $# -eq 2 ] || fail usage "$0" "usage: node-memory swap-on MIB"; swap_on "$2" ;;
+	swap-on) [ $# -eq 2 ] || bad_usage "node-memory swap-on MIB"; swap_on "$2" ;;
 	swap-off) swap_off ;;
-	rebind) [ $# -ge 4 ] || fail usage "$0" "usage: node-memory rebind NODE CYCLES SECONDS [HOW]"; rebind "$2" "$3" "$4" "${5:-online}" ;;
-	offline) [ $# -eq 3 ] || fail usage "$0" "usage: node-memory offline NODE SECONDS"; offline "$2" "$3" ;;
-	online) [ $# -ge 2 ] || fail usage "$0" "usage: node-memory online NODE [HOW]"; online_node "$2" "${3:-online}"; echo "done node=$2 bytes=$(node_bytes "$2")" ;;
-	*) fail usage "$0" "usage: node-memory swap-on MIB | swap-off | rebind NODE CYCLES SECONDS [HOW] | offline NODE SECONDS | online NODE [HOW]" ;;
+	rebind) [ $# -ge 4 ] || bad_usage "node-memory rebind NODE CYCLES SECONDS [HOW]"; rebind "$2" "$3" "$4" "${5:-online}" ;;
+	offline) [ $# -eq 3 ] || bad_usage "node-memory offline NODE SECONDS"; offline "$2" "$3" ;;
+	online) [ $# -ge 2 ] || bad_usage "node-memory online NODE [HOW]"; online_node "$2" "${3:-online}"; echo "done node=$2 bytes=$(node_bytes "$2")" ;;
+	*) bad_usage "node-memory swap-on MIB | swap-off | rebind NODE CYCLES SECONDS [HOW] | offline NODE SECONDS | online NODE [HOW]" ;;
 esac
