@@ -18,14 +18,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from harness.guest import background, workloads
+from harness.guest import background, cgroup, workloads
 from harness.stats import Snapshot, snapshot
 
 from .run import Guest
 from .targets import no_private_reason
 
 MARGIN_MIB = 128
-CPUSET = "/sys/fs/cgroup/nh-confined"
+CPUSET = f"{cgroup.ROOT}/nh-confined"
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def hog(m: Guest, node: int, free_mib: int, *, wrap: str = "", timeout: float = 
     before = snapshot(m, boot_log=False)
     cmd = workloads.pressure("machine", f"total:{free_mib + MARGIN_MIB}", step_mib=16, hold_until_signal=True)
     if wrap:
-        cmd = f"sh -c 'echo $$ > {wrap}/cgroup.procs && exec {cmd}'"
+        cmd = cgroup.run_in(wrap, cmd)
     run = background.launch(m, cmd, timeout=timeout, name="isolation")
     if run.state == "timeout":
         raise workloads.WorkloadError(f"the isolation workload did not report within {timeout:g} s")
@@ -90,17 +90,12 @@ def _with(r: ModeResult, mode: str, label: str, notes: str = "") -> ModeResult:
 
 def confine(m: Guest, mems: str) -> str:
     """A cpuset cgroup with ``cpuset.mems`` = ``mems`` holding every task that can move; a note."""
-    m.run(f"grep -qw cpuset /sys/fs/cgroup/cgroup.subtree_control || echo +cpuset > /sys/fs/cgroup/cgroup.subtree_control;"
-          f" mkdir -p {CPUSET}; echo {mems} > {CPUSET}/cpuset.mems", timeout=30)
-    r = m.run(f"moved=0; for p in $(cat /sys/fs/cgroup/cgroup.procs); do echo $p > {CPUSET}/cgroup.procs 2>/dev/null "
-              f"&& moved=$((moved+1)); done; echo $moved $(wc -l < /sys/fs/cgroup/cgroup.procs)", timeout=60)
-    moved, left = r.stdout.split()[:2]
+    moved, left = cgroup.parse_confine(m.run(cgroup.confine(CPUSET, mems), timeout=60).stdout)
     return f"cpuset.mems={mems}: {moved} tasks moved in, {left} left in the root (kernel threads cannot move)"
 
 
 def release(m: Guest) -> None:
-    m.run(f"for p in $(cat {CPUSET}/cgroup.procs); do echo $p > /sys/fs/cgroup/cgroup.procs 2>/dev/null; done; "
-          f"rmdir {CPUSET}", timeout=60, check=False)
+    m.run(cgroup.release(CPUSET), timeout=60, check=False)
 
 
 def online_movable(m: Guest, node: int) -> str:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from harness.guest import background, node_memory, workloads
+from harness.guest import background, cgroup, node_memory, workloads
 from harness.guest.dmesg import cut_after_mark, mark_command
 from harness.guest.protocol import GUEST_RUN_DIR
 from harness.stats import Snapshot, snapshot
@@ -43,7 +43,7 @@ REBIND_CYCLES = 3
 OFFLINE_LIMIT_S = 60      # each memory block's offline write, at most
 KSM = "/sys/kernel/mm/ksm"
 LRU_GEN = "/sys/kernel/mm/lru_gen/enabled"
-CGROUP = "/sys/fs/cgroup/nh-contract"
+CGROUP = f"{cgroup.ROOT}/nh-contract"
 _IDS = itertools.count(1)
 
 
@@ -247,18 +247,16 @@ def _reclaim(m: Guest, t: Target) -> V.Verdict:
     """memory.reclaim of a cgroup whose one process holds pages on the node (swap on)."""
     n = t.node
     assert n is not None
-    m.run(f"grep -qw memory /sys/fs/cgroup/cgroup.subtree_control || echo +memory > /sys/fs/cgroup/cgroup.subtree_control;"
-          f" mkdir -p {CGROUP}", timeout=30)
+    m.run(cgroup.make(CGROUP, "memory"), timeout=30)
     try:
         # placed and left both from numa_maps, so the two counts are of the same thing
-        with _held_on(m, n, lambda cmd: f"sh -c 'echo $$ > {CGROUP}/cgroup.procs && exec {cmd}'") as (pid, _):
+        with _held_on(m, n, lambda cmd: cgroup.run_in(CGROUP, cmd)) as (pid, _):
             placed = snapshot(m, pid=pid, boot_log=False).pages_on(n)
-            r = m.run(f"echo {SERVICE_MIB * 2}M > {CGROUP}/memory.reclaim", timeout=120, check=False)
+            r = cgroup.parse_reclaim(m.run(cgroup.reclaim(CGROUP, f"{SERVICE_MIB * 2}M"), timeout=120).stdout)
             left = snapshot(m, pid=pid, boot_log=False).pages_on(n)
     finally:
-        m.run(f"rmdir {CGROUP}", timeout=30, check=False)
-    said = "" if r.exit_status == 0 else f" (the write failed, the kernel reclaimed less than asked: " \
-        f"{(r.stderr or r.stdout).strip().rsplit(': ', 1)[-1]})"
+        m.run(cgroup.remove(CGROUP), timeout=30, check=False)
+    said = "" if r.ok else f" (the write failed, the kernel reclaimed less than asked: {r.reason})"
     return V.service("services.reclaim", t, placed, placed - left, f"memory.reclaim of {SERVICE_MIB * 2}M in a cgroup "
                      f"holding {placed} pages on node {n}: {left} still there{said}", still_on_node=left)
 

@@ -104,6 +104,8 @@ NODE_MEMORY = f"{GUEST_BIN_DIR}/node-memory"
 #: Runs a guest program in the background until it reports, and stops it (``files/hold.sh``),
 #: see :mod:`harness.guest.background`.
 HOLD = f"{GUEST_BIN_DIR}/hold"
+#: cgroup v2 groups: make, join, reclaim, confine (``files/cgroup.sh``), see :mod:`harness.guest.cgroup`.
+CGROUP = f"{GUEST_BIN_DIR}/cgroup"
 #: Writes one mark line into the guest kernel's log (``files/kmsg-mark.sh``), see :mod:`harness.guest.dmesg`.
 KMSG_MARK = f"{GUEST_BIN_DIR}/kmsg-mark"
 #: Environment variable the guest programs take their sysfs root from (tests point it at a fake tree).
