@@ -12,12 +12,11 @@ after). The verdicts themselves are the pure functions of :mod:`.verdicts`.
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from harness.guest import background, cgroup, node_memory, workloads
+from harness.guest import background, cgroup, node_memory, services, workloads
 from harness.guest.dmesg import cut_after_mark, mark_command
 from harness.guest.protocol import GUEST_RUN_DIR
 from harness.stats import Snapshot, snapshot
@@ -35,14 +34,11 @@ DEFAULT_CASES: list[tuple[str, tuple[str, ...]]] = [
 MIB_PAGES = 256
 HOG_MARGIN_MIB = 128      # the hog asks for the normal nodes' free memory plus this
 CACHE_MIB = 16            # page cache written while the hog holds
-HUGE = "hugepages/hugepages-2048kB/nr_hugepages"
 SERVICE_MIB = 4           # pages put on the node for each service check
 SWAP_MIB = 64             # the zram swap the reclaim and MADV_PAGEOUT checks swap to
 KSM_WAIT_S = 15           # how long KSM gets to merge the node's identical pages
 REBIND_CYCLES = 3
 OFFLINE_LIMIT_S = 60      # each memory block's offline write, at most
-KSM = "/sys/kernel/mm/ksm"
-LRU_GEN = "/sys/kernel/mm/lru_gen/enabled"
 CGROUP = f"{cgroup.ROOT}/nh-contract"
 _IDS = itertools.count(1)
 
@@ -115,9 +111,7 @@ def node_checks(m: Guest, t: Target, s: Snapshot, orders: dict[int, list[int]],
     out.append(V.isolation("isolation.interleave", t, r.placement.on(n), f"16 MiB under numactl --interleave=all: "
                            f"{r.placement.on(n)} of {r.placement.total} pages on node {n}",
                            per_node={str(k): v for k, v in r.placement.nodes.items()}))
-    f = f"/sys/devices/system/node/node{n}/{HUGE}"
-    got = m.run(f"echo 4 > {f} 2>/dev/null; cat {f}; echo 0 > {f}", timeout=60, check=False).stdout.split()
-    huge = int(got[0]) if got and got[0].isdigit() else 0
+    huge = services.parse_hugetlb(m.run(services.hugetlb(n, 4), timeout=60).stdout)
     out.append(V.isolation("isolation.hugetlb", t, huge, f"asked node {n} for 4 huge pages (2 MiB): got {huge}",
                            huge_pages=huge))
     p = workloads.run(m, workloads.place(4, policy="bind", nodes=[n]))
@@ -135,11 +129,6 @@ def node_checks(m: Guest, t: Target, s: Snapshot, orders: dict[int, list[int]],
 def _meminfo_pages(before: Snapshot, after: Snapshot, n: int, key: str) -> int:
     """How a node meminfo line (bytes) changed, in 4 KiB pages."""
     return before.delta(after).node(n).meminfo(key).change // 4096
-
-
-def _read_int(m: Guest, path: str) -> int | None:
-    out = m.run(f"cat {path} 2>/dev/null", timeout=30, check=False).stdout.strip()
-    return int(out) if out.lstrip("-").isdigit() else None
 
 
 @contextmanager
@@ -179,9 +168,10 @@ def service_checks(m: Guest, t: Target) -> list[V.Verdict]:
     held(mlocked, mlock=True)
 
     # MADV_COLD deactivates through the classic LRU lists; the multi-gen LRU ages folios its own way
-    lru_gen = m.run(f"cat {LRU_GEN} 2>/dev/null", timeout=30, check=False).stdout.strip()
+    has = services.parse_probe(m.run(services.probe(n), timeout=30).stdout)
+    lru_gen = has.lru_gen
     if lru_gen:
-        m.run(f"echo n > {LRU_GEN}", timeout=30)
+        m.run(services.lru_gen("n"), timeout=30)
     try:
         cold_before = snapshot(m, boot_log=False)
 
@@ -192,7 +182,7 @@ def service_checks(m: Guest, t: Target) -> list[V.Verdict]:
         held(cold, madvise="cold")
     finally:
         if lru_gen:
-            m.run(f"echo {lru_gen} > {LRU_GEN}", timeout=30, check=False)
+            m.run(services.lru_gen(lru_gen), timeout=30, check=False)
 
     swap = node_memory.parse_swap(m.run(node_memory.swap_on(SWAP_MIB), timeout=60, check=False).stdout)
     if not swap.ok:
@@ -212,31 +202,23 @@ def service_checks(m: Guest, t: Target) -> list[V.Verdict]:
             m.run(node_memory.swap_off(), timeout=120, check=False)
 
     def merged(pid: int, placed: int) -> V.Verdict:
-        m.run(f"echo 4096 > {KSM}/pages_to_scan; echo 0 > {KSM}/sleep_millisecs; echo 1 > {KSM}/run", timeout=30)
-        try:
-            got, deadline = 0, time.monotonic() + KSM_WAIT_S
-            while time.monotonic() < deadline and got < placed // 2:
-                time.sleep(0.5)
-                got = _read_int(m, f"/proc/{pid}/ksm_merging_pages") or 0
-        finally:
-            m.run(f"echo 2 > {KSM}/run", timeout=60, check=False)  # unmerge everything, stop
+        got = services.parse_ksm(m.run(services.ksm(pid, placed // 2, KSM_WAIT_S), timeout=KSM_WAIT_S + 90).stdout)
         return V.service("services.ksm", t, placed, got, f"KSM running {KSM_WAIT_S} s at most over {placed} identical "
                          f"pages on node {n}: {got} merged", merged=got)
-    if _read_int(m, f"{KSM}/run") is None:
+    if not has.ksm:
         out += V.services_skipped(t, "the kernel has no KSM (/sys/kernel/mm/ksm)", ("services.ksm",))
     else:
         held(merged, mergeable=True)
 
-    compact = f"/sys/devices/system/node/node{n}/compact"
-
     def compacted(pid: int, placed: int) -> V.Verdict:
         scanned = snapshot(m, boot_log=False)
-        m.run(f"echo 1 > {compact}", timeout=300)
+        services.parse_compact(m.run(services.compact(n), timeout=300).stdout)
         got = scanned.delta(snapshot(m, boot_log=False)).vm("compact_migrate_scanned")
         return V.service("services.compaction", t, placed, got, f"compacting node {n} holding {placed} of our pages: "
                          f"compact_migrate_scanned +{got}", migrate_scanned=got)
-    if m.run(f"test -e {compact}", timeout=30, check=False).exit_status != 0:
-        out += V.services_skipped(t, f"the kernel has no {compact} (CONFIG_COMPACTION)", ("services.compaction",))
+    if not has.compact:
+        out += V.services_skipped(t, f"the kernel has no /sys/devices/system/node/node{n}/compact (CONFIG_COMPACTION)",
+                                  ("services.compaction",))
     else:
         held(compacted)
     order = list(V.SERVICE_PROMISES)

@@ -106,6 +106,9 @@ NODE_MEMORY = f"{GUEST_BIN_DIR}/node-memory"
 HOLD = f"{GUEST_BIN_DIR}/hold"
 #: cgroup v2 groups: make, join, reclaim, confine (``files/cgroup.sh``), see :mod:`harness.guest.cgroup`.
 CGROUP = f"{GUEST_BIN_DIR}/cgroup"
+#: Hugetlb, the multi-gen LRU, KSM and compaction for the contract (``files/services.sh``),
+#: see :mod:`harness.guest.services`.
+SERVICES = f"{GUEST_BIN_DIR}/services"
 #: Writes one mark line into the guest kernel's log (``files/kmsg-mark.sh``), see :mod:`harness.guest.dmesg`.
 KMSG_MARK = f"{GUEST_BIN_DIR}/kmsg-mark"
 #: Environment variable the guest programs take their sysfs root from (tests point it at a fake tree).
