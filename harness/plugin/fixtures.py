@@ -48,7 +48,7 @@ def vm(request: pytest.FixtureRequest, numa_harness_pool: VMPool) -> Iterator[Ma
         pytest.fail(f"numa-harness: {e}" + (f"\n{e.detail}" if e.detail else ""), pytrace=False)
     masks = item.get_closest_marker("requires_node_mask")
     if masks is not None:
-        have = m.run("ls /sys/devices/system/node", timeout=30).stdout.split()
+        have = list(snapshot(m.vm, boot_log=False).masks)
         missing = [name for name in masks.args if name not in have]
         if missing:
             pytest.skip(f"the guest kernel has no node mask {', '.join(missing)} "
