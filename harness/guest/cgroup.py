@@ -12,8 +12,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from harness.errors import GuestCommandError
-
+from .lines import line
 from .protocol import CGROUP
 
 #: Where the guest's /init mounts cgroup2.
@@ -50,20 +49,6 @@ def remove(path: str) -> str:
     return shlex.join([CGROUP, "remove", path])
 
 
-def _line(text: str, word: str) -> dict[str, str]:
-    for ln in text.splitlines():
-        head, _, rest = ln.strip().partition(" ")
-        if head == "error":
-            raise GuestCommandError(f"cgroup: {rest}", detail=text[-2000:])
-        if head == word:
-            before, _, reason = rest.partition(" reason=")
-            out = dict(w.partition("=")[::2] for w in before.split())
-            if reason:
-                out["reason"] = reason
-            return out
-    raise GuestCommandError(f"cgroup: no '{word}' line in its output", detail=text[-2000:])
-
-
 @dataclass(frozen=True)
 class Reclaimed:
     ok: bool
@@ -71,11 +56,11 @@ class Reclaimed:
 
 
 def parse_reclaim(text: str) -> Reclaimed:
-    f = _line(text, "reclaim")
+    f = line(text, "reclaim", "cgroup")
     return Reclaimed(f.get("status") == "ok", f.get("reason", ""))
 
 
 def parse_confine(text: str) -> tuple[int, int]:
     """(tasks moved in, tasks left in the root)."""
-    f = _line(text, "confine")
+    f = line(text, "confine", "cgroup")
     return int(f["moved"]), int(f["left"])

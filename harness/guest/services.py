@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from harness.errors import GuestCommandError
 
+from .lines import line
 from .protocol import SERVICES
 
 
@@ -36,20 +37,6 @@ def compact(node: int) -> str:
     return shlex.join([SERVICES, "compact", str(int(node))])
 
 
-def _line(text: str, word: str) -> dict[str, str]:
-    for ln in text.splitlines():
-        head, _, rest = ln.strip().partition(" ")
-        if head == "error":
-            raise GuestCommandError(f"services: {rest}", detail=text[-2000:])
-        if head == word:
-            before, _, reason = rest.partition(" reason=")
-            out = dict(w.partition("=")[::2] for w in before.split())
-            if reason:
-                out["reason"] = reason
-            return out
-    raise GuestCommandError(f"services: no '{word}' line in its output", detail=text[-2000:])
-
-
 @dataclass(frozen=True)
 class Probe:
     ksm: bool                 # /sys/kernel/mm/ksm exists
@@ -58,24 +45,24 @@ class Probe:
 
 
 def parse_probe(text: str) -> Probe:
-    f = _line(text, "probe")
+    f = line(text, "probe", "services")
     lru = f.get("lru_gen", "absent")
     return Probe(f.get("ksm") == "yes", f.get("compact") == "yes", None if lru in ("absent", "") else lru)
 
 
 def parse_hugetlb(text: str) -> int:
     """How many huge pages the node gave."""
-    got = _line(text, "hugetlb").get("got", "")
+    got = line(text, "hugetlb", "services").get("got", "")
     return int(got) if got.isdigit() else 0
 
 
 def parse_ksm(text: str) -> int:
     """How many of the process's pages KSM had merged."""
-    return int(_line(text, "ksm").get("merged", "0") or 0)
+    return int(line(text, "ksm", "services").get("merged", "0") or 0)
 
 
 def parse_compact(text: str) -> None:
     """Raises GuestCommandError if the node's compaction write failed."""
-    f = _line(text, "compact")
+    f = line(text, "compact", "services")
     if f.get("status") != "ok":
         raise GuestCommandError(f"compacting node {f.get('node')} failed: {f.get('reason', '?')}", detail=text[-2000:])

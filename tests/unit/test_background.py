@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -19,7 +18,6 @@ from harness.resources import guest_files_dir
 
 HOLD = guest_files_dir() / "hold.sh"
 DATA = Path(__file__).parent / "data" / "guest-programs"
-SHELLS = [["busybox", "sh"], ["dash"]]
 
 
 class HostShell:
@@ -36,12 +34,10 @@ class HostShell:
         return r
 
 
-@pytest.fixture(params=SHELLS, ids=["busybox", "dash"])
-def shell(request, tmp_path, monkeypatch) -> HostShell:
-    if shutil.which(request.param[0]) is None:
-        pytest.skip(f"{request.param[0]} not installed")
+@pytest.fixture
+def shell(guest_sh, tmp_path, monkeypatch) -> HostShell:
     monkeypatch.setattr(bg, "GUEST_RUN_DIR", str(tmp_path / "run"))
-    return HostShell(request.param)
+    return HostShell(guest_sh)
 
 
 def alive(pid: int) -> bool:

@@ -18,13 +18,6 @@ from harness.resources import guest_files_dir
 PROGRAM = guest_files_dir() / "services.sh"
 
 
-@pytest.fixture(params=[["busybox", "sh"], ["dash"]], ids=["busybox", "dash"])
-def sh(request) -> list[str]:
-    if shutil.which(request.param[0]) is None:
-        pytest.skip(f"{request.param[0]} not installed")
-    return request.param
-
-
 @pytest.fixture
 def sysfs(tmp_path) -> Path:
     root = tmp_path / "sys"
@@ -48,37 +41,37 @@ def run(sh: list[str], sysfs: Path, command: str) -> str:
     return r.stdout
 
 
-def test_probe_sees_what_the_kernel_has(sh, sysfs):
-    assert sv.parse_probe(run(sh, sysfs, sv.probe(1))) == sv.Probe(ksm=True, compact=True, lru_gen="0x0007")
+def test_probe_sees_what_the_kernel_has(guest_sh, sysfs):
+    assert sv.parse_probe(run(guest_sh, sysfs, sv.probe(1))) == sv.Probe(ksm=True, compact=True, lru_gen="0x0007")
     shutil.rmtree(sysfs / "kernel/mm/ksm")
     (sysfs / "kernel/mm/lru_gen/enabled").unlink()
     (sysfs / "devices/system/node/node1/compact").unlink()
-    assert sv.parse_probe(run(sh, sysfs, sv.probe(1))) == sv.Probe(ksm=False, compact=False, lru_gen=None)
+    assert sv.parse_probe(run(guest_sh, sysfs, sv.probe(1))) == sv.Probe(ksm=False, compact=False, lru_gen=None)
 
 
-def test_hugetlb_asks_reads_and_gives_back(sh, sysfs):
-    assert sv.parse_hugetlb(run(sh, sysfs, sv.hugetlb(1, 4))) == 4     # a plain file keeps what was written
+def test_hugetlb_asks_reads_and_gives_back(guest_sh, sysfs):
+    assert sv.parse_hugetlb(run(guest_sh, sysfs, sv.hugetlb(1, 4))) == 4     # a plain file keeps what was written
     assert (sysfs / "devices/system/node/node1/hugepages/hugepages-2048kB/nr_hugepages").read_text() == "0\n"
-    assert sv.parse_hugetlb(run(sh, sysfs, sv.hugetlb(2, 4))) == 0     # no pool: nothing reserved
+    assert sv.parse_hugetlb(run(guest_sh, sysfs, sv.hugetlb(2, 4))) == 0     # no pool: nothing reserved
 
 
-def test_lru_gen_is_written_and_read_back(sh, sysfs):
-    assert run(sh, sysfs, sv.lru_gen("n")) == "lru_gen now=n\n"
+def test_lru_gen_is_written_and_read_back(guest_sh, sysfs):
+    assert run(guest_sh, sysfs, sv.lru_gen("n")) == "lru_gen now=n\n"
 
 
-def test_ksm_runs_then_unmerges_and_stops(sh, sysfs):
-    text = run(sh, sysfs, sv.ksm(os.getpid(), 1 << 30, 1))   # never reaches the count: stops after 1 s
+def test_ksm_runs_then_unmerges_and_stops(guest_sh, sysfs):
+    text = run(guest_sh, sysfs, sv.ksm(os.getpid(), 1 << 30, 1))   # never reaches the count: stops after 1 s
     assert sv.parse_ksm(text) >= 0 and "seconds=" in text
     ksm = sysfs / "kernel/mm/ksm"
     assert [(ksm / f).read_text() for f in ("pages_to_scan", "sleep_millisecs", "run")] == ["4096\n", "0\n", "2\n"]
 
 
-def test_compaction_and_its_refusal(sh, sysfs):
-    assert sv.parse_compact(run(sh, sysfs, sv.compact(1))) is None
+def test_compaction_and_its_refusal(guest_sh, sysfs):
+    assert sv.parse_compact(run(guest_sh, sysfs, sv.compact(1))) is None
     f = sysfs / "devices/system/node/node1/compact"
     f.unlink()
     f.mkdir()
     with pytest.raises(GuestCommandError, match="compacting node 1 failed: Is a directory"):
-        sv.parse_compact(run(sh, sysfs, sv.compact(1)))
+        sv.parse_compact(run(guest_sh, sysfs, sv.compact(1)))
     with pytest.raises(GuestCommandError, match="no compaction file"):
-        sv.parse_compact(run(sh, sysfs, sv.compact(3)))
+        sv.parse_compact(run(guest_sh, sysfs, sv.compact(3)))
