@@ -101,3 +101,19 @@ def test_kmsg_mark_writes_the_line_the_host_cuts_after(sh, tmp_path):
     assert mark_command(text) == f"{protocol.KMSG_MARK} '{text}'"
     with pytest.raises(ValueError):
         mark_command("two\nlines")
+
+
+def test_every_guest_program_the_host_names_is_a_file_that_sources_the_one_library():
+    names = {p.name for p in FILES}
+    programs = (protocol.CXL_SETUP, protocol.PROVISION, protocol.NODE_MEMORY, protocol.HOLD, protocol.CGROUP,
+                protocol.SERVICES, protocol.KMSG_MARK)
+    for program in programs:
+        assert program.startswith(protocol.GUEST_BIN_DIR + "/")
+        (source,) = [n for n in names if protocol.guest_bin_name(n) == program.rsplit("/", 1)[1]]
+        text = (guest_files_dir() / source).read_text()
+        assert '. "$LIB"' in text and "source=lib.sh" in text, source
+    # lib.sh's helpers are defined there only: no guest file writes its own
+    for path in FILES:
+        if path.name != "lib.sh":
+            for helper in ("fail", "wr", "rd", "wait_until", "blocks_in", "node_bytes", "kmsg_mark"):
+                assert f"\n{helper}() {{" not in path.read_text(), f"{path.name} defines its own {helper}"
