@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from harness.guest import background, cgroup, workloads
+from harness.guest import background, cgroup, node_memory, workloads
 from harness.stats import Snapshot, snapshot
 
 from .run import Guest
@@ -100,11 +100,7 @@ def release(m: Guest) -> None:
 
 def online_movable(m: Guest, node: int) -> str:
     """Offline every block of ``node`` that can be, online it ``online_movable``; a note with the counts."""
-    d = f"/sys/devices/system/node/node{node}"
-    r = m.run(f"ok=0; bad=0; for b in {d}/memory[0-9]*; do if echo offline > $b/state 2>/dev/null; then "
-              f"echo online_movable > $b/state && ok=$((ok+1)); else bad=$((bad+1)); fi; done; echo $ok $bad",
-              timeout=300)
-    ok, bad = (int(x) for x in r.stdout.split()[:2])
+    ok, bad = node_memory.parse_movable(m.run(node_memory.movable(node), timeout=300).stdout)
     return (f"{ok} of {ok + bad} memory blocks onlined movable" + (f"; {bad} could not be offlined (unmovable kernel "
             "pages on them, e.g. the node's own struct pages) and stay in their kernel zone" if bad else ""))
 

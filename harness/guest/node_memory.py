@@ -45,11 +45,24 @@ def online(node: int, zone: str = "normal") -> str:
     return f"{NODE_MEMORY} online {int(node)} {ONLINE[zone]}"
 
 
+def movable(node: int) -> str:
+    """Offline every block of ``node`` that can be and online it movable."""
+    return f"{NODE_MEMORY} movable {int(node)}"
+
+
+def parse_movable(text: str) -> tuple[int, int]:
+    """(blocks onlined movable, blocks that could not be offlined)."""
+    for word, f in _lines(text):
+        if word == "movable":
+            return int(f["ok"]), int(f["bad"])
+    raise NodeMemoryError("node-memory printed no movable line", detail=text[-2000:])
+
+
 def _lines(text: str) -> list[tuple[str, dict[str, str]]]:
     out = []
     for line in text.splitlines():
         word, _, rest = line.strip().partition(" ")
-        if word in ("swap", "device", "cycle", "block", "done", "error"):
+        if word in ("swap", "device", "cycle", "block", "done", "movable", "error"):
             out.append((word, fields(rest)))
     for word, f in out:
         if word == "error":

@@ -15,6 +15,8 @@
 #   node-memory offline NODE SECONDS         offline every memory block of NODE, every write
 #                                            under a SECONDS time limit (SIGTERM interrupts it)
 #   node-memory online NODE [HOW]            online NODE's offline memory blocks (HOW as above)
+#   node-memory movable NODE                 offline every block of NODE that can be and online it
+#                                            movable (ZONE_MOVABLE); the others stay as they are
 #
 # Output, one line per step, REASON/ERROR last (they have spaces):
 #   swap status=ok bytes=N | swap status=skipped reason=REASON
@@ -22,6 +24,7 @@
 #   cycle n=N offline=RESULT unbind=RESULT unbound_bytes=N bind=RESULT bytes=N
 #   block node=NODE name=memoryN result=RESULT seconds=S
 #   done node=NODE bytes=N
+#   movable node=NODE ok=N bad=M             (blocks onlined movable, blocks that would not go offline)
 # RESULT is ok, timeout, or error:TEXT (the write's error, spaces as _). Exit 1 on a bad
 # step (a file that is not there; exit 2 for usage), not on a failed write: that is the finding.
 
@@ -133,11 +136,25 @@ offline() {   # NODE SECONDS
 	echo "done node=$1 bytes=$(node_bytes "$1")"
 }
 
+movable() {   # NODE
+	ok=0 bad=0
+	for blk in "$SYSFS/devices/system/node/node$1"/memory[0-9]*; do
+		[ -e "$blk/state" ] || continue
+		if echo offline 2>/dev/null > "$blk/state"; then
+			echo online_movable 2>/dev/null > "$blk/state" && ok=$((ok + 1))
+		else
+			bad=$((bad + 1))
+		fi
+	done
+	echo "movable node=$1 ok=$ok bad=$bad"
+}
+
 case "${1:-}" in
 	swap-on) [ $# -eq 2 ] || bad_usage "node-memory swap-on MIB"; swap_on "$2" ;;
 	swap-off) swap_off ;;
 	rebind) [ $# -ge 4 ] || bad_usage "node-memory rebind NODE CYCLES SECONDS [HOW]"; rebind "$2" "$3" "$4" "${5:-online}" ;;
 	offline) [ $# -eq 3 ] || bad_usage "node-memory offline NODE SECONDS"; offline "$2" "$3" ;;
+	movable) [ $# -eq 2 ] || bad_usage "node-memory movable NODE"; movable "$2" ;;
 	online) [ $# -ge 2 ] || bad_usage "node-memory online NODE [HOW]"; online_node "$2" "${3:-online}"; echo "done node=$2 bytes=$(node_bytes "$2")" ;;
-	*) bad_usage "node-memory swap-on MIB | swap-off | rebind NODE CYCLES SECONDS [HOW] | offline NODE SECONDS | online NODE [HOW]" ;;
+	*) bad_usage "node-memory swap-on MIB | swap-off | rebind NODE CYCLES SECONDS [HOW] | offline NODE SECONDS | online NODE [HOW] | movable NODE" ;;
 esac
