@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.guest import cgroup as guest_cgroup
+
 _CGROUPS = itertools.count(1)
 
 
@@ -32,8 +34,8 @@ class Cgroup:
     path: str
 
     def wrap(self, command: str) -> str:
-        """``command`` run inside this cgroup (a shell joins it, then execs the command)."""
-        return f"sh -c 'echo $$ > {self.path}/cgroup.procs && exec {command}'"
+        """``command`` run inside this cgroup (it joins, then execs the command)."""
+        return guest_cgroup.run_in(self.path, command)
 
     def __str__(self) -> str:
         return self.path
@@ -42,13 +44,11 @@ class Cgroup:
 @pytest.fixture
 def cgroup(vm) -> Iterator[Cgroup]:
     """A fresh cgroup v2 directory with the memory controller; removed after the test."""
-    path = f"/sys/fs/cgroup/nh-test-{next(_CGROUPS)}"
-    vm.run("grep -qw memory /sys/fs/cgroup/cgroup.subtree_control || "
-           "echo +memory > /sys/fs/cgroup/cgroup.subtree_control")
-    vm.run(f"mkdir {path}")
+    path = f"{guest_cgroup.ROOT}/nh-test-{next(_CGROUPS)}"
+    vm.run(guest_cgroup.make(path, "memory"))
     yield Cgroup(path)
-    # Processes left in it are ended by the next test's state reset; kill them now so rmdir works.
-    vm.run(f"for p in $(cat {path}/cgroup.procs); do kill -9 $p; done; sleep 0.2; rmdir {path}", check=False)
+    # Processes left in it are ended by the next test's state reset; kill them now so it can be removed.
+    vm.run(guest_cgroup.remove(path), check=False)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001

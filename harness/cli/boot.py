@@ -22,9 +22,9 @@ from rich.table import Table
 
 from harness.boot import KernelSpec, Prepared, prepare
 from harness.errors import HarnessError, UsageError
-from harness.guest.nodes import NODES_COMMAND, GuestNodes, parse_nodes
 from harness.guest.setup import apply_guest_setup, has_setup
 from harness.kernel.needs import unmet_requirements
+from harness.stats import Snapshot, snapshot
 from harness.units import format_size
 from harness.vm.machine import VM
 from harness.vm.problems import OomKill
@@ -130,7 +130,7 @@ def _check_problems(vm: VM) -> None:
         err.print(f"[yellow]guest kernel reported:[/yellow] {escape(p.line)}")
 
 
-def nodes_table(g: GuestNodes, title: str = "guest NUMA nodes") -> Table:
+def nodes_table(g: Snapshot, title: str = "guest NUMA nodes") -> Table:
     table = Table(title=title, title_justify="left")
     for col in ("node", "CPUs", "MemTotal", "MemFree", "tier", "masks"):
         table.add_column(col, justify="left" if col in ("CPUs", "masks") else "right")
@@ -146,8 +146,7 @@ def nodes_table(g: GuestNodes, title: str = "guest NUMA nodes") -> Table:
 def show_guest(vm: VM) -> None:
     numactl = vm.run("numactl -H", timeout=60)
     out.print(numactl.stdout.rstrip(), markup=False)
-    nodes = parse_nodes(vm.run(NODES_COMMAND, timeout=60, check=True).stdout)
-    out.print(nodes_table(nodes))
+    out.print(nodes_table(snapshot(vm, boot_log=False)))
 
 
 # --- commands -------------------------------------------------------------------
@@ -184,7 +183,7 @@ def _after_boot(vm: VM, t, args: argparse.Namespace, st: Steps) -> list[str]:
                                           + (f" ({pv.dax})" if pv.dax else "")) + "[/dim]" if pv.ok else
                          f"[yellow]skipped:[/yellow] {escape(f'node {pv.node} via {pv.via}: {pv.reason}')}")
     if t.requires:
-        masks = set(parse_nodes(vm.run(NODES_COMMAND, timeout=60).stdout).masks)
+        masks = set(snapshot(vm, boot_log=False).masks)
         notes += [f"[yellow]warning:[/yellow] {escape(msg)}" for msg in unmet_requirements(t, masks)]
     return notes
 

@@ -15,21 +15,17 @@ the node's blocks stay movable after (c)), so run it on a VM of its own.
 
 from __future__ import annotations
 
-import itertools
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from harness.guest import workloads
-from harness.guest.protocol import GUEST_RUN_DIR
+from harness.guest import background, cgroup, node_memory, workloads
 from harness.stats import Snapshot, snapshot
 
 from .run import Guest
 from .targets import no_private_reason
 
 MARGIN_MIB = 128
-CPUSET = "/sys/fs/cgroup/nh-confined"
-_IDS = itertools.count(1)
+CPUSET = f"{cgroup.ROOT}/nh-confined"
 
 
 @dataclass(frozen=True)
@@ -66,38 +62,23 @@ def _kernel(s: Snapshot, n: int) -> dict[str, int]:
 def hog(m: Guest, node: int, free_mib: int, *, wrap: str = "", timeout: float = 300) -> ModeResult:
     """Run the workload (in the cgroup ``wrap`` joins, if given) and measure what lands on ``node``."""
     before = snapshot(m, boot_log=False)
-    out = f"{GUEST_RUN_DIR}/isolation-{next(_IDS)}.out"
     cmd = workloads.pressure("machine", f"total:{free_mib + MARGIN_MIB}", step_mib=16, hold_until_signal=True)
     if wrap:
-        cmd = f"sh -c 'echo $$ > {wrap}/cgroup.procs && exec {cmd}'"
-    m.run(f"mkdir -p {GUEST_RUN_DIR}; ( {cmd} > {out} 2> {out}.err; echo $? > {out}.rc ) >/dev/null 2>&1 &", timeout=30)
-    deadline = time.monotonic() + timeout
-    report: workloads.Result | None = None
-    rc: int | None = None
-    while report is None and rc is None:
-        text = m.run(f"cat {out}; echo @@; cat {out}.rc 2>/dev/null", timeout=30, check=False).stdout
-        head, _, tail = text.partition("@@")
-        lines = [ln for ln in head.splitlines() if ln.startswith("{")]
-        if lines:
-            report = workloads.parse(lines[-1])
-        elif tail.strip():
-            rc = int(tail.split()[0])
-        elif time.monotonic() > deadline:
-            raise workloads.WorkloadError(f"the isolation workload did not report within {timeout:g} s")
-        else:
-            time.sleep(0.5)
+        cmd = cgroup.run_in(wrap, cmd)
+    run = background.launch(m, cmd, timeout=timeout, name="isolation")
+    if run.state == "timeout":
+        raise workloads.WorkloadError(f"the isolation workload did not report within {timeout:g} s")
+    report = run.report
     held = snapshot(m, boot_log=False)
     if report is not None:
-        m.run(f"kill {report.pid}; n=0; while [ ! -e {out}.rc ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done",
-              timeout=90, check=False)
+        background.stop(m, run.pid)
     kb, kb0 = _kernel(held, node), _kernel(before, node)
     parts = {k: kb[k] - kb0[k] for k in kb}
     miss = before.delta(held).node(node).numa_miss
     if isinstance(report, workloads.PressureResult):
         return ModeResult("", "", True, f"held {report.allocated_mib} MiB", report.allocated_mib,
                           report.placement.on(node), miss, sum(parts.values()), parts)
-    steps = workloads.parse_pressure_progress(m.run(f"cat {out}.err", timeout=30, check=False).stdout)
-    reached = steps[-1].allocated_mib if steps else 0
+    reached, rc = run.progress_mib(), run.rc
     why = "killed by the OOM killer" if rc == 137 else f"exited with status {rc}"
     return ModeResult("", "", True, f"{why} after {reached} MiB", reached, None, miss, sum(parts.values()), parts)
 
@@ -109,26 +90,17 @@ def _with(r: ModeResult, mode: str, label: str, notes: str = "") -> ModeResult:
 
 def confine(m: Guest, mems: str) -> str:
     """A cpuset cgroup with ``cpuset.mems`` = ``mems`` holding every task that can move; a note."""
-    m.run(f"grep -qw cpuset /sys/fs/cgroup/cgroup.subtree_control || echo +cpuset > /sys/fs/cgroup/cgroup.subtree_control;"
-          f" mkdir -p {CPUSET}; echo {mems} > {CPUSET}/cpuset.mems", timeout=30)
-    r = m.run(f"moved=0; for p in $(cat /sys/fs/cgroup/cgroup.procs); do echo $p > {CPUSET}/cgroup.procs 2>/dev/null "
-              f"&& moved=$((moved+1)); done; echo $moved $(wc -l < /sys/fs/cgroup/cgroup.procs)", timeout=60)
-    moved, left = r.stdout.split()[:2]
+    moved, left = cgroup.parse_confine(m.run(cgroup.confine(CPUSET, mems), timeout=60).stdout)
     return f"cpuset.mems={mems}: {moved} tasks moved in, {left} left in the root (kernel threads cannot move)"
 
 
 def release(m: Guest) -> None:
-    m.run(f"for p in $(cat {CPUSET}/cgroup.procs); do echo $p > /sys/fs/cgroup/cgroup.procs 2>/dev/null; done; "
-          f"rmdir {CPUSET}", timeout=60, check=False)
+    m.run(cgroup.release(CPUSET), timeout=60, check=False)
 
 
 def online_movable(m: Guest, node: int) -> str:
     """Offline every block of ``node`` that can be, online it ``online_movable``; a note with the counts."""
-    d = f"/sys/devices/system/node/node{node}"
-    r = m.run(f"ok=0; bad=0; for b in {d}/memory[0-9]*; do if echo offline > $b/state 2>/dev/null; then "
-              f"echo online_movable > $b/state && ok=$((ok+1)); else bad=$((bad+1)); fi; done; echo $ok $bad",
-              timeout=300)
-    ok, bad = (int(x) for x in r.stdout.split()[:2])
+    ok, bad = node_memory.parse_movable(m.run(node_memory.movable(node), timeout=300).stdout)
     return (f"{ok} of {ok + bad} memory blocks onlined movable" + (f"; {bad} could not be offlined (unmovable kernel "
             "pages on them, e.g. the node's own struct pages) and stay in their kernel zone" if bad else ""))
 

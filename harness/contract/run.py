@@ -12,13 +12,13 @@ after). The verdicts themselves are the pure functions of :mod:`.verdicts`.
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from harness.guest import node_memory, workloads
-from harness.guest.protocol import GUEST_PREFIX, GUEST_RUN_DIR
+from harness.guest import background, cgroup, node_memory, services, workloads
+from harness.guest.dmesg import cut_after_mark, mark_command
+from harness.guest.protocol import GUEST_RUN_DIR
 from harness.stats import Snapshot, snapshot
 from harness.topology.model import Topology
 from harness.vm.problems import find_kernel_problems
@@ -34,15 +34,12 @@ DEFAULT_CASES: list[tuple[str, tuple[str, ...]]] = [
 MIB_PAGES = 256
 HOG_MARGIN_MIB = 128      # the hog asks for the normal nodes' free memory plus this
 CACHE_MIB = 16            # page cache written while the hog holds
-HUGE = "hugepages/hugepages-2048kB/nr_hugepages"
 SERVICE_MIB = 4           # pages put on the node for each service check
 SWAP_MIB = 64             # the zram swap the reclaim and MADV_PAGEOUT checks swap to
 KSM_WAIT_S = 15           # how long KSM gets to merge the node's identical pages
 REBIND_CYCLES = 3
 OFFLINE_LIMIT_S = 60      # each memory block's offline write, at most
-KSM = "/sys/kernel/mm/ksm"
-LRU_GEN = "/sys/kernel/mm/lru_gen/enabled"
-CGROUP = "/sys/fs/cgroup/nh-contract"
+CGROUP = f"{cgroup.ROOT}/nh-contract"
 _IDS = itertools.count(1)
 
 
@@ -50,29 +47,13 @@ class Guest(Protocol):
     def run(self, command: str, *, timeout: float = ..., check: bool = ...) -> Any: ...
 
 
-def start(m: Guest, command: str, timeout: float = 300) -> tuple[int, workloads.Result]:
-    """Start a holding guest program in the background; (pid, report) once it has printed."""
-    out = f"{GUEST_RUN_DIR}/contract-{next(_IDS)}.out"
-    pid = int(m.run(f"mkdir -p {GUEST_RUN_DIR}; {command} > {out} 2> {out}.err & echo $!", timeout=30)
-              .stdout.split()[-1])
-    deadline = time.monotonic() + timeout
-    while True:
-        text = m.run(f"cat {out}; kill -0 {pid} 2>/dev/null && echo RUNNING || tail -n 5 {out}.err",
-                     timeout=30, check=False).stdout
-        report = [ln for ln in text.splitlines() if ln.startswith("{")]
-        if report:
-            return pid, workloads.parse(report[-1])
-        if "RUNNING" not in text:
-            raise workloads.WorkloadError(f"background program exited before reporting: {command}", detail=text[-2000:])
-        if time.monotonic() > deadline:
-            stop(m, pid)
-            raise workloads.WorkloadError(f"background program did not report within {timeout:g} s: {command}")
-        time.sleep(0.3)
+def start(m: Guest, command: str, timeout: float = 300) -> background.Started:
+    """Start a holding guest program in the background; its pid and report once it has printed."""
+    return background.start(m, command, timeout=timeout, name="contract")
 
 
 def stop(m: Guest, pid: int) -> None:
-    m.run(f"kill {pid} 2>/dev/null; n=0; while kill -0 {pid} 2>/dev/null && [ $n -lt 600 ]; do sleep 0.1; "
-          "n=$((n+1)); done", timeout=90, check=False)
+    background.stop(m, pid)
 
 
 def _kernel_bytes(s: Snapshot, nid: int) -> int:
@@ -85,8 +66,9 @@ def pressure_sequence(m: Guest, ts: list[Target], before: Snapshot) -> list[V.Ve
     nodes = [t.node for t in ts if t.node is not None]
     normal = [n for n in before.classes.nodes("cpu") if n not in nodes]
     free = sum(before.node(n).mem_free for n in normal) >> 20
-    pid, report = start(m, workloads.pressure("machine", f"total:{free + HOG_MARGIN_MIB}", step_mib=16,
-                                              hold_until_signal=True))
+    held_by = start(m, workloads.pressure("machine", f"total:{free + HOG_MARGIN_MIB}", step_mib=16,
+                                          hold_until_signal=True))
+    pid, report = held_by.pid, held_by.report
     try:
         assert isinstance(report, workloads.PressureResult)
         held = snapshot(m, boot_log=False)
@@ -129,9 +111,7 @@ def node_checks(m: Guest, t: Target, s: Snapshot, orders: dict[int, list[int]],
     out.append(V.isolation("isolation.interleave", t, r.placement.on(n), f"16 MiB under numactl --interleave=all: "
                            f"{r.placement.on(n)} of {r.placement.total} pages on node {n}",
                            per_node={str(k): v for k, v in r.placement.nodes.items()}))
-    f = f"/sys/devices/system/node/node{n}/{HUGE}"
-    got = m.run(f"echo 4 > {f} 2>/dev/null; cat {f}; echo 0 > {f}", timeout=60, check=False).stdout.split()
-    huge = int(got[0]) if got and got[0].isdigit() else 0
+    huge = services.parse_hugetlb(m.run(services.hugetlb(n, 4), timeout=60).stdout)
     out.append(V.isolation("isolation.hugetlb", t, huge, f"asked node {n} for 4 huge pages (2 MiB): got {huge}",
                            huge_pages=huge))
     p = workloads.run(m, workloads.place(4, policy="bind", nodes=[n]))
@@ -151,17 +131,13 @@ def _meminfo_pages(before: Snapshot, after: Snapshot, n: int, key: str) -> int:
     return before.delta(after).node(n).meminfo(key).change // 4096
 
 
-def _read_int(m: Guest, path: str) -> int | None:
-    out = m.run(f"cat {path} 2>/dev/null", timeout=30, check=False).stdout.strip()
-    return int(out) if out.lstrip("-").isdigit() else None
-
-
 @contextmanager
 def _held_on(m: Guest, n: int, wrap: Callable[[str], str] = str, **options: Any) -> Iterator[tuple[int, int]]:
     """:data:`SERVICE_MIB` bound to node ``n`` by a ``place`` that holds them (its command line
     passed through ``wrap``): (pid, pages it placed on ``n``) while it holds; stopped after."""
-    pid, report = start(m, wrap(workloads.place(SERVICE_MIB, policy="bind", nodes=[n], hold_until_signal=True,
-                                                **options)))
+    held_by = start(m, wrap(workloads.place(SERVICE_MIB, policy="bind", nodes=[n], hold_until_signal=True,
+                                            **options)))
+    pid, report = held_by.pid, held_by.report
     try:
         assert isinstance(report, workloads.PlaceResult)
         yield pid, report.placement.on(n) if report.placement else 0
@@ -192,9 +168,10 @@ def service_checks(m: Guest, t: Target) -> list[V.Verdict]:
     held(mlocked, mlock=True)
 
     # MADV_COLD deactivates through the classic LRU lists; the multi-gen LRU ages folios its own way
-    lru_gen = m.run(f"cat {LRU_GEN} 2>/dev/null", timeout=30, check=False).stdout.strip()
+    has = services.parse_probe(m.run(services.probe(n), timeout=30).stdout)
+    lru_gen = has.lru_gen
     if lru_gen:
-        m.run(f"echo n > {LRU_GEN}", timeout=30)
+        m.run(services.lru_gen("n"), timeout=30)
     try:
         cold_before = snapshot(m, boot_log=False)
 
@@ -205,7 +182,7 @@ def service_checks(m: Guest, t: Target) -> list[V.Verdict]:
         held(cold, madvise="cold")
     finally:
         if lru_gen:
-            m.run(f"echo {lru_gen} > {LRU_GEN}", timeout=30, check=False)
+            m.run(services.lru_gen(lru_gen), timeout=30, check=False)
 
     swap = node_memory.parse_swap(m.run(node_memory.swap_on(SWAP_MIB), timeout=60, check=False).stdout)
     if not swap.ok:
@@ -225,31 +202,23 @@ def service_checks(m: Guest, t: Target) -> list[V.Verdict]:
             m.run(node_memory.swap_off(), timeout=120, check=False)
 
     def merged(pid: int, placed: int) -> V.Verdict:
-        m.run(f"echo 4096 > {KSM}/pages_to_scan; echo 0 > {KSM}/sleep_millisecs; echo 1 > {KSM}/run", timeout=30)
-        try:
-            got, deadline = 0, time.monotonic() + KSM_WAIT_S
-            while time.monotonic() < deadline and got < placed // 2:
-                time.sleep(0.5)
-                got = _read_int(m, f"/proc/{pid}/ksm_merging_pages") or 0
-        finally:
-            m.run(f"echo 2 > {KSM}/run", timeout=60, check=False)  # unmerge everything, stop
+        got = services.parse_ksm(m.run(services.ksm(pid, placed // 2, KSM_WAIT_S), timeout=KSM_WAIT_S + 90).stdout)
         return V.service("services.ksm", t, placed, got, f"KSM running {KSM_WAIT_S} s at most over {placed} identical "
                          f"pages on node {n}: {got} merged", merged=got)
-    if _read_int(m, f"{KSM}/run") is None:
+    if not has.ksm:
         out += V.services_skipped(t, "the kernel has no KSM (/sys/kernel/mm/ksm)", ("services.ksm",))
     else:
         held(merged, mergeable=True)
 
-    compact = f"/sys/devices/system/node/node{n}/compact"
-
     def compacted(pid: int, placed: int) -> V.Verdict:
         scanned = snapshot(m, boot_log=False)
-        m.run(f"echo 1 > {compact}", timeout=300)
+        services.parse_compact(m.run(services.compact(n), timeout=300).stdout)
         got = scanned.delta(snapshot(m, boot_log=False)).vm("compact_migrate_scanned")
         return V.service("services.compaction", t, placed, got, f"compacting node {n} holding {placed} of our pages: "
                          f"compact_migrate_scanned +{got}", migrate_scanned=got)
-    if m.run(f"test -e {compact}", timeout=30, check=False).exit_status != 0:
-        out += V.services_skipped(t, f"the kernel has no {compact} (CONFIG_COMPACTION)", ("services.compaction",))
+    if not has.compact:
+        out += V.services_skipped(t, f"the kernel has no /sys/devices/system/node/node{n}/compact (CONFIG_COMPACTION)",
+                                  ("services.compaction",))
     else:
         held(compacted)
     order = list(V.SERVICE_PROMISES)
@@ -260,31 +229,28 @@ def _reclaim(m: Guest, t: Target) -> V.Verdict:
     """memory.reclaim of a cgroup whose one process holds pages on the node (swap on)."""
     n = t.node
     assert n is not None
-    m.run(f"grep -qw memory /sys/fs/cgroup/cgroup.subtree_control || echo +memory > /sys/fs/cgroup/cgroup.subtree_control;"
-          f" mkdir -p {CGROUP}", timeout=30)
+    m.run(cgroup.make(CGROUP, "memory"), timeout=30)
     try:
         # placed and left both from numa_maps, so the two counts are of the same thing
-        with _held_on(m, n, lambda cmd: f"sh -c 'echo $$ > {CGROUP}/cgroup.procs && exec {cmd}'") as (pid, _):
+        with _held_on(m, n, lambda cmd: cgroup.run_in(CGROUP, cmd)) as (pid, _):
             placed = snapshot(m, pid=pid, boot_log=False).pages_on(n)
-            r = m.run(f"echo {SERVICE_MIB * 2}M > {CGROUP}/memory.reclaim", timeout=120, check=False)
+            r = cgroup.parse_reclaim(m.run(cgroup.reclaim(CGROUP, f"{SERVICE_MIB * 2}M"), timeout=120).stdout)
             left = snapshot(m, pid=pid, boot_log=False).pages_on(n)
     finally:
-        m.run(f"rmdir {CGROUP}", timeout=30, check=False)
-    said = "" if r.exit_status == 0 else f" (the write failed, the kernel reclaimed less than asked: " \
-        f"{(r.stderr or r.stdout).strip().rsplit(': ', 1)[-1]})"
+        m.run(cgroup.remove(CGROUP), timeout=30, check=False)
+    said = "" if r.ok else f" (the write failed, the kernel reclaimed less than asked: {r.reason})"
     return V.service("services.reclaim", t, placed, placed - left, f"memory.reclaim of {SERVICE_MIB * 2}M in a cgroup "
                      f"holding {placed} pages on node {n}: {left} still there{said}", still_on_node=left)
 
 
 def _kernel_reports_since(m: Guest, mark: str) -> list:
-    """Kernel problems (WARN, BUG ...) printed after the ``mark`` line we wrote to /dev/kmsg."""
-    text = m.run("dmesg", timeout=60, check=False).stdout
-    return find_kernel_problems(text.rsplit(mark, 1)[-1] if mark in text else text)
+    """Kernel problems (WARN, BUG ...) printed after the dmesg ``mark``."""
+    return find_kernel_problems(cut_after_mark(m.run("dmesg", timeout=60, check=False).stdout, mark))
 
 
 def _mark(m: Guest, what: str) -> str:
-    mark = f"{GUEST_PREFIX} contract {what} {next(_IDS)}"
-    m.run(f"echo '{mark}' > /dev/kmsg", timeout=30, check=False)
+    mark = f"contract {what} {next(_IDS)}"
+    m.run(mark_command(mark), timeout=30, check=False)
     return mark
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from harness.stats import Snapshot
-from harness.stats.classes import table
+from harness.stats.classes import table, upstream_masks
 from harness.topology.model import SERVICES, Topology
 
 Role = Literal["private", "control"]
@@ -67,8 +67,7 @@ def private_mask_names() -> list[str]:
 def no_private_reason(s: Snapshot) -> str:
     """Why no node is private/managed, naming the masks looked for and what the guest has."""
     have = sorted(m for m in s.masks if m.startswith("has_"))
-    stock = not (set(have) - {"has_cpu", "has_memory", "has_normal_memory", "has_high_memory",
-                              "has_generic_initiator"})
+    stock = not (set(have) - upstream_masks())
     return (f"no node is private/managed: the kernel exposes none of {', '.join(private_mask_names())}"
             + (" (stock kernel)" if stock else f" (it has {', '.join(have)})"))
 

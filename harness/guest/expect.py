@@ -1,21 +1,25 @@
 """Compare a topology's ``expect`` block with what the guest kernel reports.
 
-Pure: (Expect, GuestNodes) -> a list of mismatches, each a sentence naming
+Pure: (Expect, the guest's statistics snapshot) -> a list of mismatches, each a sentence naming
 the node and both values. Empty means the guest matches.
 """
 
 from __future__ import annotations
 
-from harness.guest.nodes import GuestNodes
+from typing import TYPE_CHECKING
+
 from harness.topology.model import Expect
 from harness.units import format_size
+
+if TYPE_CHECKING:
+    from harness.stats import Snapshot
 
 
 def _mib(n: int) -> str:
     return format_size(n - n % (1 << 20)) if n >= 1 << 20 else f"{n} bytes"
 
 
-def mismatches(e: Expect, g: GuestNodes) -> list[str]:
+def mismatches(e: Expect, g: Snapshot) -> list[str]:
     out: list[str] = []
     with_memory = tuple(g.with_memory)
     if e.nodes is not None and len(with_memory) != e.nodes:

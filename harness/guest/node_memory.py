@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from harness.errors import HarnessError
 
+from .lines import fields
 from .protocol import NODE_MEMORY
 
 
@@ -44,27 +45,25 @@ def online(node: int, zone: str = "normal") -> str:
     return f"{NODE_MEMORY} online {int(node)} {ONLINE[zone]}"
 
 
-def _fields(rest: str) -> dict[str, str]:
-    """``a=1 b=2 reason=words with spaces`` -> dict (``reason``/``msg`` run to the end of the line)."""
-    out: dict[str, str] = {}
-    words = rest.split(" ")
-    for i, w in enumerate(words):
-        k, eq, v = w.partition("=")
-        if not eq:
-            continue
-        if k in ("reason", "msg"):
-            out[k] = " ".join([v, *words[i + 1:]])
-            break
-        out[k] = v
-    return out
+def movable(node: int) -> str:
+    """Offline every block of ``node`` that can be and online it movable."""
+    return f"{NODE_MEMORY} movable {int(node)}"
+
+
+def parse_movable(text: str) -> tuple[int, int]:
+    """(blocks onlined movable, blocks that could not be offlined)."""
+    for word, f in _lines(text):
+        if word == "movable":
+            return int(f["ok"]), int(f["bad"])
+    raise NodeMemoryError("node-memory printed no movable line", detail=text[-2000:])
 
 
 def _lines(text: str) -> list[tuple[str, dict[str, str]]]:
     out = []
     for line in text.splitlines():
         word, _, rest = line.strip().partition(" ")
-        if word in ("swap", "device", "cycle", "block", "done", "error"):
-            out.append((word, _fields(rest)))
+        if word in ("swap", "device", "cycle", "block", "done", "movable", "error"):
+            out.append((word, fields(rest)))
     for word, f in out:
         if word == "error":
             raise NodeMemoryError(f"node-memory: {f.get('msg', '?')}", detail=text[-2000:])

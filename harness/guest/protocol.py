@@ -43,7 +43,7 @@ Guest paths
 -----------
 :data:`GUEST_LIB_DIR` holds everything the harness puts into the image beyond a plain system:
 :data:`GUEST_BIN_DIR` the programs from ``harness/guest/files/`` (all but ``init``, without
-their ``.sh`` suffix, e.g. :data:`CXL_SETUP`), :data:`GUEST_TESTS_DIR` the compiled guest
+their ``.sh`` suffix, e.g. :data:`CXL_SETUP`; ``lib`` is the shell library the others source), :data:`GUEST_TESTS_DIR` the compiled guest
 programs. :data:`GUEST_RUN_DIR` is where the host writes inputs (plans) before running them.
 """
 
@@ -101,6 +101,16 @@ PROVISION = f"{GUEST_BIN_DIR}/provision"
 #: Swap, driver rebinding and offlining for the contract checks (``files/node-memory.sh``),
 #: see :mod:`harness.guest.node_memory`.
 NODE_MEMORY = f"{GUEST_BIN_DIR}/node-memory"
+#: Runs a guest program in the background until it reports, and stops it (``files/hold.sh``),
+#: see :mod:`harness.guest.background`.
+HOLD = f"{GUEST_BIN_DIR}/hold"
+#: cgroup v2 groups: make, join, reclaim, confine (``files/cgroup.sh``), see :mod:`harness.guest.cgroup`.
+CGROUP = f"{GUEST_BIN_DIR}/cgroup"
+#: Hugetlb, the multi-gen LRU, KSM and compaction for the contract (``files/services.sh``),
+#: see :mod:`harness.guest.services`.
+SERVICES = f"{GUEST_BIN_DIR}/services"
+#: Writes one mark line into the guest kernel's log (``files/kmsg-mark.sh``), see :mod:`harness.guest.dmesg`.
+KMSG_MARK = f"{GUEST_BIN_DIR}/kmsg-mark"
 #: Environment variable the guest programs take their sysfs root from (tests point it at a fake tree).
 SYSFS_ENV = "HARNESS_SYSFS"
 

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
 from harness.errors import HarnessError
-from harness.guest import workloads
-from harness.guest.protocol import GUEST_RUN_DIR
+from harness.guest import background, workloads
+from harness.guest.background import Started
 from harness.guest.state import GuestState
 from harness.plugin.hooks import MACHINE, MARK, PROBLEMS_BEFORE, STATS, pool
 from harness.plugin.machine import Machine
@@ -50,7 +48,7 @@ def vm(request: pytest.FixtureRequest, numa_harness_pool: VMPool) -> Iterator[Ma
         pytest.fail(f"numa-harness: {e}" + (f"\n{e.detail}" if e.detail else ""), pytrace=False)
     masks = item.get_closest_marker("requires_node_mask")
     if masks is not None:
-        have = m.run("ls /sys/devices/system/node", timeout=30).stdout.split()
+        have = list(snapshot(m.vm, boot_log=False).masks)
         missing = [name for name in masks.args if name not in have]
         if missing:
             pytest.skip(f"the guest kernel has no node mask {', '.join(missing)} "
@@ -66,14 +64,6 @@ def vm(request: pytest.FixtureRequest, numa_harness_pool: VMPool) -> Iterator[Ma
     item.stash[MARK] = mark
     item.stash[PROBLEMS_BEFORE] = (len(m.problems()), len(m.vm.oom_kills()))
     yield m
-
-
-@dataclass(frozen=True)
-class Started:
-    """A guest program holding its memory in the background: its pid and its report."""
-
-    pid: int
-    report: workloads.Result
 
 
 class Guest:
@@ -110,29 +100,14 @@ class Guest:
         Returns once it printed its report, i.e. once its memory is in place (the
         programs print before they hold), with its pid and parsed report. The
         program keeps running; ``stop(pid)`` ends it, and so does the next test's
-        state reset. Raises WorkloadError if it exits first or the timeout passes.
+        state reset. Raises WorkloadError if it exits first or the timeout passes (it is
+        then ended).
         """
-        out = f"{GUEST_RUN_DIR}/bg-{next(_COUNTER)}.out"
-        r = self.machine.run(f"mkdir -p {GUEST_RUN_DIR}; {command} > {out} 2> {out}.err & echo $!", timeout=30)
-        pid = int(r.stdout.strip().splitlines()[-1])
-        deadline = time.monotonic() + timeout
-        while True:
-            text = self.machine.run(f"cat {out}; kill -0 {pid} 2>/dev/null && echo RUNNING || tail -n 5 {out}.err",
-                                    timeout=30, check=False).stdout
-            report = [ln for ln in text.splitlines() if ln.startswith("{")]
-            if report:
-                return Started(pid, workloads.parse(report[-1]))
-            if "RUNNING" not in text:
-                raise workloads.WorkloadError(f"background program exited before reporting: {command}",
-                                              detail=text[-2000:])
-            if time.monotonic() > deadline:
-                raise workloads.WorkloadError(f"background program did not report within {timeout:g} s: {command}")
-            time.sleep(0.3)
+        return background.start(self.machine, command, timeout=timeout)
 
     def stop(self, pid: int) -> None:
         """End a program started with :meth:`start` (SIGTERM: it exits 0, freeing its memory)."""
-        self.machine.run(f"kill {pid} 2>/dev/null; while kill -0 {pid} 2>/dev/null; do sleep 0.1; done",
-                         timeout=60, check=False)
+        background.stop(self.machine, pid)
 
     def _run(self, command: str, kind: type[R], timeout: float) -> R:
         result = workloads.run(self.machine.vm, command, timeout=timeout)

@@ -45,6 +45,7 @@ from typing import Any
 import pytest
 
 from harness.errors import HarnessError, KernelError
+from harness.guest.dmesg import mark_command
 from harness.selftest.ktap import KtapResult
 from harness.selftest.run import DEFAULT_TIMEOUT, Outcome, Suite, case_results, discover, run_one, send
 
@@ -171,8 +172,8 @@ class KtapItem(pytest.Item):
                 sent[key] = send(m, self.suite)
             except HarnessError as e:
                 pytest.fail(f"numa-harness: {e}", pytrace=False)
-        mark = f"numa-harness: ktap begin {next(_COUNTER)} {self.nodeid}"
-        m.run(f"echo {_quote(mark)} > /dev/kmsg", timeout=30, check=False)
+        mark = f"ktap begin {next(_COUNTER)} {self.nodeid}"
+        m.run(mark_command(mark), timeout=30, check=False)
         self.stash[MACHINE] = m
         self.stash[MARK] = mark
         self.stash[PROBLEMS_BEFORE] = (len(m.problems()), len(m.vm.oom_kills()))
@@ -251,8 +252,8 @@ class KunitItem(pytest.Item):
             m = p.machine(self.topology, self.config.rootpath)
         except HarnessError as e:
             pytest.fail(f"numa-harness: {e}" + (f"\n{e.detail}" if e.detail else ""), pytrace=False)
-        mark = f"numa-harness: kunit begin {next(_COUNTER)} {self.nodeid}"
-        m.run(f"echo {_quote(mark)} > /dev/kmsg", timeout=30, check=False)
+        mark = f"kunit begin {next(_COUNTER)} {self.nodeid}"
+        m.run(mark_command(mark), timeout=30, check=False)
         self.stash[MACHINE] = m
         self.stash[MARK] = mark
         self.stash[PROBLEMS_BEFORE] = (len(m.problems()), len(m.vm.oom_kills()))
@@ -339,7 +340,3 @@ def _case_outcome(r: KtapResult, script: Path) -> tuple[str, Any]:
         head = f"not ok {r.number} {r.name}" + (f" # {r.directive} {r.reason}".rstrip() if r.directive else "")
         return "failed", head + (f"\n{diag}" if diag else "")
     return "passed", None
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "'\\''") + "'"

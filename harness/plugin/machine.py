@@ -13,6 +13,7 @@ from pathlib import Path
 
 from harness.boot import Prepared
 from harness.errors import GuestCommandError
+from harness.guest.dmesg import cut_after_mark
 from harness.guest.protocol import GUEST_BIN_DIR
 from harness.guest.setup import SetupResult
 from harness.guest.state import GuestState, mismatches, parse_state_output, state_command
@@ -89,12 +90,3 @@ class Machine:
     def problems(self) -> list[Problem]:
         """Kernel problems seen on the console since boot."""
         return self.vm.problems()
-
-
-def cut_after_mark(dmesg: str, mark: str) -> str:
-    """The lines of ``dmesg`` after the last one containing ``mark`` (all lines if none does)."""
-    lines = dmesg.splitlines()
-    for i in range(len(lines) - 1, -1, -1):
-        if mark in lines[i]:
-            return "\n".join(lines[i + 1:])
-    return dmesg

@@ -63,6 +63,12 @@ def table() -> dict[str, Any]:
     return data
 
 
+def upstream_masks() -> frozenset[str]:
+    """The mask names an upstream kernel exports (``series: upstream`` in the table); any other mask a
+    guest has comes from a patch series such as the private/managed-node one."""
+    return frozenset(n for n, e in table()["masks"].items() if e["series"] == "upstream")
+
+
 def mask_meaning(name: str) -> str:
     entry = table()["masks"].get(name)
     return entry["meaning"] if entry else "unknown to this harness (kept as reported)"

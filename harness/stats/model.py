@@ -109,6 +109,11 @@ class Snapshot:
         except KeyError:
             raise StatsError(f"the guest has no node {nid} (online: {self.masks.get('online', IdList())})") from None
 
+    @property
+    def with_memory(self) -> IdList:
+        """The nodes in ``has_memory``."""
+        return self.masks.get("has_memory", IdList())
+
     def distance(self, a: int, b: int) -> int:
         return self.node(a).distance[b]
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import pytest
 
 from harness.boot import prepare
-from harness.guest.nodes import NODES_COMMAND, parse_nodes
 from harness.guest.setup import GuestSetupError, SetupResult, apply_guest_setup, region_size
+from harness.stats import snapshot
 from harness.topology.model import Topology
 from harness.vm.machine import VM
 
@@ -60,7 +60,7 @@ def test_regions_created_and_onlined(preset):
     t, vm = boot(preset)
     with vm:  # entering boots it
         res = apply_guest_setup(vm, t)
-        g = parse_nodes(vm.run(NODES_COMMAND, timeout=60, check=True).stdout)
+        g = snapshot(vm, boot_log=False)
         state = guest_state(vm, res)
         if preset == "cxl-single":
             # Running it again: the memdev's capacity is taken, so reserving DPA on its
@@ -158,7 +158,7 @@ def test_cascaded_switches_movable_and_devdax(tmp_path):
     t, vm = boot(str(path))
     with vm:
         res = apply_guest_setup(vm, t)
-        g = parse_nodes(vm.run(NODES_COMMAND, timeout=60, check=True).stdout)
+        g = snapshot(vm, boot_log=False)
         state = guest_state(vm, res)
         extra = vm.run("cat /sys/kernel/mm/numa/demotion_enabled /sys/devices/system/memory/auto_online_blocks; "
                        f"for b in /sys/devices/system/node/node{res.regions[0].node}/memory[0-9]*; do "

@@ -13,8 +13,8 @@ import pytest
 
 from harness.boot import prepare
 from harness.guest.expect import mismatches
-from harness.guest.nodes import NODES_COMMAND, parse_nodes
 from harness.guest.setup import apply_guest_setup
+from harness.stats import snapshot
 from harness.topology import load, preset_names
 from harness.topology.provision import provision_range
 from harness.vm.machine import VM
@@ -32,10 +32,10 @@ def test_preset_boots_with_its_nodes(preset):
     p = prepare(preset)
     t = p.loaded.topology
     with VM(p.spec) as vm:  # entering boots it
-        g = parse_nodes(vm.run(NODES_COMMAND, timeout=60, check=True).stdout)
+        g = snapshot(vm, boot_log=False)
         cxl_mems = vm.run("ls /sys/bus/cxl/devices 2>/dev/null | grep -c '^mem' || true", timeout=60).stdout.strip()
         apply_guest_setup(vm, t)
-        after = parse_nodes(vm.run(NODES_COMMAND, timeout=60, check=True).stdout)
+        after = snapshot(vm, boot_log=False)
         vm.check_health()
 
     # memmap= reserves a provisioned range at boot: the node has only the rest until the guest set-up

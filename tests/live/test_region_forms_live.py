@@ -23,9 +23,9 @@ import pytest
 
 from harness.boot import prepare
 from harness.guest.expect import mismatches
-from harness.guest.nodes import NODES_COMMAND, parse_nodes
 from harness.guest.setup import apply_guest_setup
 from harness.guest.workloads import PROGRAMS_DIR
+from harness.stats import snapshot
 from harness.vm.machine import VM
 
 pytestmark = [pytest.mark.live, pytest.mark.timeout(900)]
@@ -45,7 +45,7 @@ def test_three_way_interleave_commits_and_onlines():
     with VM(p.spec) as vm:
         res = apply_guest_setup(vm, t)
         facts = region_facts(vm, res.regions[0].name)
-        after = parse_nodes(vm.run(NODES_COMMAND, timeout=60, check=True).stdout)
+        after = snapshot(vm, boot_log=False)
         vm.check_health()
     assert facts["commit"] == "1" and facts["interleave_ways"] == "3", facts
     assert int(facts["size"], 16) == 768 << 20
@@ -127,7 +127,7 @@ def test_two_switch_four_vcpus_boots_five_times():
         t = p.loaded.topology
         with VM(p.spec) as vm:
             res = apply_guest_setup(vm, t)
-            after = parse_nodes(vm.run(NODES_COMMAND, timeout=60, check=True).stdout)
+            after = snapshot(vm, boot_log=False)
             vm.check_health()
         times.append(time.monotonic() - t0)
         print(f"boot {i + 1}: {times[-1]:.1f} s wall (boot, 4-way region set-up, shutdown); "

@@ -1,16 +1,22 @@
 from harness.guest.expect import mismatches
-from harness.guest.nodes import parse_nodes
+from harness.stats import from_dump
 from harness.topology.model import Expect, NodeExpect
 from harness.units import IdList, Size
 
-GUEST = parse_nodes("""mask has_memory 0-1
-mask has_cpu 0
-cpus 0 0-1
-meminfo 0 MemTotal 2018976
-cpus 1
-meminfo 1 MemTotal 262144
-tier 4 0
-tier 22 1
+N = "/sys/devices/system/node"
+T = "/sys/devices/virtual/memory_tiering"
+GUEST = from_dump(f"""@@ snapshot 1
+@@ refresh 0
+@@ files
+{N}/has_memory:0-1
+{N}/has_cpu:0
+{N}/node0/cpulist:0-1
+{N}/node0/meminfo:Node 0 MemTotal:        2018976 kB
+{N}/node1/cpulist:
+{N}/node1/meminfo:Node 1 MemTotal:         262144 kB
+{T}/memory_tier4/nodelist:0
+{T}/memory_tier22/nodelist:1
+@@ end
 """)
 
 

@@ -3,12 +3,14 @@ busybox and dash parse, and in agreement with the host side of the protocol."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
 import pytest
 
 from harness.guest import protocol
+from harness.guest.dmesg import cut_after_mark, mark_command, mark_line
 from harness.guest.protocol import guest_cmdline, sshkey_param
 from harness.resources import guest_files_dir
 from harness.vm import console as con
@@ -82,3 +84,36 @@ def test_sshkey_param_and_guest_cmdline():
     assert guest_cmdline(init=protocol.INIT_POWEROFF) == ["harness.init=poweroff"]
     with pytest.raises(ValueError):
         guest_cmdline(hostname="a b")
+
+
+@pytest.mark.parametrize("sh", [["busybox", "sh"], ["dash"]], ids=["busybox", "dash"])
+def test_kmsg_mark_writes_the_line_the_host_cuts_after(sh, tmp_path):
+    if shutil.which(sh[0]) is None:
+        pytest.skip(f"{sh[0]} not installed")
+    kmsg = tmp_path / "kmsg"
+    text = "contract offline node 2 7"
+    r = subprocess.run([*sh, str(guest_files_dir() / "kmsg-mark.sh"), text], capture_output=True, text=True,
+                       timeout=30, env={**os.environ, "HARNESS_KMSG": str(kmsg)})
+    assert r.returncode == 0, r.stderr
+    assert kmsg.read_text() == mark_line(text) + "\n"
+    log = f"[ 1.0] a\n[ 2.0] {kmsg.read_text()}[ 3.0] b\n[ 4.0] c"
+    assert cut_after_mark(log, text) == "[ 3.0] b\n[ 4.0] c"
+    assert mark_command(text) == f"{protocol.KMSG_MARK} '{text}'"
+    with pytest.raises(ValueError):
+        mark_command("two\nlines")
+
+
+def test_every_guest_program_the_host_names_is_a_file_that_sources_the_one_library():
+    names = {p.name for p in FILES}
+    programs = (protocol.CXL_SETUP, protocol.PROVISION, protocol.NODE_MEMORY, protocol.HOLD, protocol.CGROUP,
+                protocol.SERVICES, protocol.KMSG_MARK)
+    for program in programs:
+        assert program.startswith(protocol.GUEST_BIN_DIR + "/")
+        (source,) = [n for n in names if protocol.guest_bin_name(n) == program.rsplit("/", 1)[1]]
+        text = (guest_files_dir() / source).read_text()
+        assert '. "$LIB"' in text and "source=lib.sh" in text, source
+    # lib.sh's helpers are defined there only: no guest file writes its own
+    for path in FILES:
+        if path.name != "lib.sh":
+            for helper in ("fail", "wr", "rd", "wait_until", "blocks_in", "node_bytes", "kmsg_mark"):
+                assert f"\n{helper}() {{" not in path.read_text(), f"{path.name} defines its own {helper}"

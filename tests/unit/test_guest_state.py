@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -67,9 +68,9 @@ def program(tmp_path):
         (tmp_path / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path.lstrip("/")).write_text(value)
     text = text.replace("/sys/kernel/mm/transparent_hugepage/defrag", str(tmp_path / "no-such-defrag"))
-    text = text.replace("/dev/kmsg", str(tmp_path / "kmsg"))
     script = tmp_path / "guest-state"
     script.write_text(text)
+    shutil.copy(guest_files_dir() / "lib.sh", tmp_path / "lib.sh")   # the library it sources, beside it
     return script
 
 
@@ -80,7 +81,8 @@ def test_program_sets_and_reads_back(program, tmp_path, shell):
         pytest.skip(f"{shell} not installed")
     argv = [sh, "sh", str(program)] if shell == "busybox" else [sh, str(program)]
     r = subprocess.run([*argv, "--numa-balancing", "0", "--thp", "never", "--demotion", "true", "--mark", "begin t1"],
-                       capture_output=True, text=True, timeout=30)
+                       capture_output=True, text=True, timeout=30,
+                       env={**os.environ, "HARNESS_KMSG": str(tmp_path / "kmsg")})
     assert r.returncode == 0, r.stderr
     got = parse_state_output(r.stdout)
     assert got["numa_balancing"] == "0"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.stats import classify_masks, from_dump
-from harness.stats.classes import decode_features, mask_meaning, table
+from harness.stats.classes import decode_features, mask_meaning, table, upstream_masks
 from harness.units import IdList
 
 DATA = Path(__file__).parent / "data" / "stats"
@@ -127,3 +127,11 @@ def test_mem_features_read_per_node():
     s = from_dump(synthetic({**STOCK, "has_public_memory": "0-1"}, NODES, features={2: "0x3"}))
     assert s.node(2).mem_features == 3
     assert s.classes.features == {2: ("reclaim", "demotion")} and s.classes.layout == "feat-public"
+
+
+def test_a_stock_kernel_exports_only_the_masks_the_table_calls_upstream():
+    for name in ("memory-only.txt", "tiered-3.txt", "cxl-single.txt"):
+        s = from_dump((DATA / name).read_text())
+        assert set(s.masks) <= upstream_masks(), name
+    assert not {"has_private_memory", "has_public_memory", "has_common_memory", "has_user_memory",
+                "has_managed_memory"} & upstream_masks()

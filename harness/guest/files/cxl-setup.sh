@@ -28,7 +28,7 @@
 #
 # HARNESS_SYSFS (default /sys) and HARNESS_DEV (default /dev) are the sysfs and devtmpfs
 # roots; the unit tests run this program on the host against a fake tree. HARNESS_TRACE=FILE
-# appends "PATH VALUE" to FILE for every write, in order. HARNESS_NDCTL (default ndctl) is the
+# appends "PATH VALUE" to FILE for every write, in order (lib.sh's wr). HARNESS_NDCTL (default ndctl) is the
 # ndctl the program runs to create a pmem namespace.
 #
 # Persistent regions across boots. A pmem region's namespace lives in the devices' label
@@ -45,11 +45,14 @@
 
 set -eu
 
-SYSFS=${HARNESS_SYSFS:-/sys}
 DEV=${HARNESS_DEV:-/dev}
-TRACE=${HARNESS_TRACE:-}
 NDCTL=${HARNESS_NDCTL:-ndctl}
 PLAN=${1:-}
+FAIL_DMESG=cxl  # fail shows the kernel's last CXL lines
+# fail, wr, rd, wait_until, wait_path (and SYSFS from HARNESS_SYSFS)
+LIB=${0%/*}/lib; [ -r "$LIB" ] || LIB=$LIB.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$LIB"
 
 say() { echo "$*"; }
 
@@ -67,7 +70,6 @@ MEMSYS=$SYSFS/devices/system/memory
 DAXBUS=$SYSFS/bus/dax
 NDBUS=$SYSFS/bus/nd/devices
 DEMOTION=$SYSFS/kernel/mm/numa/demotion_enabled
-ERRF=$(mktemp "${TMPDIR:-/tmp}/cxl-setup.XXXXXX")
 AUTO_ONLINE_ORIG=
 MAP=            # " ID=memN ..." as memdev steps find them
 VAL=            # what rd read
@@ -82,68 +84,10 @@ cleanup() {
 	if [ -n "$AUTO_ONLINE_ORIG" ]; then
 		echo "$AUTO_ONLINE_ORIG" > "$MEMSYS/auto_online_blocks" 2>/dev/null || true
 	fi
-	rm -f "$ERRF"
+	lib_cleanup
 }
 trap cleanup EXIT
 trap 'exit 1' HUP INT TERM
-
-# ---------------------------------------------------------------- errors, reads, writes
-
-errmsg() {
-	# "PROGRAM: line N: " (busybox) or "PROGRAM: N: " (dash), then "echo: " and "write error: "
-	sed -e 's/^[^:]*: line [0-9][0-9]*: //' -e 's/^[^:]*: [0-9][0-9]*: //' -e 's/^[a-z]*: //' \
-		-e 's/^write error: //' -e 's/^read error: //' "$ERRF" 2>/dev/null | tail -n 1
-}
-
-# fail STEP FILE MESSAGE: the error line, the kernel's view, exit 1.
-fail() {
-	say "error step=$1 file=$2 msg=$3"
-	dmesg 2>/dev/null | grep -i cxl | grep -iv 'command line' | tail -n 8 | sed 's/^/dmesg /' || true
-	exit 1
-}
-
-# wr FILE VALUE STEP: one sysfs write; the errno text goes into the error line.
-wr() {
-	if [ -n "$TRACE" ]; then echo "$1 $2" >> "$TRACE"; fi
-	if ! echo "$2" 2>"$ERRF" >"$1"; then
-		fail "$3" "$1" "writing '$2': $(errmsg)"
-	fi
-}
-
-# rd FILE STEP: VAL = the file's contents.
-rd() {
-	if ! VAL=$(cat "$1" 2>"$ERRF"); then
-		fail "$2" "$1" "reading: $(errmsg)"
-	fi
-}
-
-# ---------------------------------------------------------------- waiting
-
-# uptime_cs: UP = centiseconds since boot.
-uptime_cs() {
-	read -r UP _ < /proc/uptime
-	UP=$((${UP%.*} * 100 + 1${UP#*.} - 100))
-}
-
-# wait_until SECONDS COMMAND [ARG...]: run COMMAND every 0.1 s until it succeeds (status 0)
-# or SECONDS have passed (status 1). COMMAND is a predicate: it prints nothing and may set
-# FOUND. The one polling loop of this program; callers turn a timeout into an error line.
-wait_until() {
-	wu_end=$1
-	shift
-	uptime_cs
-	wu_end=$((UP + wu_end * 100))
-	while ! "$@"; do
-		uptime_cs
-		[ "$UP" -lt "$wu_end" ] || return 1
-		sleep 0.1
-	done
-}
-
-# wait_path SECONDS PATH STEP
-wait_path() {
-	wait_until "$1" test -e "$2" || fail "$3" "$2" "did not appear within $1 s"
-}
 
 # ---------------------------------------------------------------- predicates (for wait_until)
 
@@ -232,7 +176,7 @@ find_memdev() {
 		fm_k=$(pcikey "$(readlink -f "$fm_m")")
 		fm_list="$fm_list ${fm_m##*/}=$fm_k"
 		[ "$fm_k" = "$2" ] || continue
-		rd "$fm_m/serial" "find memdev $1"
+		rd "find memdev $1" "$fm_m/serial"
 		if [ "$3" != - ] && [ "$((VAL))" -ne "$3" ]; then
 			fail "find memdev $1" "$fm_m/serial" "serial $VAL, the topology says $3"
 		fi
@@ -279,10 +223,10 @@ set_auto_online() {
 	esac
 	[ -e "$MEMSYS/auto_online_blocks" ] || return 0
 	if [ -z "$AUTO_ONLINE_ORIG" ]; then
-		rd "$MEMSYS/auto_online_blocks" "set auto_online_blocks"
+		rd "set auto_online_blocks" "$MEMSYS/auto_online_blocks"
 		AUTO_ONLINE_ORIG=$VAL
 	fi
-	wr "$MEMSYS/auto_online_blocks" "$sa_v" "set auto_online_blocks"
+	wr "set auto_online_blocks" "$MEMSYS/auto_online_blocks" "$sa_v"
 }
 
 # bind_dax daxN.M DRIVER: move a dax device to kmem or device_dax.
@@ -292,13 +236,13 @@ bind_dax() {
 	[ -d "$DAXBUS/drivers/$2" ] || modprobe "$2" 2>/dev/null || true
 	[ -d "$DAXBUS/drivers/$2" ] || fail "bind $1 to $2" "$DAXBUS/drivers/$2" "driver $2 not loaded"
 	if [ -n "$bd_cur" ]; then
-		wr "$DAXBUS/drivers/$bd_cur/unbind" "$1" "unbind $1 from $bd_cur"
+		wr "unbind $1 from $bd_cur" "$DAXBUS/drivers/$bd_cur/unbind" "$1"
 	fi
 	# new_id makes the driver match this device whatever its region's type, and attaches
 	# it (what daxctl reconfigure-device does); an explicit bind if it has not after 1 s.
 	echo "$1" 2>/dev/null > "$DAXBUS/drivers/$2/new_id" || true
 	if ! wait_until 1 bound_to "$1" "$2"; then
-		wr "$DAXBUS/drivers/$2/bind" "$1" "bind $1 to $2"
+		wr "bind $1 to $2" "$DAXBUS/drivers/$2/bind" "$1"
 		wait_until 10 bound_to "$1" "$2" ||
 			fail "bind $1 to $2" "$DAXBUS/devices/$1/driver" "still bound to '$(driver_of "$1")' after 10 s"
 	fi
@@ -307,21 +251,21 @@ bind_dax() {
 # online_dax daxN.M ONLINE-TYPE: online every memory block of the dax range (NODE = its node).
 online_dax() {
 	od_dev=$DAXBUS/devices/$1
-	rd "$MEMSYS/block_size_bytes" "online $1"
+	rd "online $1" "$MEMSYS/block_size_bytes"
 	od_bs=$((0x$VAL))
-	rd "$od_dev/resource" "online $1"
+	rd "online $1" "$od_dev/resource"
 	od_start=$((VAL))
-	rd "$od_dev/size" "online $1"
+	rd "online $1" "$od_dev/size"
 	od_b=$(((od_start + od_bs - 1) / od_bs))
 	od_last=$(((od_start + VAL) / od_bs))
 	NODE=
 	od_count=0
 	while [ "$od_b" -lt "$od_last" ]; do
 		od_st=$MEMSYS/memory$od_b/state
-		wait_path 10 "$od_st" "online $1"
-		rd "$od_st" "online $1"
+		wait_path "online $1" "$od_st" 10
+		rd "online $1" "$od_st"
 		if [ "$VAL" != online ]; then
-			wr "$od_st" "$2" "online memory$od_b of $1"
+			wr "online memory$od_b of $1" "$od_st" "$2"
 		fi
 		for od_l in "$MEMSYS/memory$od_b"/node[0-9]*; do
 			if [ -e "$od_l" ]; then NODE=${od_l##*/node}; fi
@@ -354,7 +298,7 @@ ns_modes() {
 # region (same resource): the one its labels already describe, else a new one.
 # FOUND = its daxN.M; NS = the namespace; LABELS = created | reused.
 pmem_dax() {
-	rd "$1/resource" "find nvdimm region"
+	rd "find nvdimm region" "$1/resource"
 	pd_res=$VAL
 	# Loaded before the nvdimm region reads its labels, so an earlier boot's devdax namespace
 	# is claimed as soon as it is registered.
@@ -365,9 +309,9 @@ pmem_dax() {
 	pd_r=$NDBUS/$pd_nd
 	wait_until 20 nd_probed "$pd_r" ||
 		fail "read labels" "$pd_r/dax_seed" "the nvdimm region $pd_nd was not probed within 20 s"
-	rd "$pd_r/available_size" "read labels"
+	rd "read labels" "$pd_r/available_size"
 	pd_free=$((VAL))
-	rd "$pd_r/size" "read labels"
+	rd "read labels" "$pd_r/size"
 	if [ "$pd_free" -lt "$((VAL))" ]; then
 		# The label area describes a namespace from an earlier boot: use it, never reformat it.
 		LABELS=reused
@@ -376,13 +320,13 @@ pmem_dax() {
 		fi
 	else
 		LABELS=created
-		if ! "$NDCTL" create-namespace -m devdax -r "$pd_nd" >"$ERRF" 2>&1; then
-			fail "create namespace" "$pd_r" "ndctl create-namespace -m devdax -r $pd_nd: $(tail -n 1 "$ERRF")"
+		if ! "$NDCTL" create-namespace -m devdax -r "$pd_nd" >"$LIB_ERR" 2>&1; then
+			fail "create namespace" "$pd_r" "ndctl create-namespace -m devdax -r $pd_nd: $(tail -n 1 "$LIB_ERR")"
 		fi
 		wait_until 10 dax_under "$pd_r" ||
 			fail "find dax device" "$pd_r" "no dax device 10 s after create-namespace (dax_pmem loaded?)"
 	fi
-	rd "$DAX_PARENT/namespace" "find namespace of $FOUND"
+	rd "find namespace of $FOUND" "$DAX_PARENT/namespace"
 	NS=$VAL
 }
 
@@ -393,19 +337,19 @@ create_region() {
 	cr_win=$1 cr_mode=$2 cr_ways=$3 cr_gran=$4 cr_size=$5 cr_per=$6 cr_online=$7
 	shift 7
 	cr_root=$CXL/decoder0.$cr_win
-	wait_path 30 "$cr_root" "find root decoder"
+	wait_path "find root decoder" "$cr_root" 30
 	cr_f=$cr_root/create_${cr_mode}_region
-	rd "$cr_f" "create region"
+	rd "create region" "$cr_f"
 	cr_name=$VAL
-	wr "$cr_f" "$cr_name" "create region"
+	wr "create region" "$cr_f" "$cr_name"
 	cr_r=$CXL/$cr_name
-	wait_path 10 "$cr_r" "create region"
+	wait_path "create region" "$cr_r" 10
 	if [ "$cr_mode" = pmem ]; then
-		rd /proc/sys/kernel/random/uuid "set uuid"
-		wr "$cr_r/uuid" "$VAL" "set uuid"
+		rd "set uuid" /proc/sys/kernel/random/uuid
+		wr "set uuid" "$cr_r/uuid" "$VAL"
 	fi
-	wr "$cr_r/interleave_granularity" "$cr_gran" "set interleave_granularity"
-	wr "$cr_r/interleave_ways" "$cr_ways" "set interleave_ways"
+	wr "set interleave_granularity" "$cr_r/interleave_granularity" "$cr_gran"
+	wr "set interleave_ways" "$cr_r/interleave_ways" "$cr_ways"
 	cr_decs=
 	cr_mds=
 	for cr_id in "$@"; do
@@ -414,24 +358,24 @@ create_region() {
 		wait_until 30 endpoint_of "$cr_md" ||
 			fail "find endpoint of $cr_md" "$CXL/$cr_md" "no endpoint port after 30 s (cxl_mem/cxl_port not bound?)"
 		free_decoder "$FOUND"
-		wr "$CXL/$FOUND/mode" "$cr_mode" "reserve DPA on $cr_md"
-		wr "$CXL/$FOUND/dpa_size" "$cr_per" "reserve DPA on $cr_md"
+		wr "reserve DPA on $cr_md" "$CXL/$FOUND/mode" "$cr_mode"
+		wr "reserve DPA on $cr_md" "$CXL/$FOUND/dpa_size" "$cr_per"
 		cr_decs="$cr_decs${cr_decs:+,}$FOUND"
 		cr_mds="$cr_mds${cr_mds:+,}$cr_md"
 	done
-	wr "$cr_r/size" "$cr_size" "set region size"
+	wr "set region size" "$cr_r/size" "$cr_size"
 	cr_i=0
 	cr_rest=$cr_decs,
 	while [ -n "$cr_rest" ]; do
-		wr "$cr_r/target$cr_i" "${cr_rest%%,*}" "attach target$cr_i"
+		wr "attach target$cr_i" "$cr_r/target$cr_i" "${cr_rest%%,*}"
 		cr_rest=${cr_rest#*,}
 		cr_i=$((cr_i + 1))
 	done
-	wr "$cr_r/commit" 1 "commit"
-	rd "$cr_r/commit" "commit"
+	wr "commit" "$cr_r/commit" 1
+	rd "commit" "$cr_r/commit"
 	[ "$VAL" = 1 ] || fail "commit" "$cr_r/commit" "reads $VAL after writing 1"
 	set_auto_online "$cr_online"
-	wr "$SYSFS/bus/cxl/drivers/cxl_region/bind" "$cr_name" "bind region"
+	wr "bind region" "$SYSFS/bus/cxl/drivers/cxl_region/bind" "$cr_name"
 	if [ "$cr_mode" = ram ]; then
 		wait_until 20 dax_under "$cr_r" ||
 			fail "find dax device" "$cr_r/dax_region*" "no dax device after 20 s (dax_cxl loaded?)"
@@ -450,12 +394,12 @@ create_region() {
 			;;
 		*)
 			bind_dax "$cr_dax" device_dax
-			wait_path 10 "$DEV/$cr_dax" "devdax $cr_dax"
-			rd "$DAXBUS/devices/$cr_dax/target_node" "read target node of $cr_dax"
+			wait_path "devdax $cr_dax" "$DEV/$cr_dax" 10
+			rd "read target node of $cr_dax" "$DAXBUS/devices/$cr_dax/target_node"
 			NODE=$VAL
 			;;
 	esac
-	rd "$cr_r/size" "read region size"
+	rd "read region size" "$cr_r/size"
 	cr_ns=
 	if [ "$cr_mode" = pmem ]; then cr_ns=" namespace=$NS labels=$LABELS"; fi
 	say "region $cr_name committed size=$((VAL)) node=$NODE mode=$cr_mode online=$cr_online dax=$cr_dax memdevs=$cr_mds decoders=$cr_decs$cr_ns"
@@ -463,8 +407,8 @@ create_region() {
 }
 
 set_demotion() {
-	wr "$DEMOTION" "$1" "set demotion"
-	rd "$DEMOTION" "set demotion"
+	wr "set demotion" "$DEMOTION" "$1"
+	rd "set demotion" "$DEMOTION"
 	say "demotion enabled=$VAL"
 }
 

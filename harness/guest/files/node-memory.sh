@@ -15,6 +15,8 @@
 #   node-memory offline NODE SECONDS         offline every memory block of NODE, every write
 #                                            under a SECONDS time limit (SIGTERM interrupts it)
 #   node-memory online NODE [HOW]            online NODE's offline memory blocks (HOW as above)
+#   node-memory movable NODE                 offline every block of NODE that can be and online it
+#                                            movable (ZONE_MOVABLE); the others stay as they are
 #
 # Output, one line per step, REASON/ERROR last (they have spaces):
 #   swap status=ok bytes=N | swap status=skipped reason=REASON
@@ -22,21 +24,18 @@
 #   cycle n=N offline=RESULT unbind=RESULT unbound_bytes=N bind=RESULT bytes=N
 #   block node=NODE name=memoryN result=RESULT seconds=S
 #   done node=NODE bytes=N
+#   movable node=NODE ok=N bad=M             (blocks onlined movable, blocks that would not go offline)
 # RESULT is ok, timeout, or error:TEXT (the write's error, spaces as _). Exit 1 on a bad
-# step (usage, a file that is not there), not on a failed write: that is the finding.
+# step (a file that is not there; exit 2 for usage), not on a failed write: that is the finding.
 
 set -u
 
-SYSFS=${HARNESS_SYSFS:-/sys}
+# fail, blocks_in, node_bytes (and SYSFS from HARNESS_SYSFS)
+LIB=${0%/*}/lib; [ -r "$LIB" ] || LIB=$LIB.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$LIB"
 DAX=$SYSFS/bus/dax
 ZRAM=$SYSFS/block/zram0
-# shellcheck source-path=SCRIPTDIR source=memory-blocks.sh
-. "${0%/*}/memory-blocks"
-
-die() {
-	echo "error msg=$*"
-	exit 1
-}
 
 now_ms() {   # monotonic enough: /proc/uptime in milliseconds
 	awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime
@@ -77,18 +76,18 @@ swap_on() {   # MIB
 		echo "swap status=skipped reason=no zram module in this kernel"
 		return
 	fi
-	[ -e "$ZRAM/disksize" ] || die "no $ZRAM after modprobe zram"
+	[ -e "$ZRAM/disksize" ] || fail swap-on "$ZRAM" "no zram device after modprobe zram"
 	grep -q '^/dev/zram0 ' /proc/swaps && swapoff /dev/zram0
 	echo 1 > "$ZRAM/reset" 2>/dev/null
-	echo "$(($1 * 1048576))" > "$ZRAM/disksize" || die "cannot size $ZRAM"
-	mkswap /dev/zram0 > /dev/null 2>&1 || die "mkswap /dev/zram0 failed"
-	swapon /dev/zram0 || die "swapon /dev/zram0 failed"
+	echo "$(($1 * 1048576))" > "$ZRAM/disksize" || fail swap-on "$ZRAM/disksize" "cannot size the zram device"
+	mkswap /dev/zram0 > /dev/null 2>&1 || fail swap-on /dev/zram0 "mkswap failed"
+	swapon /dev/zram0 || fail swap-on /dev/zram0 "swapon failed"
 	echo "swap status=ok bytes=$(cat "$ZRAM/disksize")"
 }
 
 swap_off() {
 	if grep -q '^/dev/zram0 ' /proc/swaps; then
-		swapoff /dev/zram0 || die "swapoff /dev/zram0 failed"
+		swapoff /dev/zram0 || fail swap-off /dev/zram0 "swapoff failed"
 	fi
 	[ -e "$ZRAM/reset" ] && echo 1 > "$ZRAM/reset"
 	echo "swap status=off"
@@ -137,11 +136,25 @@ offline() {   # NODE SECONDS
 	echo "done node=$1 bytes=$(node_bytes "$1")"
 }
 
+movable() {   # NODE
+	ok=0 bad=0
+	for blk in "$SYSFS/devices/system/node/node$1"/memory[0-9]*; do
+		[ -e "$blk/state" ] || continue
+		if echo offline 2>/dev/null > "$blk/state"; then
+			echo online_movable 2>/dev/null > "$blk/state" && ok=$((ok + 1))
+		else
+			bad=$((bad + 1))
+		fi
+	done
+	echo "movable node=$1 ok=$ok bad=$bad"
+}
+
 case "${1:-}" in
-	swap-on) [ $# -eq 2 ] || die "usage: node-memory swap-on MIB"; swap_on "$2" ;;
+	swap-on) [ $# -eq 2 ] || bad_usage "node-memory swap-on MIB"; swap_on "$2" ;;
 	swap-off) swap_off ;;
-	rebind) [ $# -ge 4 ] || die "usage: node-memory rebind NODE CYCLES SECONDS [HOW]"; rebind "$2" "$3" "$4" "${5:-online}" ;;
-	offline) [ $# -eq 3 ] || die "usage: node-memory offline NODE SECONDS"; offline "$2" "$3" ;;
-	online) [ $# -ge 2 ] || die "usage: node-memory online NODE [HOW]"; online_node "$2" "${3:-online}"; echo "done node=$2 bytes=$(node_bytes "$2")" ;;
-	*) die "usage: node-memory swap-on MIB | swap-off | rebind NODE CYCLES SECONDS [HOW] | offline NODE SECONDS | online NODE [HOW]" ;;
+	rebind) [ $# -ge 4 ] || bad_usage "node-memory rebind NODE CYCLES SECONDS [HOW]"; rebind "$2" "$3" "$4" "${5:-online}" ;;
+	offline) [ $# -eq 3 ] || bad_usage "node-memory offline NODE SECONDS"; offline "$2" "$3" ;;
+	movable) [ $# -eq 2 ] || bad_usage "node-memory movable NODE"; movable "$2" ;;
+	online) [ $# -ge 2 ] || bad_usage "node-memory online NODE [HOW]"; online_node "$2" "${3:-online}"; echo "done node=$2 bytes=$(node_bytes "$2")" ;;
+	*) bad_usage "node-memory swap-on MIB | swap-off | rebind NODE CYCLES SECONDS [HOW] | offline NODE SECONDS | online NODE [HOW] | movable NODE" ;;
 esac

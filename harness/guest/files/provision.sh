@@ -22,37 +22,14 @@
 
 set -u
 
-SYSFS=${HARNESS_SYSFS:-/sys}
 PLAN=${1:-}
+# fail, wr, wait_until, blocks_in, node_bytes (and SYSFS from HARNESS_SYSFS)
+LIB=${0%/*}/lib; [ -r "$LIB" ] || LIB=$LIB.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$LIB"
 ND=$SYSFS/bus/nd/devices
 DAX=$SYSFS/bus/dax
 COUNT=0
-# shellcheck source-path=SCRIPTDIR source=memory-blocks.sh
-. "${0%/*}/memory-blocks"
-
-fail() {
-	echo "error step=$1 file=$2 msg=$3"
-	dmesg 2>/dev/null | tail -n 8 | sed 's/^/dmesg /'
-	exit 1
-}
-
-wr() {   # wr STEP FILE VALUE
-	if ! err=$( { echo "$3" > "$2"; } 2>&1 ); then
-		fail "$1" "$2" "write '$3': ${err##*: }"
-	fi
-}
-
-wait_for() {   # wait_for SECONDS TEST-ARGS...: poll a test(1) expression, 0.1 s apart
-	n=$(( $1 * 10 ))
-	shift
-	while [ "$n" -gt 0 ]; do
-		test "$@" && return 0
-		sleep 0.1
-		n=$((n - 1))
-	done
-	test "$@"
-}
-
 
 memmap_kmem() {   # NODE START SIZE ZONE
 	node=$1 start=$2
@@ -61,7 +38,7 @@ memmap_kmem() {   # NODE START SIZE ZONE
 	modprobe -a nd_e820 nd_pmem dax_pmem device_dax kmem 2>/dev/null
 	hex=$(printf '0x%x' "$start")
 	region=''
-	wait_for 10 -d "$ND/ndbus0" || fail memmap-kmem "$ND" "no nvdimm bus: was memmap= on the kernel command line?"
+	wait_until 10 test -d "$ND/ndbus0" || fail memmap-kmem "$ND" "no nvdimm bus: was memmap= on the kernel command line?"
 	for r in "$ND"/region*; do
 		[ -e "$r/resource" ] && [ "$(cat "$r/resource")" = "$hex" ] && region=$r
 	done
@@ -95,6 +72,10 @@ dax_test() {   # NODE START SIZE FEATURES
 	echo "provisioned node=$1 via=dax_test status=ok bytes=$(node_bytes "$1") dax=-"
 }
 
+has_memory() {   # NODE: some of its memory is online
+	[ "$(node_bytes "$1")" -gt 0 ]
+}
+
 cxl_driver() {   # NODE DRIVER PCIKEY
 	node=$1 driver=$2 key=$3
 	modprobe "$driver" 2>/dev/null
@@ -114,11 +95,8 @@ cxl_driver() {   # NODE DRIVER PCIKEY
 	wr "$driver" "$dev/driver_override" "$driver"
 	[ -e "$dev/driver" ] && wr "$driver" "$dev/driver/unbind" "${dev##*/}"
 	wr "$driver" "$SYSFS/bus/pci/drivers_probe" "${dev##*/}"
-	n=300   # the driver adds the memory asynchronously: up to 30 s
-	while [ "$(node_bytes "$node")" -eq 0 ] && [ "$n" -gt 0 ]; do
-		sleep 0.1
-		n=$((n - 1))
-	done
+	# the driver adds the memory asynchronously: up to 30 s
+	wait_until 30 has_memory "$node" || true
 	echo "provisioned node=$node via=$driver status=ok bytes=$(node_bytes "$node") dax=-"
 }
 
