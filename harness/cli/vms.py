@@ -19,8 +19,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.cli.boot import (
+    boot_machine,
     boot_options,
-    boot_vm,
     guest_command,
     out,
     report_command_end,
@@ -57,10 +57,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     make_private_dir(d)
     ok = False
     try:
-        p, vm = boot_vm(args, name=args.name, workdir=d, detach=True)
+        m = boot_machine(args, name=args.name, workdir=d, detach=True)
+        vm, p = m.vm, m.prepared
         (d / "meta.json").write_text(json.dumps({"topology": p.loaded.name, "kernel": p.kernel.origin,
                                                  "accel": p.accel.accel}) + "\n")
-        vm.close()
+        m.close()
         ok = True
     finally:
         if not ok:
@@ -92,7 +93,7 @@ def cmd_ssh(args: argparse.Namespace) -> int:
     vm = attach_vm(args.name)
     try:
         if args.cmd:
-            result = vm.run(guest_command(list(args.cmd)), timeout=args.timeout, on_output=stream_output,
+            result = vm.run(guest_command(list(args.cmd)), timeout=args.timeout, check=False, on_output=stream_output,
                             stdin=stdin_for_guest())
             return report_command_end(result)
         return vm.shell()

@@ -22,9 +22,9 @@ from typing import Any
 
 from harness.guest import workloads
 from harness.guest.protocol import GUEST_RUN_DIR
+from harness.runner import GuestRunner
 from harness.stats import Snapshot, snapshot
 
-from .run import Guest
 from .targets import no_private_reason
 
 MARGIN_MIB = 128
@@ -63,14 +63,14 @@ def _kernel(s: Snapshot, n: int) -> dict[str, int]:
     return {k: s.node(n).meminfo.get(k, 0) // 1024 for k in ("Slab", "PageTables", "KernelStack")}
 
 
-def hog(m: Guest, node: int, free_mib: int, *, wrap: str = "", timeout: float = 300) -> ModeResult:
+def hog(m: GuestRunner, node: int, free_mib: int, *, wrap: str = "", timeout: float = 300) -> ModeResult:
     """Run the workload (in the cgroup ``wrap`` joins, if given) and measure what lands on ``node``."""
     before = snapshot(m, boot_log=False)
     out = f"{GUEST_RUN_DIR}/isolation-{next(_IDS)}.out"
     cmd = workloads.pressure("machine", f"total:{free_mib + MARGIN_MIB}", step_mib=16, hold_until_signal=True)
     if wrap:
         cmd = f"sh -c 'echo $$ > {wrap}/cgroup.procs && exec {cmd}'"
-    m.run(f"mkdir -p {GUEST_RUN_DIR}; ( {cmd} > {out} 2> {out}.err; echo $? > {out}.rc ) >/dev/null 2>&1 &", timeout=30)
+    m.run(f"mkdir -p {GUEST_RUN_DIR}; ( {cmd} > {out} 2> {out}.err; echo $? > {out}.rc ) >/dev/null 2>&1 &", timeout=30, check=False)
     deadline = time.monotonic() + timeout
     report: workloads.Result | None = None
     rc: int | None = None
@@ -107,33 +107,33 @@ def _with(r: ModeResult, mode: str, label: str, notes: str = "") -> ModeResult:
                       r.kernel_parts, notes)
 
 
-def confine(m: Guest, mems: str) -> str:
+def confine(m: GuestRunner, mems: str) -> str:
     """A cpuset cgroup with ``cpuset.mems`` = ``mems`` holding every task that can move; a note."""
     m.run(f"grep -qw cpuset /sys/fs/cgroup/cgroup.subtree_control || echo +cpuset > /sys/fs/cgroup/cgroup.subtree_control;"
-          f" mkdir -p {CPUSET}; echo {mems} > {CPUSET}/cpuset.mems", timeout=30)
+          f" mkdir -p {CPUSET}; echo {mems} > {CPUSET}/cpuset.mems", timeout=30, check=False)
     r = m.run(f"moved=0; for p in $(cat /sys/fs/cgroup/cgroup.procs); do echo $p > {CPUSET}/cgroup.procs 2>/dev/null "
-              f"&& moved=$((moved+1)); done; echo $moved $(wc -l < /sys/fs/cgroup/cgroup.procs)", timeout=60)
+              f"&& moved=$((moved+1)); done; echo $moved $(wc -l < /sys/fs/cgroup/cgroup.procs)", timeout=60, check=False)
     moved, left = r.stdout.split()[:2]
     return f"cpuset.mems={mems}: {moved} tasks moved in, {left} left in the root (kernel threads cannot move)"
 
 
-def release(m: Guest) -> None:
+def release(m: GuestRunner) -> None:
     m.run(f"for p in $(cat {CPUSET}/cgroup.procs); do echo $p > /sys/fs/cgroup/cgroup.procs 2>/dev/null; done; "
           f"rmdir {CPUSET}", timeout=60, check=False)
 
 
-def online_movable(m: Guest, node: int) -> str:
+def online_movable(m: GuestRunner, node: int) -> str:
     """Offline every block of ``node`` that can be, online it ``online_movable``; a note with the counts."""
     d = f"/sys/devices/system/node/node{node}"
     r = m.run(f"ok=0; bad=0; for b in {d}/memory[0-9]*; do if echo offline > $b/state 2>/dev/null; then "
               f"echo online_movable > $b/state && ok=$((ok+1)); else bad=$((bad+1)); fi; done; echo $ok $bad",
-              timeout=300)
+              timeout=300, check=False)
     ok, bad = (int(x) for x in r.stdout.split()[:2])
     return (f"{ok} of {ok + bad} memory blocks onlined movable" + (f"; {bad} could not be offlined (unmovable kernel "
             "pages on them, e.g. the node's own struct pages) and stay in their kernel zone" if bad else ""))
 
 
-def compare(m: Guest, node: int | None = None) -> Comparison:
+def compare(m: GuestRunner, node: int | None = None) -> Comparison:
     """Run (a)-(d) on the guest; ``node``: the memory-only node (default: the first one)."""
     s = snapshot(m)
     c = s.classes

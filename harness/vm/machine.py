@@ -402,14 +402,15 @@ class VM:
             raise GuestCommandError("the VM is not running", hint="start it first")
         return self._ssh
 
-    def run(self, command: str, *, timeout: float = 600, check: bool = False,
+    def run(self, command: str, *, timeout: float = 600, check: bool = True,
             on_output: Callable[[str, bytes], None] | None = None, stdin: Stdin = None) -> CommandResult:
         """Run ``command`` in the guest as root (a shell command line).
 
         Raises GuestPanic within seconds if the guest panics meanwhile (QEMU exits),
         GuestFrozen if the guest stops answering, GuestCommandError on timeout or a
-        lost connection; with ``check``, CommandFailed for a non-zero exit and
-        CommandKilled for a signal (``oom_kills`` says if the OOM killer did it).
+        lost connection; with ``check`` (the default, as everywhere: :mod:`harness.runner`),
+        CommandFailed for a non-zero exit and CommandKilled for a signal (``oom_kills``
+        says if the OOM killer did it); ``check=False`` returns the result to read.
         A killed command's result has ``signal`` set and ``exit_status`` 128+N.
         Oopses/WARNs that do not stop the guest are in ``result.problems``
         (and make :meth:`check_health` raise). ``on_output(stream, data)`` streams;

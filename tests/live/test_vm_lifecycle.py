@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import BootError, GuestCommandError, GuestPanic, KernelProblem
+from harness.errors import BootError, CommandFailed, GuestCommandError, GuestPanic, KernelProblem
 from harness.vm import console as con
 from harness.vm.machine import VM, BootSpec, pid_alive
 
@@ -79,14 +79,16 @@ def test_boot_milestones_in_order(vm):
 def test_run_echo_and_exit_status(vm):
     r = vm.run("echo hi")
     assert (r.exit_status, r.stdout, r.stderr) == (0, "hi\n", "")
-    assert vm.run("false").exit_status == 1
-    r = vm.run("echo out; echo err >&2; exit 7")
+    assert vm.run("false", check=False).exit_status == 1
+    r = vm.run("echo out; echo err >&2; exit 7", check=False)
     assert (r.exit_status, r.stdout, r.stderr) == (7, "out\n", "err\n")
 
 
 def test_run_check_raises(vm):
     with pytest.raises(GuestCommandError, match="exited with status 3"):
         vm.run("echo oops-detail >&2; exit 3", check=True)
+    with pytest.raises(CommandFailed, match="exited with status 4"):  # check=True is the default
+        vm.run("exit 4")
 
 
 def test_run_timeout(vm):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.plugin.machine import cut_after_mark
+from harness.boot.machine import cut_after_mark
 from harness.plugin.problems import unexpected_problems
 from harness.vm.problems import find_kernel_problems, find_oom_kills
 
