@@ -70,7 +70,7 @@ class Started:
     report: workloads.Result
 
 
-class Guest:
+class GuestPrograms:
     """Runs the guest programs on the test's machine and returns their typed reports.
 
     Each method takes the keyword arguments of the command-line builder of the
@@ -136,9 +136,9 @@ class Guest:
 
 
 @pytest.fixture
-def guest(vm: Machine) -> Guest:
+def guest(vm: Machine) -> GuestPrograms:
     """Guest programs on the test's machine, returning their reports."""
-    return Guest(vm)
+    return GuestPrograms(vm)
 
 
 class Stats:
