@@ -30,8 +30,8 @@ from harness.cli.boot import (
 )
 from harness.errors import VMStateError
 from harness.paths import state_dir
-from harness.vm.machine import VM, read_state
-from harness.vm.state import STATE_FILE, make_private_dir, stop_recorded, vm_dir
+from harness.vm.attached import AttachedVM
+from harness.vm.state import STATE_FILE, make_private_dir, read_state, stop_recorded, vm_dir
 
 
 def stdin_for_guest() -> BinaryIO | None:
@@ -81,12 +81,12 @@ def _no_such_vm(name: str) -> VMStateError:
                         else "start one with harness up TOPOLOGY --name NAME")
 
 
-def attach_vm(name: str) -> VM:
+def attach_vm(name: str) -> AttachedVM:
     """The background VM ``name`` (a checked name), attached; VMStateError if there is none."""
     d = vm_dir(name)
     if not (d / STATE_FILE).exists():
         raise _no_such_vm(name)
-    return VM.attach(d)
+    return AttachedVM.attach(d)
 
 
 def cmd_ssh(args: argparse.Namespace) -> int:

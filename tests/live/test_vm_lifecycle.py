@@ -21,6 +21,7 @@ import pytest
 
 from harness.errors import BootError, CommandFailed, GuestCommandError, GuestPanic, KernelProblem
 from harness.vm import console as con
+from harness.vm.attached import AttachedVM
 from harness.vm.machine import VM, BootSpec, pid_alive
 
 pytestmark = [pytest.mark.live, pytest.mark.timeout(300)]
@@ -258,7 +259,7 @@ def test_detached_vm_outlives_its_starter_and_can_be_attached(guest):
         assert proc.returncode == 0 and "UP" in out, err
         try:
             assert pid_alive(pid), "the background VM died with the process that started it"
-            vm = VM.attach(workdir)
+            vm = AttachedVM.attach(workdir)
             assert vm.pid == pid
             assert vm.run("echo again").stdout == "again\n"
             vm.run("echo numa-harness-test-marker > /dev/kmsg")
@@ -269,7 +270,7 @@ def test_detached_vm_outlives_its_starter_and_can_be_attached(guest):
             _check_interactive_shell(workdir)
             _check_interactive_console(workdir)
             assert pid_alive(pid)
-            vm = VM.attach(workdir)
+            vm = AttachedVM.attach(workdir)
             vm.shutdown()
             assert qemu_gone(pid)
             assert not (workdir / "vm.json").exists()
@@ -281,7 +282,7 @@ def test_detached_vm_outlives_its_starter_and_can_be_attached(guest):
 def _spawn_attached(workdir: Path, call: str):
     import pexpect
 
-    code = f"import sys; from pathlib import Path; from harness.vm.machine import VM; vm = VM.attach(Path({str(workdir)!r})); {call}"
+    code = f"import sys; from pathlib import Path; from harness.vm.attached import AttachedVM; vm = AttachedVM.attach(Path({str(workdir)!r})); {call}"
     return pexpect.spawn(sys.executable, ["-c", code], cwd=str(REPO), encoding="utf-8", timeout=30,
                          dimensions=(40, 120))
 
