@@ -16,10 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from harness.boot import prepare
-from harness.guest.setup import apply_guest_setup
+from harness.boot import boot
 from harness.stats.collect import collect
-from harness.vm.machine import VM
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "unit" / "data" / "stats"
 
@@ -27,9 +25,7 @@ HOLDER = Path(__file__).resolve().parent / "stats-fixture-holder.sh"
 
 
 def record(topology: str) -> None:
-    p = prepare(topology, accel="tcg")
-    with VM(p.spec) as vm:
-        apply_guest_setup(vm, p.loaded.topology)
+    with boot(topology, accel="tcg", baseline=False) as vm:
         pid = int(vm.run(HOLDER.read_text(), timeout=120, check=True).stdout.split()[0])
         text = collect(vm, pid=pid, cgroup="rec", cxl=True, daxctl=True)
         (OUT / f"{topology}.txt").write_text(text)

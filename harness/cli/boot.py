@@ -20,13 +20,10 @@ from rich.markup import escape
 from rich.status import Status
 from rich.table import Table
 
-from harness.boot import KernelSpec, Prepared, prepare
+from harness.boot import KernelSpec, Machine, Prepared, boot
 from harness.errors import HarnessError, UsageError
-from harness.guest.setup import apply_guest_setup, has_setup
-from harness.kernel.needs import unmet_requirements
 from harness.stats import Snapshot, snapshot
 from harness.units import format_size
-from harness.vm.machine import VM
 from harness.vm.problems import OomKill
 from harness.vm.ssh import CommandResult
 from harness.vm.state import check_vm_name
@@ -103,15 +100,10 @@ def steps(console: Console = err) -> Iterator[Steps]:
         s.done()
 
 
-def _prepare(args: argparse.Namespace, st: Steps, **kw) -> Prepared:
-    kspec = KernelSpec.from_env(args.kernel, args.modules, args.kernel_tree, args.kernel_config)
-    p = prepare(args.topology, kernel=kspec, accel=args.accel, qemu=args.qemu, ssh_port=args.ssh_port,
-                step=st.step, progress=st.detail, tcg_thread=args.tcg_thread, **kw)
-    st.step("booting")
+def _show_prepared(p: Prepared) -> None:
     err.print(f"[dim]{escape(boot_summary(p))}[/dim]")
     for w in p.warnings:
         err.print(f"[yellow]warning:[/yellow] {escape(w)}")
-    return p
 
 
 def boot_summary(p: Prepared) -> str:
@@ -122,11 +114,11 @@ def boot_summary(p: Prepared) -> str:
     return line
 
 
-def _check_problems(vm: VM) -> None:
+def _check_problems(m: Machine) -> None:
     """Warn about guest set-up failures and oopses/WARNs that did not stop the guest."""
-    for line in vm.guest_failures:
+    for line in m.vm.guest_failures:
         err.print(f"[yellow]guest:[/yellow] {escape(line)}")
-    for p in vm.problems():
+    for p in m.problems():
         err.print(f"[yellow]guest kernel reported:[/yellow] {escape(p.line)}")
 
 
@@ -143,48 +135,53 @@ def nodes_table(g: Snapshot, title: str = "guest NUMA nodes") -> Table:
     return table
 
 
-def show_guest(vm: VM) -> None:
-    numactl = vm.run("numactl -H", timeout=60)
+def show_guest(m: Machine) -> None:
+    numactl = m.run("numactl -H", timeout=60, check=False)
     out.print(numactl.stdout.rstrip(), markup=False)
-    out.print(nodes_table(snapshot(vm, boot_log=False)))
+    out.print(nodes_table(snapshot(m, boot_log=False)))
 
 
 # --- commands -------------------------------------------------------------------
 
-def boot_vm(args: argparse.Namespace, **kw) -> tuple[Prepared, VM]:
-    """Prepare, start and set up a VM with progress shown; on failure nothing is left running."""
+def boot_machine(args: argparse.Namespace, *, baseline: bool = False,
+                 on_prepared: Callable[[Prepared], None] | None = None, **kw) -> Machine:
+    """:func:`harness.boot.boot` with the command line's options and progress shown; on failure
+    nothing is left running. ``baseline=False`` (the default here): a user's own shell keeps the
+    kernel's knobs as they boot. ``on_prepared(p)`` is called before QEMU starts."""
+    kspec = KernelSpec.from_env(args.kernel, args.modules, args.kernel_tree, args.kernel_config)
+
+    def prepared(p: Prepared) -> None:
+        _show_prepared(p)
+        if on_prepared is not None:
+            on_prepared(p)
+
     with steps() as st:
-        p = _prepare(args, st, **kw)
-        vm = VM(p.spec, on_milestone=st.milestone)
-        vm.start()  # shuts QEMU down itself if the boot fails
+        m = boot(args.topology, kernel=kspec, accel=args.accel, qemu=args.qemu, ssh_port=args.ssh_port,
+                 tcg_thread=args.tcg_thread, setup=not args.no_setup, baseline=baseline,
+                 step=st.step, progress=st.detail, on_milestone=st.milestone, on_prepared=prepared, **kw)
         try:
-            notes = _after_boot(vm, p.loaded.topology, args, st)
+            notes = _boot_notes(m)
         except BaseException:
-            vm.shutdown()
+            m.shutdown()
             raise
     for note in notes:
         err.print(note)
-    return p, vm
+    return m
 
 
-def _after_boot(vm: VM, t, args: argparse.Namespace, st: Steps) -> list[str]:
-    """Guest set-up and the check of kernel features the topology requires; lines to show."""
+def _boot_notes(m: Machine) -> list[str]:
+    """What the guest set-up did and the kernel features the topology requires but lacks; lines to show."""
     notes: list[str] = []
-    if has_setup(t) and not args.no_setup:
-        st.step("guest set-up")
-        setup = apply_guest_setup(vm, t)
-        for r in setup.regions:
-            where = f"node {r.node}" if r.node is not None else (f"/dev/{r.dax}" if r.dax else "not onlined")
-            ns = f", {r.namespace} {r.labels}" if r.namespace else ""
-            notes.append("[dim]" + escape(f"region {r.name}: {format_size(r.size)} {r.mode} from {', '.join(r.memdevs)} "
-                                          f"-> {where} ({r.online}{ns})") + "[/dim]")
-        for pv in setup.provisioned:
-            notes.append("[dim]" + escape(f"provisioned node {pv.node} via {pv.via}: {format_size(pv.bytes)} online"
-                                          + (f" ({pv.dax})" if pv.dax else "")) + "[/dim]" if pv.ok else
-                         f"[yellow]skipped:[/yellow] {escape(f'node {pv.node} via {pv.via}: {pv.reason}')}")
-    if t.requires:
-        masks = set(snapshot(vm, boot_log=False).masks)
-        notes += [f"[yellow]warning:[/yellow] {escape(msg)}" for msg in unmet_requirements(t, masks)]
+    for r in m.setup.regions:
+        where = f"node {r.node}" if r.node is not None else (f"/dev/{r.dax}" if r.dax else "not onlined")
+        ns = f", {r.namespace} {r.labels}" if r.namespace else ""
+        notes.append("[dim]" + escape(f"region {r.name}: {format_size(r.size)} {r.mode} from {', '.join(r.memdevs)} "
+                                      f"-> {where} ({r.online}{ns})") + "[/dim]")
+    for pv in m.setup.provisioned:
+        notes.append("[dim]" + escape(f"provisioned node {pv.node} via {pv.via}: {format_size(pv.bytes)} online"
+                                      + (f" ({pv.dax})" if pv.dax else "")) + "[/dim]" if pv.ok else
+                     f"[yellow]skipped:[/yellow] {escape(f'node {pv.node} via {pv.via}: {pv.reason}')}")
+    notes += [f"[yellow]warning:[/yellow] {escape(msg)}" for msg in m.unmet_requirements()]
     return notes
 
 
@@ -195,10 +192,10 @@ def stream_output(stream: str, data: bytes) -> None:
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
-    _, vm = boot_vm(args)
-    with vm:
-        show_guest(vm)
-        _check_problems(vm)
+    with boot_machine(args) as m:
+        vm = m.vm
+        show_guest(m)
+        _check_problems(m)
         if sys.stdin.isatty() and sys.stdout.isatty() and not args.no_shell:
             if args.console:
                 err.print("[dim]serial console; Ctrl-] leaves and shuts the VM down[/dim]")
@@ -235,10 +232,9 @@ def report_command_end(result: CommandResult) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     line = guest_command(list(args.cmd))
-    _, vm = boot_vm(args)
-    with vm:
-        result = vm.run(line, timeout=args.timeout, on_output=stream_output)
-        _check_problems(vm)
+    with boot_machine(args) as m:
+        result = m.vm.run(line, timeout=args.timeout, check=False, on_output=stream_output)
+        _check_problems(m)
     return report_command_end(result)
 
 

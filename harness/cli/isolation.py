@@ -12,33 +12,24 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from harness.boot import Prepared
 from harness.contract.isolation import compare
 from harness.contract.report import Section, comparison_rows, markdown, to_json
 from harness.contract.run import DEFAULT_CASES, run_contract
 from harness.errors import HarnessError
-from harness.guest.setup import apply_guest_setup
-from harness.guest.state import GuestState, state_command
-from harness.plugin.machine import GUEST_STATE_PROGRAM
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def _baseline(vm, t) -> None:
-    """NUMA balancing off, THP off (exact 4 KiB counts), demotion as the topology says."""
-    vm.run(state_command(GUEST_STATE_PROGRAM, GuestState.of(demotion=bool(t.guest.demotion))), timeout=60)
-
-
 def cmd_compare(args: argparse.Namespace) -> int:
-    from harness.cli.boot import boot_vm
+    from harness.cli.boot import boot_machine
 
-    p, vm = boot_vm(args)
-    try:
-        _baseline(vm, p.loaded.topology)
+    # the baseline: NUMA balancing off, THP off (exact 4 KiB counts), demotion as the topology says
+    with boot_machine(args, baseline=True) as m:
+        p = m.prepared
         err.print("[dim]running modes (a) no isolation, (b) cpuset, (c) ZONE_MOVABLE, (d) private node...[/dim]")
-        c = compare(vm, args.node)
-    finally:
-        vm.shutdown()
+        c = compare(m, args.node)
     if args.json:
         print(json.dumps({"topology": p.loaded.name, "kernel": p.kernel.release, **c.to_json()}, indent=1))
         return 0
@@ -60,31 +51,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness.cli.boot import boot_vm
+    from harness.cli.boot import boot_machine
 
     cases = [(t, r) for t, r in DEFAULT_CASES if not args.topology or t in args.topology]
     cases += [(t, ("private", "control")) for t in (args.topology or []) if t not in dict(DEFAULT_CASES)]
     sections: list[Section] = []
     for topo, roles in cases:
-        ns = argparse.Namespace(**{**vars(args), "topology": topo, "no_setup": True, "ssh_port": None})
+        ns = argparse.Namespace(**{**vars(args), "topology": topo, "no_setup": False, "ssh_port": None})
+        prepared: list[Prepared] = []
         try:
-            p, vm = boot_vm(ns)
-        except HarnessError as e:
-            sections.append(Section(topo, "?", [], error=str(e)))
+            m = boot_machine(ns, baseline=True, on_prepared=prepared.append)
+        except HarnessError as e:  # a failed guest set-up still names the kernel it ran on
+            sections.append(Section(topo, prepared[0].kernel.release if prepared else "?", [], error=str(e)))
             continue
-        try:
-            setup = apply_guest_setup(vm, p.loaded.topology)
-            _baseline(vm, p.loaded.topology)
-            provisioned = [f"{pv.via} node {pv.node}: " + (f"{pv.bytes >> 20} MiB online" if pv.ok else pv.reason)
-                           for pv in setup.provisioned]
-            provisioned += [f"guest.private_nodes node {pn.node} (private_node= on the command line)"
-                            for pn in p.loaded.topology.guest.private_nodes]
-            verdicts = run_contract(vm, p.loaded.topology, roles=roles, say=lambda m: err.print(f"[dim]{escape(m)}[/dim]"))
-            sections.append(Section(topo, p.kernel.release, provisioned, verdicts))
-        except HarnessError as e:
-            sections.append(Section(topo, p.kernel.release, [], error=str(e)))
-        finally:
-            vm.shutdown()
+        with m:
+            p = m.prepared
+            try:
+                provisioned = [f"{pv.via} node {pv.node}: " + (f"{pv.bytes >> 20} MiB online" if pv.ok else pv.reason)
+                               for pv in m.setup.provisioned]
+                provisioned += [f"guest.private_nodes node {pn.node} (private_node= on the command line)"
+                                for pn in p.loaded.topology.guest.private_nodes]
+                verdicts = run_contract(m, p.loaded.topology, roles=roles,
+                                        say=lambda msg: err.print(f"[dim]{escape(msg)}[/dim]"))
+                sections.append(Section(topo, p.kernel.release, provisioned, verdicts))
+            except HarnessError as e:
+                sections.append(Section(topo, p.kernel.release, [], error=str(e)))
     text = markdown(sections)
     data = to_json(sections)
     if args.out:

@@ -91,7 +91,7 @@ def format_argv(argv: Sequence[str]) -> str:
 
 @command("qemu-cmd")
 def cmd_qemu_cmd(args: argparse.Namespace) -> int:
-    from harness.boot import backing_dir, tcg_thread_for
+    from harness.boot.prepare import backing_dir, tcg_thread_for
     from harness.qemu.limits import check_limits, host_memory
     from harness.qemu.preflight import find_binary, preflight
 

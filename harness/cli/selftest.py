@@ -28,8 +28,8 @@ from harness.errors import GuestCommandError, UsageError
 from harness.selftest.run import DEFAULT_TIMEOUT, Outcome, case_results, discover, run_suites
 
 if TYPE_CHECKING:
+    from harness.boot import Machine
     from harness.cli.boot import Steps
-    from harness.vm.machine import VM
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -62,7 +62,7 @@ def failure_output(o: Outcome, lines: int = 40) -> str:
 
 
 def cmd_selftest(args: argparse.Namespace) -> int:
-    from harness.cli.boot import boot_vm, steps
+    from harness.cli.boot import boot_machine, steps
 
     if args.kunit:
         return cmd_kunit(args)
@@ -72,20 +72,19 @@ def cmd_selftest(args: argparse.Namespace) -> int:
         raise UsageError("name a directory of tests or a test file (or use --kunit)")
     suites = [discover(Path(p)) for p in args.paths]  # fail before booting on a bad path
     n = sum(len(s.tests) for s in suites)
-    _, vm = boot_vm(args)
-    with vm:
+    with boot_machine(args) as m:
         with steps() as st:
-            guest_setup(vm, args, st)
+            guest_setup(m, args, st)
             st.step(f"running {n} selftest(s), up to {args.timeout:g} s each")
 
             def done(o: Outcome) -> None:
                 err.print(f"[{STYLE[o.status]}]{o.status:>4}[/] {o.suite}/{o.test} [dim]({o.seconds:.0f} s)[/dim]"
                           + (f" [dim]{escape(o.reason)}[/dim]" if o.reason else ""))
 
-            outcomes = run_suites(vm, [Path(p) for p in args.paths], timeout=args.timeout, say=st.detail,
+            outcomes = run_suites(m, [Path(p) for p in args.paths], timeout=args.timeout, say=st.detail,
                                   on_outcome=done)
             st.step("shutting down")
-            vm.shutdown()
+            m.shutdown()
     return report(outcomes, args)
 
 
@@ -108,32 +107,31 @@ def report(outcomes: Sequence[Outcome], args: argparse.Namespace, title: str = "
 
 
 def cmd_kunit(args: argparse.Namespace) -> int:
-    from harness.boot import KernelSpec, resolve_kernel
-    from harness.cli.boot import boot_vm, steps
+    from harness.boot.prepare import KernelSpec, resolve_kernel
+    from harness.cli.boot import boot_machine, steps
     from harness.kernel.config import read_config
     from harness.selftest import kunit
 
     kernel = resolve_kernel(KernelSpec.from_env(args.kernel, args.modules, args.kernel_tree, args.kernel_config))
     kunit.check_kernel(kernel, read_config(kernel) if kernel.config else None)  # before booting
     kunit.module_files(kernel, args.kunit_module or [])  # a module it lacks: an error before booting too
-    _, vm = boot_vm(args)
-    with vm:
+    with boot_machine(args) as m:
         with steps() as st:
-            guest_setup(vm, args, st)
+            guest_setup(m, args, st)
             st.step("KUnit results" + (f" (loading {', '.join(args.kunit_module)})" if args.kunit_module else ""))
-            outcomes = kunit.run_kunit(vm, kernel, args.paths, args.kunit_module or [], timeout=args.timeout,
+            outcomes = kunit.run_kunit(m, kernel, args.paths, args.kunit_module or [], timeout=args.timeout,
                                        say=st.detail)
             st.step("shutting down")
-            vm.shutdown()
+            m.shutdown()
     return report(outcomes, args, title="KUnit")
 
 
-def guest_setup(vm: VM, args: argparse.Namespace, st: Steps) -> None:
+def guest_setup(m: Machine, args: argparse.Namespace, st: Steps) -> None:
     """Run ``--guest-setup CMD`` once, before any test; a non-zero exit stops the run."""
     if not args.guest_setup:
         return
     st.step("guest set-up command")
-    r = vm.run(args.guest_setup, timeout=120)
+    r = m.run(args.guest_setup, timeout=120, check=False)
     if r.exit_status != 0:
         raise GuestCommandError(f"--guest-setup exited with status {r.exit_status}: {args.guest_setup}",
                                 detail=(r.stderr or r.stdout).strip() or None)

@@ -19,8 +19,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.cli.boot import (
+    boot_machine,
     boot_options,
-    boot_vm,
     guest_command,
     out,
     report_command_end,
@@ -30,8 +30,8 @@ from harness.cli.boot import (
 )
 from harness.errors import VMStateError
 from harness.paths import state_dir
-from harness.vm.machine import VM, read_state
-from harness.vm.state import STATE_FILE, make_private_dir, stop_recorded, vm_dir
+from harness.vm.attached import AttachedVM
+from harness.vm.state import STATE_FILE, make_private_dir, read_state, stop_recorded, vm_dir
 
 
 def stdin_for_guest() -> BinaryIO | None:
@@ -57,10 +57,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     make_private_dir(d)
     ok = False
     try:
-        p, vm = boot_vm(args, name=args.name, workdir=d, detach=True)
+        m = boot_machine(args, name=args.name, workdir=d, detach=True)
+        vm, p = m.vm, m.prepared
         (d / "meta.json").write_text(json.dumps({"topology": p.loaded.name, "kernel": p.kernel.origin,
                                                  "accel": p.accel.accel}) + "\n")
-        vm.close()
+        m.close()
         ok = True
     finally:
         if not ok:
@@ -80,19 +81,19 @@ def _no_such_vm(name: str) -> VMStateError:
                         else "start one with harness up TOPOLOGY --name NAME")
 
 
-def attach_vm(name: str) -> VM:
+def attach_vm(name: str) -> AttachedVM:
     """The background VM ``name`` (a checked name), attached; VMStateError if there is none."""
     d = vm_dir(name)
     if not (d / STATE_FILE).exists():
         raise _no_such_vm(name)
-    return VM.attach(d)
+    return AttachedVM.attach(d)
 
 
 def cmd_ssh(args: argparse.Namespace) -> int:
     vm = attach_vm(args.name)
     try:
         if args.cmd:
-            result = vm.run(guest_command(list(args.cmd)), timeout=args.timeout, on_output=stream_output,
+            result = vm.run(guest_command(list(args.cmd)), timeout=args.timeout, check=False, on_output=stream_output,
                             stdin=stdin_for_guest())
             return report_command_end(result)
         return vm.shell()

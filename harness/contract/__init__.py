@@ -7,7 +7,8 @@ running each check in a guest (:mod:`.run`), the isolation comparison (:mod:`.is
 the reviewer's report (:mod:`.report`).
 
 Must not know: pytest, the command line, QEMU. It talks to a guest only through an object with
-``run(command, timeout=..., check=...)`` (:class:`harness.plugin.machine.Machine` or a VM) and
+``run(command, timeout=..., check=...)`` (a :class:`harness.runner.GuestRunner`: a booted
+:class:`harness.boot.Machine` or a VM) and
 reads node classes through :mod:`harness.stats`, never a mask name of its own: the series renames
 them, ``harness/stats/node_masks.yaml`` follows.
 """

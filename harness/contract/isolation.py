@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from harness.guest import background, cgroup, node_memory, workloads
+from harness.runner import GuestRunner
 from harness.stats import Snapshot, snapshot
 
-from .run import Guest
 from .targets import no_private_reason
 
 MARGIN_MIB = 128
@@ -59,7 +59,7 @@ def _kernel(s: Snapshot, n: int) -> dict[str, int]:
     return {k: s.node(n).meminfo.get(k, 0) // 1024 for k in ("Slab", "PageTables", "KernelStack")}
 
 
-def hog(m: Guest, node: int, free_mib: int, *, wrap: str = "", timeout: float = 300) -> ModeResult:
+def hog(m: GuestRunner, node: int, free_mib: int, *, wrap: str = "", timeout: float = 300) -> ModeResult:
     """Run the workload (in the cgroup ``wrap`` joins, if given) and measure what lands on ``node``."""
     before = snapshot(m, boot_log=False)
     cmd = workloads.pressure("machine", f"total:{free_mib + MARGIN_MIB}", step_mib=16, hold_until_signal=True)
@@ -88,24 +88,24 @@ def _with(r: ModeResult, mode: str, label: str, notes: str = "") -> ModeResult:
                       r.kernel_parts, notes)
 
 
-def confine(m: Guest, mems: str) -> str:
+def confine(m: GuestRunner, mems: str) -> str:
     """A cpuset cgroup with ``cpuset.mems`` = ``mems`` holding every task that can move; a note."""
     moved, left = cgroup.parse_confine(m.run(cgroup.confine(CPUSET, mems), timeout=60).stdout)
     return f"cpuset.mems={mems}: {moved} tasks moved in, {left} left in the root (kernel threads cannot move)"
 
 
-def release(m: Guest) -> None:
+def release(m: GuestRunner) -> None:
     m.run(cgroup.release(CPUSET), timeout=60, check=False)
 
 
-def online_movable(m: Guest, node: int) -> str:
+def online_movable(m: GuestRunner, node: int) -> str:
     """Offline every block of ``node`` that can be, online it ``online_movable``; a note with the counts."""
     ok, bad = node_memory.parse_movable(m.run(node_memory.movable(node), timeout=300).stdout)
     return (f"{ok} of {ok + bad} memory blocks onlined movable" + (f"; {bad} could not be offlined (unmovable kernel "
             "pages on them, e.g. the node's own struct pages) and stay in their kernel zone" if bad else ""))
 
 
-def compare(m: Guest, node: int | None = None) -> Comparison:
+def compare(m: GuestRunner, node: int | None = None) -> Comparison:
     """Run (a)-(d) on the guest; ``node``: the memory-only node (default: the first one)."""
     s = snapshot(m)
     c = s.classes

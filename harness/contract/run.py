@@ -14,11 +14,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any
 
 from harness.guest import background, cgroup, node_memory, services, workloads
 from harness.guest.dmesg import cut_after_mark, mark_command
 from harness.guest.protocol import GUEST_RUN_DIR
+from harness.runner import GuestRunner
 from harness.stats import Snapshot, snapshot
 from harness.topology.model import Topology
 from harness.vm.problems import find_kernel_problems
@@ -43,16 +44,12 @@ CGROUP = f"{cgroup.ROOT}/nh-contract"
 _IDS = itertools.count(1)
 
 
-class Guest(Protocol):
-    def run(self, command: str, *, timeout: float = ..., check: bool = ...) -> Any: ...
-
-
-def start(m: Guest, command: str, timeout: float = 300) -> background.Started:
+def start(m: GuestRunner, command: str, timeout: float = 300) -> background.Started:
     """Start a holding guest program in the background; its pid and report once it has printed."""
     return background.start(m, command, timeout=timeout, name="contract")
 
 
-def stop(m: Guest, pid: int) -> None:
+def stop(m: GuestRunner, pid: int) -> None:
     background.stop(m, pid)
 
 
@@ -61,7 +58,7 @@ def _kernel_bytes(s: Snapshot, nid: int) -> int:
     return sum(mi.get(k, 0) for k in ("Slab", "PageTables", "KernelStack"))
 
 
-def pressure_sequence(m: Guest, ts: list[Target], before: Snapshot) -> list[V.Verdict]:
+def pressure_sequence(m: GuestRunner, ts: list[Target], before: Snapshot) -> list[V.Verdict]:
     """Hog the normal nodes, write page cache while it holds; isolation verdicts for every target."""
     nodes = [t.node for t in ts if t.node is not None]
     normal = [n for n in before.classes.nodes("cpu") if n not in nodes]
@@ -100,7 +97,7 @@ def pressure_sequence(m: Guest, ts: list[Target], before: Snapshot) -> list[V.Ve
     return out
 
 
-def node_checks(m: Guest, t: Target, s: Snapshot, orders: dict[int, list[int]],
+def node_checks(m: GuestRunner, t: Target, s: Snapshot, orders: dict[int, list[int]],
                 threads: dict[str, set[int]]) -> list[V.Verdict]:
     """Every check of one real target but the pressure sequence."""
     n = t.node
@@ -132,7 +129,7 @@ def _meminfo_pages(before: Snapshot, after: Snapshot, n: int, key: str) -> int:
 
 
 @contextmanager
-def _held_on(m: Guest, n: int, wrap: Callable[[str], str] = str, **options: Any) -> Iterator[tuple[int, int]]:
+def _held_on(m: GuestRunner, n: int, wrap: Callable[[str], str] = str, **options: Any) -> Iterator[tuple[int, int]]:
     """:data:`SERVICE_MIB` bound to node ``n`` by a ``place`` that holds them (its command line
     passed through ``wrap``): (pid, pages it placed on ``n``) while it holds; stopped after."""
     held_by = start(m, wrap(workloads.place(SERVICE_MIB, policy="bind", nodes=[n], hold_until_signal=True,
@@ -145,7 +142,7 @@ def _held_on(m: Guest, n: int, wrap: Callable[[str], str] = str, **options: Any)
         stop(m, pid)
 
 
-def service_checks(m: Guest, t: Target) -> list[V.Verdict]:
+def service_checks(m: GuestRunner, t: Target) -> list[V.Verdict]:
     """mlock, MADV_COLD, MADV_PAGEOUT, memory.reclaim, KSM and compaction, each on
     :data:`SERVICE_MIB` placed on the node by mbind: did the service act on them?"""
     n = t.node
@@ -225,7 +222,7 @@ def service_checks(m: Guest, t: Target) -> list[V.Verdict]:
     return sorted(out, key=lambda v: order.index(v.promise))
 
 
-def _reclaim(m: Guest, t: Target) -> V.Verdict:
+def _reclaim(m: GuestRunner, t: Target) -> V.Verdict:
     """memory.reclaim of a cgroup whose one process holds pages on the node (swap on)."""
     n = t.node
     assert n is not None
@@ -243,18 +240,18 @@ def _reclaim(m: Guest, t: Target) -> V.Verdict:
                      f"holding {placed} pages on node {n}: {left} still there{said}", still_on_node=left)
 
 
-def _kernel_reports_since(m: Guest, mark: str) -> list:
+def _kernel_reports_since(m: GuestRunner, mark: str) -> list:
     """Kernel problems (WARN, BUG ...) printed after the dmesg ``mark``."""
     return find_kernel_problems(cut_after_mark(m.run("dmesg", timeout=60, check=False).stdout, mark))
 
 
-def _mark(m: Guest, what: str) -> str:
+def _mark(m: GuestRunner, what: str) -> str:
     mark = f"contract {what} {next(_IDS)}"
     m.run(mark_command(mark), timeout=30, check=False)
     return mark
 
 
-def lifecycle_checks(m: Guest, t: Target) -> list[V.Verdict]:
+def lifecycle_checks(m: GuestRunner, t: Target) -> list[V.Verdict]:
     """The node's driver unbound and rebound :data:`REBIND_CYCLES` times; then its memory offlined
     with pages in use, every write under :data:`OFFLINE_LIMIT_S`, and onlined again."""
     n = t.node
@@ -294,7 +291,7 @@ def expected_private(t: Topology | None) -> list[int]:
                   | {p.node for p in t.guest.provision if p.via != "memmap-kmem"})
 
 
-def run_contract(m: Guest, topology: Topology | None = None, *, roles: Iterable[str] = ("private", "control"),
+def run_contract(m: GuestRunner, topology: Topology | None = None, *, roles: Iterable[str] = ("private", "control"),
                  say: Callable[[str], None] | None = None) -> list[V.Verdict]:
     """Every promise for every target of the guest (of the given roles), in :data:`PROMISES` order."""
     say = say or (lambda _m: None)

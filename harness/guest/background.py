@@ -16,8 +16,10 @@ import math
 import shlex
 from dataclasses import dataclass
 
+from harness.runner import GuestRunner
+
 from .protocol import GUEST_RUN_DIR, HOLD
-from .workloads import Result, Runs, WorkloadError, parse, parse_pressure_progress
+from .workloads import Result, WorkloadError, parse, parse_pressure_progress
 
 #: How long ``hold stop`` waits for the program to be gone.
 STOP_TIMEOUT_S = 60
@@ -82,14 +84,14 @@ class Started:
     report: Result
 
 
-def launch(guest: Runs, command: str, *, timeout: float = 300, name: str = "bg") -> Launch:
+def launch(guest: GuestRunner, command: str, *, timeout: float = 300, name: str = "bg") -> Launch:
     """Start ``command`` in the background and wait up to ``timeout`` s for its report or its end."""
     prefix = f"{GUEST_RUN_DIR}/{name}-{next(_IDS)}"
     r = guest.run(start_command(prefix, command, timeout), timeout=timeout + 60)
     return parse_start(command, r.stdout)
 
 
-def start(guest: Runs, command: str, *, timeout: float = 300, name: str = "bg") -> Started:
+def start(guest: GuestRunner, command: str, *, timeout: float = 300, name: str = "bg") -> Started:
     """Start a holding program; once it has reported, its pid and report.
 
     Raises WorkloadError if it exits first or does not report within ``timeout`` s (it is then killed).
@@ -104,6 +106,6 @@ def start(guest: Runs, command: str, *, timeout: float = 300, name: str = "bg") 
                         detail=(got.out + got.err)[-2000:])
 
 
-def stop(guest: Runs, pid: int, *, timeout: float = STOP_TIMEOUT_S) -> None:
+def stop(guest: GuestRunner, pid: int, *, timeout: float = STOP_TIMEOUT_S) -> None:
     """SIGTERM a held program and wait (``timeout`` s at most) until it is gone."""
     guest.run(stop_command(pid, timeout), timeout=timeout + 30)

@@ -55,6 +55,7 @@ from typing import Any
 
 from harness.errors import GuestCommandError
 from harness.guest.protocol import CXL_SETUP, GUEST_RUN_DIR, MAX_COMMAND_BYTES, PROVISION
+from harness.runner import GuestRunner
 from harness.topology.cxltree import CxlTree
 from harness.topology.model import Provision, Region, Topology
 from harness.topology.provision import CXL_DRIVERS, provision_range
@@ -305,8 +306,8 @@ def _tail(text: str, n: int = 20) -> str:
 # --------------------------------------------------------------------------
 
 
-def apply_guest_setup(vm: Any, t: Topology, timeout: float = 120) -> SetupResult:
-    """Run ``cxl-setup`` with :func:`setup_plan` in ``vm`` (a started VM) and parse its result.
+def apply_guest_setup(vm: GuestRunner | None, t: Topology, timeout: float = 120) -> SetupResult:
+    """Run ``cxl-setup`` with :func:`setup_plan` in ``vm`` (a booted guest) and parse its result.
 
     Returns an empty SetupResult, running nothing, when ``t`` asks for no
     set-up. Raises GuestSetupError (a GuestCommandError) naming the failed
@@ -314,10 +315,11 @@ def apply_guest_setup(vm: Any, t: Topology, timeout: float = 120) -> SetupResult
     """
     if not has_setup(t):
         return SetupResult()
+    assert vm is not None
     result = _cxl_setup(vm, t, timeout) if t.guest.regions or t.guest.demotion is not None else SetupResult()
     if not t.guest.provision:
         return result
-    r = vm.run(setup_command(provision_plan(t), PROVISION, PROVISION_PLAN_PATH), timeout=timeout)
+    r = vm.run(setup_command(provision_plan(t), PROVISION, PROVISION_PLAN_PATH), timeout=timeout, check=False)
     if r.exit_status != 0:
         raise _failed(r, "node provisioning")
     return SetupResult(regions=result.regions, provisioned=parse_provision_output(r.stdout), memdevs=result.memdevs,
@@ -335,8 +337,8 @@ def _failed(r: Any, what: str) -> GuestSetupError:
     return GuestSetupError(f"{what} exited with status {r.exit_status}", detail=detail)
 
 
-def _cxl_setup(vm: Any, t: Topology, timeout: float) -> SetupResult:
-    r = vm.run(setup_command(setup_plan(t)), timeout=timeout)
+def _cxl_setup(vm: GuestRunner, t: Topology, timeout: float) -> SetupResult:
+    r = vm.run(setup_command(setup_plan(t)), timeout=timeout, check=False)
     if r.exit_status != 0:
         error = _failed(r, "guest set-up")
         if error.step is None and r.exit_status == 127:

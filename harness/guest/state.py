@@ -21,6 +21,11 @@ import shlex
 from dataclasses import dataclass, fields, replace
 
 from harness.errors import GuestCommandError
+from harness.guest.protocol import GUEST_BIN_DIR
+from harness.topology.model import Topology
+
+#: Where the guest-state program is in the image.
+GUEST_STATE_PROGRAM = f"{GUEST_BIN_DIR}/guest-state"
 
 #: Keep the kernel's current value.
 KEEP = "keep"
@@ -73,6 +78,12 @@ class GuestState:
 
 #: Before every test: no NUMA balancing, no THP (exact 4 KiB page counts); demotion as the topology set it.
 BASELINE = GuestState()
+
+
+def baseline_for(t: Topology) -> GuestState:
+    """The state a booted machine of ``t`` is put in (and every test starts from): :data:`BASELINE`
+    with demotion as the topology's ``guest.demotion`` says, else off."""
+    return GuestState.of(demotion=bool(t.guest.demotion))
 
 
 def state_args(state: GuestState, *, mark: str | None = None, kill_programs: bool = True) -> list[str]:

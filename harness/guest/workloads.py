@@ -25,10 +25,11 @@ import json
 import shlex
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from harness.errors import HarnessError
 from harness.guest.protocol import GUEST_TESTS_DIR
+from harness.runner import GuestRunner
 
 #: Where the image builder puts the programs in the guest (the image's guest-tests dir).
 PROGRAMS_DIR = GUEST_TESTS_DIR
@@ -457,16 +458,10 @@ def pressure(target: str, until: str, *, step_mib: int = 16, policy: str | None 
 # --------------------------------------------------------------------------- running
 
 
-class Runs(Protocol):
-    """Anything that runs a shell command in the guest (the VM)."""
-
-    def run(self, command: str, *, timeout: float = ...) -> Any: ...
-
-
-def run(guest: Runs, command: str, *, timeout: float = 120) -> Result:
+def run(guest: GuestRunner, command: str, *, timeout: float = 120) -> Result:
     """Run a command line built here and parse its output. Exit 2 (usage) or any other
     non-zero exit raises WorkloadError with the program's stderr."""
-    r = guest.run(command, timeout=timeout)
+    r = guest.run(command, timeout=timeout, check=False)
     if r.exit_status != 0:
         raise WorkloadError(f"guest program exited with status {r.exit_status}: {command}",
                             hint="exit 2 is a usage error" if r.exit_status == 2 else None,

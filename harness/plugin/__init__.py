@@ -21,7 +21,7 @@ Markers
         other kernel problem during a test fails it.
 
 Fixtures
-    ``vm``     the :class:`~harness.plugin.machine.Machine` of the test's topology,
+    ``vm``     the booted :class:`~harness.boot.Machine` of the test's topology,
                in the baseline state, with ``dmesg`` marked at the test's start.
     ``guest``  runs guest programs and returns their parsed results.
     ``stats``  node statistics: snapshots and deltas (one SSH round trip each).

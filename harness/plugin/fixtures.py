@@ -9,12 +9,12 @@ from typing import Any, TypeVar
 
 import pytest
 
+from harness.boot import Machine
 from harness.errors import HarnessError
 from harness.guest import background, workloads
 from harness.guest.background import Started
 from harness.guest.state import GuestState
 from harness.plugin.hooks import MACHINE, MARK, PROBLEMS_BEFORE, STATS, pool
-from harness.plugin.machine import Machine
 from harness.plugin.pool import VMPool
 from harness.stats import Delta, Snapshot, snapshot
 
@@ -26,12 +26,6 @@ R = TypeVar("R")
 def numa_harness_pool(pytestconfig: pytest.Config) -> VMPool:
     """The session's VMs, one per topology (booted on first use, shut down at the end)."""
     return pool(pytestconfig)
-
-
-def _baseline(m: Machine) -> GuestState:
-    """The state every test starts from: no balancing, no THP, demotion as the topology says (else off)."""
-    demotion = m.topology.guest.demotion
-    return GuestState.of(demotion=bool(demotion))
 
 
 @pytest.fixture
@@ -54,7 +48,7 @@ def vm(request: pytest.FixtureRequest, numa_harness_pool: VMPool) -> Iterator[Ma
             pytest.skip(f"the guest kernel has no node mask {', '.join(missing)} "
                         f"(it has {', '.join(sorted(n for n in have if n.startswith('has_')))})")
     wanted = item.get_closest_marker("guest_state")
-    state = GuestState.of(_baseline(m), **wanted.kwargs) if wanted else _baseline(m)
+    state = GuestState.of(m.baseline, **wanted.kwargs) if wanted else m.baseline
     mark = f"pytest begin {next(_COUNTER)} {item.nodeid}"
     try:
         m.apply_state(state, mark=mark)
@@ -62,11 +56,11 @@ def vm(request: pytest.FixtureRequest, numa_harness_pool: VMPool) -> Iterator[Ma
         pytest.fail(f"numa-harness: {e}", pytrace=False)
     item.stash[MACHINE] = m
     item.stash[MARK] = mark
-    item.stash[PROBLEMS_BEFORE] = (len(m.problems()), len(m.vm.oom_kills()))
+    item.stash[PROBLEMS_BEFORE] = (len(m.problems()), len(m.oom_kills()))
     yield m
 
 
-class Guest:
+class GuestPrograms:
     """Runs the guest programs on the test's machine and returns their typed reports.
 
     Each method takes the keyword arguments of the command-line builder of the
@@ -110,16 +104,16 @@ class Guest:
         background.stop(self.machine, pid)
 
     def _run(self, command: str, kind: type[R], timeout: float) -> R:
-        result = workloads.run(self.machine.vm, command, timeout=timeout)
+        result = workloads.run(self.machine, command, timeout=timeout)
         if not isinstance(result, kind):
             raise workloads.WorkloadError(f"expected a {kind.__name__}, the program printed a {type(result).__name__}")
         return result
 
 
 @pytest.fixture
-def guest(vm: Machine) -> Guest:
+def guest(vm: Machine) -> GuestPrograms:
     """Guest programs on the test's machine, returning their reports."""
-    return Guest(vm)
+    return GuestPrograms(vm)
 
 
 class Stats:
@@ -136,7 +130,7 @@ class Stats:
 
     def snapshot(self, pid: int | None = None, cgroup: str | None = None, *, cxl: bool = False) -> Snapshot:
         """Every NUMA statistic of the guest now (counters folded first)."""
-        return snapshot(self.machine.vm, pid=pid, cgroup=cgroup, cxl=cxl)
+        return snapshot(self.machine, pid=pid, cgroup=cgroup, cxl=cxl)
 
     def delta(self, since: Snapshot | None = None) -> Delta:
         """What changed from ``since`` (default: the test's start) to now."""

@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 
-from harness.boot import KernelSpec
+from harness.boot import KernelSpec, Machine
 from harness.errors import HarnessError
-from harness.plugin.machine import Machine
 from harness.plugin.pool import PoolOptions, VMPool
 from harness.plugin.problems import unexpected_problems
 
@@ -121,7 +120,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     marker = item.get_closest_marker("expect_kernel_problem")
     expected = set(marker.args) if marker else set()
     strict = bool(marker.kwargs.get("strict", True)) if marker else False
-    message = unexpected_problems(m.problems()[problems_before:], m.vm.oom_kills()[ooms_before:], expected,
+    message = unexpected_problems(m.problems()[problems_before:], m.oom_kills()[ooms_before:], expected,
                                   strict=strict)
     if message:
         pytest.fail(message, pytrace=False)
@@ -134,7 +133,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     m = item.stash.get(MACHINE, None)
     if m is None or not report.failed or report.when == "teardown":
         return report
-    m.failed_tests.append(item.nodeid)
+    pool(item.config).note_failure(m, item.nodeid)
     tail = m.console_tail(40)
     if tail:
         report.sections.append(("numa-harness: console tail", f"{tail}\n(console log: {m.console_log})"))

@@ -1,8 +1,8 @@
 """One booted VM per topology per test session, booted when a test first needs it.
 
 :class:`VMPool` owns the session's VMs. ``machine(ref)`` returns the
-:class:`~harness.plugin.machine.Machine` for a topology (a preset name or a
-YAML path), booting and setting it up on first use; the same VM serves every
+:class:`~harness.boot.Machine` for a topology (a preset name or a
+YAML path), booted by :func:`harness.boot.boot` on first use; the same VM serves every
 later test of that topology. A VM that died (a panic, QEMU killed) is
 dropped and the next test gets a fresh one. A topology whose boot failed is
 remembered, so its other tests fail at once with the same message instead
@@ -20,15 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.boot import KernelSpec, prepare, resolve_kernel
+from harness.boot import KernelSpec, Machine, boot
+from harness.boot.prepare import resolve_kernel
 from harness.errors import HarnessError
-from harness.guest.setup import apply_guest_setup
 from harness.kernel.config import parse_config
 from harness.kernel.model import Kernel
 from harness.paths import state_dir
-from harness.plugin.machine import Machine
 from harness.topology import resolve
-from harness.vm.machine import VM
 
 
 @dataclass(frozen=True)
@@ -53,6 +51,7 @@ class VMPool:
         self._say = say or (lambda _m: None)
         self._machines: dict[Path, Machine] = {}
         self._failures: dict[Path, HarnessError] = {}
+        self._failed_tests: dict[int, list[str]] = {}  # id(machine) -> the failed tests it served
         self._kernel: Kernel | None = None
         self._config: dict[str, str] | None = None
 
@@ -110,25 +109,25 @@ class VMPool:
     def _boot(self, path: Path) -> Machine:
         t0 = time.monotonic()
         o = self.options
-        p = prepare(path, kernel=o.kernel, accel=o.accel, qemu=o.qemu, detach=o.keep_on_failure,
-                    name=f"pytest-{path.stem}", progress=None)
-        vm = VM(p.spec)
-        vm.start()
-        try:
-            setup = apply_guest_setup(vm, p.loaded.topology)
-        except BaseException:
-            vm.shutdown()
-            raise
+        # baseline=False: the vm fixture puts the guest in its state before each test, marking dmesg
+        m = boot(path, kernel=o.kernel, accel=o.accel, qemu=o.qemu, detach=o.keep_on_failure,
+                 name=f"pytest-{path.stem}", baseline=False)
+        p = m.prepared
         self._say(f"numa-harness: booted {p.loaded.name} in {time.monotonic() - t0:.1f} s "
-                  f"(kernel {p.kernel.release}, accel {p.accel.accel}, {len(setup.regions)} CXL regions)")
-        return Machine(name=p.loaded.name, prepared=p, vm=vm, setup=setup)
+                  f"(kernel {p.kernel.release}, accel {p.accel.accel}, {len(m.setup.regions)} CXL regions)")
+        return m
+
+    def note_failure(self, m: Machine, test: str) -> None:
+        """Record that ``m`` served the failed test ``test`` (``keep_on_failure`` keeps it running)."""
+        self._failed_tests.setdefault(id(m), []).append(test)
 
     def discard(self, m: Machine) -> None:
         """Shut ``m`` down and forget it."""
         for key, have in list(self._machines.items()):
             if have is m:
                 del self._machines[key]
-        m.vm.shutdown()
+        self._failed_tests.pop(id(m), None)
+        m.shutdown()
 
     def machines(self) -> list[Machine]:
         """The VMs booted so far."""
@@ -138,13 +137,15 @@ class VMPool:
         """Shut every VM down (or keep the failed ones); lines to tell the user."""
         notes = []
         for m in self.machines():
-            if self.options.keep_on_failure and m.failed_tests and m.running:
+            failed = self._failed_tests.get(id(m), [])
+            if self.options.keep_on_failure and failed and m.running:
                 d = state_dir() / f"pytest-{m.name}"
                 m.vm.write_state(d)
-                m.vm.close()
-                notes.append(f"numa-harness: kept the {m.name} VM for {len(m.failed_tests)} failed test(s): "
+                m.close()
+                notes.append(f"numa-harness: kept the {m.name} VM for {len(failed)} failed test(s): "
                              f"harness ssh pytest-{m.name}   (harness down pytest-{m.name} when done)")
             else:
-                m.vm.shutdown()
+                m.shutdown()
         self._machines.clear()
+        self._failed_tests.clear()
         return notes

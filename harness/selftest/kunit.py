@@ -39,8 +39,9 @@ from harness.image.cpio import read_source
 from harness.image.modules import close_modules, module_name, parse_builtin, parse_modules_dep
 from harness.kernel.model import Kernel
 from harness.resources import selftest_files_dir
+from harness.runner import GuestRunner
 from harness.selftest.ktap import KtapReport, KtapResult, parse_ktap
-from harness.selftest.run import DEFAULT_TIMEOUT, Guest, Outcome, upload_commands, verdict
+from harness.selftest.run import DEFAULT_TIMEOUT, Outcome, upload_commands, verdict
 
 GUEST_DIR = "/tmp/nh-kunit"
 MARK = "numa-harness-kunit: "
@@ -288,7 +289,7 @@ def kunit_modules(kernel: Kernel) -> list[str]:
     return sorted(out)
 
 
-def read_results(guest: Guest, kernel: Kernel, modules: Sequence[str] = (), *, timeout: float = DEFAULT_TIMEOUT,
+def read_results(guest: GuestRunner, kernel: Kernel, modules: Sequence[str] = (), *, timeout: float = DEFAULT_TIMEOUT,
                  say: Callable[[str], None] | None = None) -> KunitOutput:
     """Load ``modules`` in the guest (their suites run) and read every suite's results.
 
@@ -301,21 +302,22 @@ def read_results(guest: Guest, kernel: Kernel, modules: Sequence[str] = (), *, t
         say(f"copying kunit.sh{' and ' + str(len(files)) + ' module(s)' if files else ''} into the guest")
     for cmd in [f"rm -rf {GUEST_DIR} && mkdir -p {GUEST_DIR}", *upload_commands(data, f"{GUEST_DIR}.tar.gz"),
                 f"tar -xzf {GUEST_DIR}.tar.gz -C {GUEST_DIR} && rm -f {GUEST_DIR}.tar.gz"]:
-        r = guest.run(cmd, timeout=60)
-        if r.exit_status != 0:  # type: ignore[attr-defined]
-            raise GuestCommandError(f"copying KUnit files into the guest failed: {r.stderr.strip()}")  # type: ignore[attr-defined]
+        r = guest.run(cmd, timeout=60, check=False)
+        if r.exit_status != 0:
+            raise GuestCommandError(f"copying KUnit files into the guest failed: {r.stderr.strip()}")
     order = [n.removesuffix(".ko") for n in files]
     if say:
         say("loading " + ", ".join(order) if order else f"reading {DEBUGFS}")
-    r = guest.run(f"sh {GUEST_DIR}/kunit.sh {GUEST_DIR} {' '.join(order)} 2>&1", timeout=timeout * (1 + len(order)))
-    out = parse_output(r.stdout)  # type: ignore[attr-defined]
+    r = guest.run(f"sh {GUEST_DIR}/kunit.sh {GUEST_DIR} {' '.join(order)} 2>&1", timeout=timeout * (1 + len(order)),
+                  check=False)
+    out = parse_output(r.stdout)
     if out.no_debugfs:
         raise KernelError(f"{kernel.origin}: the guest has no {DEBUGFS} (no KUnit, or CONFIG_KUNIT_DEBUGFS is not set)",
                           hint=NO_KUNIT_HINT)
     return out
 
 
-def run_kunit(guest: Guest, kernel: Kernel, globs: Sequence[str] = (), modules: Sequence[str] = (), *,
+def run_kunit(guest: GuestRunner, kernel: Kernel, globs: Sequence[str] = (), modules: Sequence[str] = (), *,
               timeout: float = DEFAULT_TIMEOUT, say: Callable[[str], None] | None = None) -> list[KunitOutcome]:
     """:func:`read_results`, then one outcome per suite matching ``globs`` (every suite if none).
 

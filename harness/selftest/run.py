@@ -28,10 +28,10 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from harness.errors import GuestCommandError, HarnessError
 from harness.resources import selftest_files_dir
+from harness.runner import GuestRunner
 from harness.selftest.ktap import KtapReport, KtapResult, parse_ktap
 
 #: kselftest's default per-test limit (tools/testing/selftests/kselftest/runner.sh).
@@ -43,10 +43,6 @@ GUEST_ROOT = "/tmp/nh-selftests"
 TRAILER = re.compile(r"^numa-harness-selftest: exit=(\d+) seconds=(\d+) timed_out=([01])\s*$")
 #: Files an installed kselftest tree has that are not tests.
 NOT_TESTS = {"run_kselftest.sh", "kselftest-list.txt", "settings", "config", "Makefile"}
-
-
-class Guest(Protocol):
-    def run(self, command: str, *, timeout: float = ..., check: bool = ...) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -193,12 +189,12 @@ def discover(path: Path) -> Suite:
     return Suite(path, tuple(tests))
 
 
-def _run(guest: Guest, command: str, timeout: float) -> tuple[int, str, str]:
-    r = guest.run(command, timeout=timeout)
-    return r.exit_status, r.stdout, r.stderr  # type: ignore[attr-defined]
+def _run(guest: GuestRunner, command: str, timeout: float) -> tuple[int, str, str]:
+    r = guest.run(command, timeout=timeout, check=False)
+    return r.exit_status, r.stdout, r.stderr
 
 
-def send(guest: Guest, suite: Suite, say: Callable[[str], None] | None = None) -> str:
+def send(guest: GuestRunner, suite: Suite, say: Callable[[str], None] | None = None) -> str:
     """Copy the suite into the guest; returns its directory there."""
     data = bundle(suite)
     dest = f"{GUEST_ROOT}/{suite.name}.tar.gz"
@@ -219,7 +215,7 @@ def send(guest: Guest, suite: Suite, say: Callable[[str], None] | None = None) -
     return f"{GUEST_ROOT}/{suite.name}"
 
 
-def run_one(guest: Guest, suite: Suite, where: str, test: str, timeout: float) -> Outcome:
+def run_one(guest: GuestRunner, suite: Suite, where: str, test: str, timeout: float) -> Outcome:
     """Run one test of a sent suite; never raises for the test's own failure."""
     sub, _, name = test.rpartition("/")
     cmd = (f"sh {GUEST_ROOT}/run-one.sh {int(timeout)} {shlex.quote(where + ('/' + sub if sub else ''))} "
@@ -233,7 +229,7 @@ def run_one(guest: Guest, suite: Suite, where: str, test: str, timeout: float) -
     return Outcome(suite.name, test, status, timed_out, seconds, body, parse_ktap(body))
 
 
-def run_suites(guest: Guest, paths: Sequence[Path], *, timeout: float = DEFAULT_TIMEOUT,
+def run_suites(guest: GuestRunner, paths: Sequence[Path], *, timeout: float = DEFAULT_TIMEOUT,
                say: Callable[[str], None] | None = None,
                on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
     """Send each directory, run its tests in order, return every outcome.

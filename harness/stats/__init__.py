@@ -6,20 +6,22 @@ guest kernel prints (:mod:`.parse`), the typed :class:`Snapshot` (:mod:`.model`)
 (:mod:`.delta`), the cxl/daxctl JSON (:mod:`.cxl`), and node classes from the node-mask table ``node_masks.yaml`` (:mod:`.classes`).
 
 Must not know: SSH, QEMU, topologies. It parses text; to take a snapshot it needs only something
-with ``run(command, timeout=...)`` returning a result with ``.stdout`` and ``.exit_status``
-(a :class:`harness.vm.machine.VM`, or anything shaped like one).
+with ``run(command, timeout=..., check=...)`` (a :class:`harness.runner.GuestRunner`: a booted
+machine, a VM, or anything shaped like one).
 """
 
 from __future__ import annotations
 
+from harness.runner import GuestRunner
+
 from .classes import NodeClass, NodeClasses, classify_masks
-from .collect import DEFAULT_TIMEOUT, Runner, collect
+from .collect import DEFAULT_TIMEOUT, collect
 from .delta import Delta, Level, NodeDelta, counter_kind, vmstat_kind
 from .model import NodeStats, Snapshot, from_dump
 from .parse import StatsError
 
 
-def snapshot(vm: Runner, pid: int | None = None, cgroup: str | None = None, *, cxl: bool = False,
+def snapshot(vm: GuestRunner, pid: int | None = None, cgroup: str | None = None, *, cxl: bool = False,
              daxctl: bool = False, boot_log: bool = True, timeout: float = DEFAULT_TIMEOUT) -> Snapshot:
     """Read every NUMA statistic of the guest in one round trip (counters folded first).
 

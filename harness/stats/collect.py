@@ -7,22 +7,16 @@ The guest side is ``harness/guest/files/snapshot.sh`` (POSIX sh), which the imag
 from __future__ import annotations
 
 import shlex
-from typing import Any, Protocol
 
 from harness.errors import GuestCommandError
 from harness.guest.protocol import GUEST_BIN_DIR, guest_bin_name
+from harness.runner import GuestRunner
 
 #: The snapshot program in the image (every non-init guest file lands in GUEST_BIN_DIR, without ``.sh``).
 IN_IMAGE = f"{GUEST_BIN_DIR}/{guest_bin_name('snapshot.sh')}"
 
 #: A snapshot reads a few hundred small files; under TCG on a loaded host this stays well below.
 DEFAULT_TIMEOUT = 60.0
-
-
-class Runner(Protocol):
-    """Anything that runs a guest command line: ``harness.vm.machine.VM`` or a test double of it."""
-
-    def run(self, command: str, *, timeout: float = ...) -> Any: ...
 
 
 def snapshot_args(*, pid: int | None = None, cgroup: str | None = None, cxl: bool = False,
@@ -46,11 +40,11 @@ def snapshot_command(args: list[str]) -> str:
     return shlex.join([IN_IMAGE, *args])
 
 
-def collect(runner: Runner, *, pid: int | None = None, cgroup: str | None = None, cxl: bool = False,
+def collect(runner: GuestRunner, *, pid: int | None = None, cgroup: str | None = None, cxl: bool = False,
             daxctl: bool = False, boot_log: bool = True, timeout: float = DEFAULT_TIMEOUT) -> str:
     """Run the snapshot script in the guest; its raw text (checked complete)."""
     args = snapshot_args(pid=pid, cgroup=cgroup, cxl=cxl, daxctl=daxctl, boot_log=boot_log)
-    result = runner.run(snapshot_command(args), timeout=timeout)
+    result = runner.run(snapshot_command(args), timeout=timeout, check=False)
     text: str = result.stdout
     if result.exit_status != 0 or not text.rstrip().endswith("@@ end"):
         raise GuestCommandError(f"the guest's statistics snapshot failed (exit status {result.exit_status})",

@@ -21,7 +21,7 @@ Backend = Literal["ram", "memfd", "file"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class Machine:
+class MachineSettings:
     """The machine as a whole."""
 
     smp: int = fld("number of vCPUs; every node's cpus must be below this", 2)
@@ -239,7 +239,7 @@ class Provision:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Guest:
+class GuestSetup:
     """What to set up in the guest after boot."""
 
     regions: list[Region] = fld("CXL regions to create and online", [])
@@ -271,14 +271,14 @@ class Topology:
     """A whole emulated machine."""
 
     description: str = fld("one line saying what the topology models")
-    machine: Machine = fld("machine-wide settings", Machine())
+    machine: MachineSettings = fld("machine-wide settings", MachineSettings())
     nodes: list[Node] = fld("NUMA nodes (SRAT)")
     slit: Slit | None = fld("SLIT distances", None)
     hmat: Hmat | None = fld("HMAT latency/bandwidth/caches", None)
     cxl: Cxl | None = fld("CXL topology", None)
     pci_devices: list[PciDevice] = fld("extra PCI devices", [])
     generic_initiators: list[GenericInitiator] = fld("generic initiators", [])
-    guest: Guest = fld("guest set-up after boot", Guest())
+    guest: GuestSetup = fld("guest set-up after boot", GuestSetup())
     expect: Expect | None = fld("what the guest should report", None)
     requires: list[str] = fld("guest kernel features beyond stock, e.g. private-nodes (tests skip on a kernel without them)", [])
 

@@ -15,17 +15,15 @@ import re
 
 import pytest
 
-from harness.boot import prepare
+from harness.boot import boot
 from harness.guest import workloads as w
-from harness.vm.machine import VM
 
 pytestmark = [pytest.mark.live, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
 def vm():
-    p = prepare("memory-only", accel="tcg")
-    with VM(p.spec) as v:
+    with boot("memory-only", accel="tcg", baseline=False) as v:
         v.run("echo 0 > /proc/sys/kernel/numa_balancing", timeout=30, check=True)
         assert v.run("cat /proc/sys/kernel/numa_balancing", timeout=30).stdout.strip() == "0"
         yield v

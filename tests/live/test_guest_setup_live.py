@@ -1,7 +1,7 @@
 """Guest set-up on a real guest: CXL regions created, committed and onlined as the topology says.
 
 One boot per preset (TCG: CXL memory onlined as RAM is only reliable under
-TCG). After :func:`apply_guest_setup`, what the guest kernel reports is
+TCG). After :func:`harness.boot.boot` ran :func:`apply_guest_setup`, what the guest kernel reports is
 read back independently of the script: region ``commit``/``size`` in the
 CXL sysfs, the new node's MemTotal, ``has_memory``, memory tiers, the dax
 device's driver, and each region position's memdev sitting under the host
@@ -12,24 +12,22 @@ from __future__ import annotations
 
 import pytest
 
-from harness.boot import prepare
+from harness.boot import Machine, boot
 from harness.guest.setup import GuestSetupError, SetupResult, apply_guest_setup, region_size
 from harness.stats import snapshot
 from harness.topology.model import Topology
-from harness.vm.machine import VM
 
 pytestmark = [pytest.mark.live, pytest.mark.timeout(600)]
 
 PRESETS = ["cxl-single", "cxl-interleave", "cxl-switch", "cxl-pmem"]
 
 
-def boot(preset: str) -> tuple[Topology, VM]:
-    """The VM the CLI would boot for ``preset``, under TCG."""
-    p = prepare(preset, accel="tcg")
-    return p.loaded.topology, VM(p.spec)
+def booted(preset: str) -> Machine:
+    """The machine the CLI would boot for ``preset`` (its guest set up), under TCG."""
+    return boot(preset, accel="tcg", baseline=False)
 
 
-def guest_state(vm: VM, res: SetupResult) -> dict[str, dict[str, str]]:
+def guest_state(vm: Machine, res: SetupResult) -> dict[str, dict[str, str]]:
     """Per region and per memdev: key=value facts read straight from sysfs."""
     cmd = []
     for r in res.regions:
@@ -57,9 +55,8 @@ def host_bridge_bus(t: Topology, device: str) -> int:
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_regions_created_and_onlined(preset):
-    t, vm = boot(preset)
-    with vm:  # entering boots it
-        res = apply_guest_setup(vm, t)
+    with booted(preset) as vm:
+        t, res = vm.topology, vm.setup
         g = snapshot(vm, boot_log=False)
         state = guest_state(vm, res)
         if preset == "cxl-single":
@@ -155,9 +152,8 @@ guest:
 def test_cascaded_switches_movable_and_devdax(tmp_path):
     path = tmp_path / "cascade.yaml"
     path.write_text(CASCADE)
-    t, vm = boot(str(path))
-    with vm:
-        res = apply_guest_setup(vm, t)
+    with booted(str(path)) as vm:
+        res = vm.setup
         g = snapshot(vm, boot_log=False)
         state = guest_state(vm, res)
         extra = vm.run("cat /sys/kernel/mm/numa/demotion_enabled /sys/devices/system/memory/auto_online_blocks; "

@@ -21,29 +21,25 @@ from pathlib import Path
 
 import pytest
 
-from harness.boot import prepare
+from harness.boot import Machine, boot
 from harness.guest.expect import mismatches
-from harness.guest.setup import apply_guest_setup
 from harness.guest.workloads import PROGRAMS_DIR
 from harness.stats import snapshot
-from harness.vm.machine import VM
 
 pytestmark = [pytest.mark.live, pytest.mark.timeout(900)]
 
 TWO_SWITCH = Path(__file__).parent / "topologies" / "two-switch-4cpu.yaml"
 
 
-def region_facts(vm: VM, name: str) -> dict[str, str]:
+def region_facts(vm: Machine, name: str) -> dict[str, str]:
     out = vm.run(f"cd /sys/bus/cxl/devices/{name} && for f in commit interleave_ways interleave_granularity size; "
                  "do echo $f=$(cat $f); done", timeout=60, check=True).stdout
     return dict(line.split("=", 1) for line in out.split())
 
 
 def test_three_way_interleave_commits_and_onlines():
-    p = prepare("cxl-interleave-3way", accel="tcg")
-    t = p.loaded.topology
-    with VM(p.spec) as vm:
-        res = apply_guest_setup(vm, t)
+    with boot("cxl-interleave-3way", accel="tcg", baseline=False) as vm:
+        t, res = vm.topology, vm.setup
         facts = region_facts(vm, res.regions[0].name)
         after = snapshot(vm, boot_log=False)
         vm.check_health()
@@ -54,10 +50,8 @@ def test_three_way_interleave_commits_and_onlines():
 
 
 def test_switch_with_mailbox_cci_and_volatile_lsa():
-    p = prepare("cxl-switch-cci", accel="tcg")
-    t = p.loaded.topology
-    with VM(p.spec) as vm:
-        res = apply_guest_setup(vm, t)
+    with boot("cxl-switch-cci", accel="tcg", baseline=False) as vm:
+        res = vm.setup
         facts = region_facts(vm, res.regions[0].name)
         # The CCI is PCI function 1 beside the upstream port: class 0x0c0b (CXL switch CCI),
         # vendor 0x19e5 device 0xa123 in QEMU; read the functions under the root port's bus.
@@ -75,10 +69,8 @@ def test_switch_with_mailbox_cci_and_volatile_lsa():
 
 
 def test_file_backed_pmem_boots_and_commits():
-    p = prepare("cxl-pmem-file", accel="tcg")
-    t = p.loaded.topology
-    with VM(p.spec) as vm:
-        res = apply_guest_setup(vm, t)
+    with boot("cxl-pmem-file", accel="tcg", baseline=False) as vm:
+        p, res = vm.prepared, vm.setup
         facts = region_facts(vm, res.regions[0].name)
         vm.check_health()
     assert facts["commit"] == "1"
@@ -86,7 +78,7 @@ def test_file_backed_pmem_boots_and_commits():
     assert files and all(Path(f).is_file() for f in files), files
 
 
-def daxmark(vm: VM, dax: str, *args: str) -> dict:
+def daxmark(vm: Machine, dax: str, *args: str) -> dict:
     r = vm.run(f"{PROGRAMS_DIR}/daxmark --dev /dev/{dax} " + " ".join(args), timeout=60, check=True)
     return json.loads(r.stdout)
 
@@ -98,12 +90,11 @@ def test_file_backed_pmem_second_boot_reuses_the_namespace_and_its_data(tmp_path
     monkeypatch.setenv("NUMA_HARNESS_DATA", str(tmp_path / "data"))
     marker = f"numa-harness boot 1 {time.time_ns()}"
     seen = []
-    for boot in (1, 2):
-        p = prepare("cxl-pmem-file", accel="tcg")
-        with VM(p.spec) as vm:
-            reg = apply_guest_setup(vm, p.loaded.topology).regions[0]
+    for n in (1, 2):
+        with boot("cxl-pmem-file", accel="tcg", baseline=False) as vm:
+            reg = vm.setup.regions[0]
             assert reg.dax, reg
-            if boot == 1:
+            if n == 1:
                 before = daxmark(vm, reg.dax, "--read", "64")
                 wrote = daxmark(vm, reg.dax, "--write", shlex.quote(marker))
             got = daxmark(vm, reg.dax, "--read", "64")
@@ -123,10 +114,8 @@ def test_two_switch_four_vcpus_boots_five_times():
     times = []
     for i in range(5):
         t0 = time.monotonic()
-        p = prepare(TWO_SWITCH, accel="tcg")
-        t = p.loaded.topology
-        with VM(p.spec) as vm:
-            res = apply_guest_setup(vm, t)
+        with boot(TWO_SWITCH, accel="tcg", baseline=False) as vm:
+            p, t, res = vm.prepared, vm.topology, vm.setup
             after = snapshot(vm, boot_log=False)
             vm.check_health()
         times.append(time.monotonic() - t0)

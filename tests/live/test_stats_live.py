@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness.boot import prepare
-from harness.guest.setup import apply_guest_setup
+from harness.boot import boot
 from harness.stats import snapshot
 from harness.topology import load
-from harness.vm.machine import VM
 
 pytestmark = [pytest.mark.live, pytest.mark.timeout(600)]
 
@@ -25,9 +23,7 @@ PAGES_32M = 32 * 1024 * 1024 // 4096
 
 @pytest.fixture(scope="module")
 def vm():
-    p = prepare("tiered-3", accel="tcg")
-    with VM(p.spec) as machine:
-        apply_guest_setup(machine, p.loaded.topology)
+    with boot("tiered-3", accel="tcg", baseline=False) as machine:
         yield machine
 
 

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import BootError, GuestCommandError, GuestPanic, KernelProblem
+from harness.errors import BootError, CommandFailed, GuestCommandError, GuestPanic, KernelProblem
 from harness.vm import console as con
+from harness.vm.attached import AttachedVM
 from harness.vm.machine import VM, BootSpec, pid_alive
 
 pytestmark = [pytest.mark.live, pytest.mark.timeout(300)]
@@ -79,14 +80,16 @@ def test_boot_milestones_in_order(vm):
 def test_run_echo_and_exit_status(vm):
     r = vm.run("echo hi")
     assert (r.exit_status, r.stdout, r.stderr) == (0, "hi\n", "")
-    assert vm.run("false").exit_status == 1
-    r = vm.run("echo out; echo err >&2; exit 7")
+    assert vm.run("false", check=False).exit_status == 1
+    r = vm.run("echo out; echo err >&2; exit 7", check=False)
     assert (r.exit_status, r.stdout, r.stderr) == (7, "out\n", "err\n")
 
 
 def test_run_check_raises(vm):
     with pytest.raises(GuestCommandError, match="exited with status 3"):
         vm.run("echo oops-detail >&2; exit 3", check=True)
+    with pytest.raises(CommandFailed, match="exited with status 4"):  # check=True is the default
+        vm.run("exit 4")
 
 
 def test_run_timeout(vm):
@@ -256,7 +259,7 @@ def test_detached_vm_outlives_its_starter_and_can_be_attached(guest):
         assert proc.returncode == 0 and "UP" in out, err
         try:
             assert pid_alive(pid), "the background VM died with the process that started it"
-            vm = VM.attach(workdir)
+            vm = AttachedVM.attach(workdir)
             assert vm.pid == pid
             assert vm.run("echo again").stdout == "again\n"
             vm.run("echo numa-harness-test-marker > /dev/kmsg")
@@ -267,7 +270,7 @@ def test_detached_vm_outlives_its_starter_and_can_be_attached(guest):
             _check_interactive_shell(workdir)
             _check_interactive_console(workdir)
             assert pid_alive(pid)
-            vm = VM.attach(workdir)
+            vm = AttachedVM.attach(workdir)
             vm.shutdown()
             assert qemu_gone(pid)
             assert not (workdir / "vm.json").exists()
@@ -279,7 +282,7 @@ def test_detached_vm_outlives_its_starter_and_can_be_attached(guest):
 def _spawn_attached(workdir: Path, call: str):
     import pexpect
 
-    code = f"import sys; from pathlib import Path; from harness.vm.machine import VM; vm = VM.attach(Path({str(workdir)!r})); {call}"
+    code = f"import sys; from pathlib import Path; from harness.vm.attached import AttachedVM; vm = AttachedVM.attach(Path({str(workdir)!r})); {call}"
     return pexpect.spawn(sys.executable, ["-c", code], cwd=str(REPO), encoding="utf-8", timeout=30,
                          dimensions=(40, 120))
 

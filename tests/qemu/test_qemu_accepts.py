@@ -23,7 +23,7 @@ from harness.vm.qmp import SyncQMP
 
 @pytest.mark.parametrize("preset", preset_names())
 def test_qemu_starts_paused_with_preset(preset):
-    from harness.boot import make_backing_dirs
+    from harness.boot.prepare import make_backing_dirs
 
     t = load(preset).topology
     with tempfile.TemporaryDirectory(prefix="nh-qmp-") as d:

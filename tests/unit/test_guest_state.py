@@ -12,16 +12,25 @@ from harness.guest.state import (
     BASELINE,
     GuestState,
     GuestStateError,
+    baseline_for,
     mismatches,
     parse_state_output,
     state_args,
     state_command,
 )
 from harness.resources import guest_files_dir
+from harness.topology.load import parse
 
 
 def test_baseline_turns_balancing_and_thp_off_and_keeps_demotion():
     assert (BASELINE.numa_balancing, BASELINE.thp, BASELINE.demotion) == ("0", "never", "keep")
+
+
+def test_baseline_for_a_topology_takes_its_demotion_else_off():
+    base = "description: d\nnodes:\n  - {id: 0, cpus: 0-1, memory: 1G}\n"
+    assert baseline_for(parse(base, "t.yaml")) == GuestState.of(demotion=False)
+    on = parse(base + "guest:\n  demotion: true\n", "t.yaml")
+    assert (baseline_for(on).numa_balancing, baseline_for(on).thp, baseline_for(on).demotion) == ("0", "never", "true")
 
 
 def test_of_accepts_ints_and_bools_and_rejects_unknown_values():

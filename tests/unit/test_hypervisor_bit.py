@@ -3,7 +3,7 @@ CONFIG_CXL_REGION_INVALIDATION_TEST): their CXL region commit fails with it visi
 
 from pathlib import Path
 
-from harness.boot import cxl_commits_under_hypervisor
+from harness.boot.prepare import cxl_commits_under_hypervisor
 from harness.kernel.model import Kernel
 from harness.qemu.argv import machine_argv
 from harness.topology import load

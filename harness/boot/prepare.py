@@ -4,8 +4,8 @@ The one place that strings the pieces together, in the order that fails
 fastest and cheapest: topology (validated) -> QEMU binary and its version -> kernel and its
 .config (checked against what the topology needs) -> guest image (cached)
 -> accelerator (probed, cached) -> QEMU argv (generated, checked against
-the binary). Nothing boots until all of that passed. The CLI, the pytest
-fixtures and the benchmark all prepare VMs through :func:`prepare`.
+the binary). Nothing boots until all of that passed; :func:`harness.boot.boot`
+prepares every VM through :func:`prepare`, then boots it.
 """
 
 from __future__ import annotations
