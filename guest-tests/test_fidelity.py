@@ -146,7 +146,7 @@ def test_a_generic_port_gives_the_cxl_region_performance_data_and_a_computed_tie
     seen = f"{region.name}/access0 {access}; node{node}/access0 " + (str(on_node) if on_node else "absent")
     request.node.user_properties.append(("performance_data", seen))
     print(f"this kernel publishes the region's performance as {seen}")
-    if on_node is not None:
-        assert on_node.read_latency is not None and on_node.read_latency > 150
-        assert on_node.read_bandwidth is not None and 0 < on_node.read_bandwidth <= 20 * 1024
+    if on_node is not None:  # the region's own numbers, as 6.12's node_set_perf_attrs() copies them
+        assert (on_node.read_latency, on_node.write_latency, on_node.read_bandwidth, on_node.write_bandwidth) == (
+            access["read_latency"], access["write_latency"], access["read_bandwidth"], access["write_bandwidth"])
     assert node not in snap.tiers.get(DEFAULT_DAX_TIER, IdList())
