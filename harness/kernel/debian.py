@@ -138,6 +138,14 @@ def pick_series_packages(names: Iterable[str], series: str) -> KernelPackages | 
     return KernelPackages(release=f"{abi}-amd64", packages=pkgs)
 
 
+def series_in_index(names: Iterable[str]) -> list[str]:
+    """The kernel series (``7.2``) an index has plain ``-amd64`` image packages of, oldest first."""
+    found = {m.group(1) for n in names
+             if (m := re.match(r"^linux-(?:binary|image)-(\d+\.\d+)[.+~-][^\s]*-amd64$", n))
+             and not re.search(r"-(rt|cloud)-amd64$", n)}
+    return sorted(found, key=_version_key)
+
+
 def debian_mirror(sources: Mapping[str, str], codename: str) -> str | None:
     """The URI of the system's main Debian source: the ``deb`` entry whose suites include
     ``codename``, in one-line (``*.list``) or deb822 (``*.sources``) files {name: text}."""
@@ -423,13 +431,16 @@ def debian_kernel(series: str, progress: Progress = None, refresh: bool = False)
     with locked(index):
         if refresh or not any((index / "lists").glob("*_Packages*")):
             _update_index(index, progress)
-        pick = pick_series_packages(_index_names(index), series)
+        names = _index_names(index)
+        pick = pick_series_packages(names, series)
         if pick is None and not refresh:
             _update_index(index, progress)  # an old index may predate the series
-            pick = pick_series_packages(_index_names(index), series)
+            names = _index_names(index)
+            pick = pick_series_packages(names, series)
     if pick is None:
-        raise KernelError(f"Debian {NEWER_SUITE} has no {series} kernel for amd64"
-                          + (f" (the default kernel here is {default})" if default else ""),
+        has = ", ".join(series_in_index(names)) or "none"
+        raise KernelError(f"Debian {NEWER_SUITE} has no {series} kernel for amd64 (it has: {has}"
+                          + (f"; the default kernel here is {default})" if default else ")"),
                           hint="name a series Debian carries, e.g. --kernel debian:7.2, or pass --kernel PATH")
     dest = kdir / pick.packages[0]
     k = _cached(dest)

@@ -18,6 +18,7 @@ from harness.kernel.debian import (
     newer_suite_sources,
     parse_debian_name,
     pick_series_packages,
+    series_in_index,
 )
 
 DATA = Path(__file__).parent / "data" / "debian"
@@ -35,6 +36,9 @@ def test_the_newest_split_kernel_of_the_series_and_its_companion_packages():
     assert pick.packages == ("linux-binary-7.2.13+deb14-amd64", "linux-modules-7.2.13+deb14-amd64",
                              "linux-base-7.2.13+deb14-amd64")
     assert pick_series_packages(names, "7.1") is None and pick_series_packages(names, "6.12") is None
+    assert series_in_index(names) == ["7.2"]
+    assert series_in_index(["linux-image-6.12.117+deb12-amd64", "linux-binary-7.3-rc7-amd64",
+                            "linux-binary-7.2.13+deb14-rt-amd64", "linux-image-6.12-amd64"]) == ["6.12", "7.3"]
 
 
 def test_a_newer_release_wins_by_number_and_flavours_are_never_picked():
