@@ -123,3 +123,12 @@ def test_kernel_names():
     assert parse_debian_name("debian:6.12") == "6.12"
     for not_a_name in ("debian", "debian:7", "debian:7.2.13", "/boot/vmlinuz", "./debian:7.2"):
         assert parse_debian_name(not_a_name) is None
+
+
+def test_a_debian_kernel_name_takes_no_modules_or_config():
+    from harness.boot import KernelSpec, resolve_kernel
+
+    spec = KernelSpec.from_env("debian:7.2", modules="/tmp/mods")
+    assert spec.image == Path("debian:7.2") and spec.tree is None
+    with pytest.raises(KernelError, match="go with a kernel you built, not debian:7.2"):
+        resolve_kernel(spec)
