@@ -132,3 +132,22 @@ def test_a_debian_kernel_name_takes_no_modules_or_config():
     assert spec.image == Path("debian:7.2") and spec.tree is None
     with pytest.raises(KernelError, match="go with a kernel you built, not debian:7.2"):
         resolve_kernel(spec)
+
+
+def test_a_hand_unpacked_split_package_finds_its_config_and_names_depmod(tmp_path):
+    """``--kernel .../usr/lib/modules/R/vmlinuz --modules .../usr``: the config beside the image is
+    found; without modules.dep the error names the ``depmod -b`` command to run."""
+    from test_kernel import fake_bzimage
+
+    from harness.kernel.user import user_kernel
+
+    rel = "7.2.13+deb14-amd64"
+    mdir = tmp_path / "usr" / "lib" / "modules" / rel
+    mdir.mkdir(parents=True)
+    (mdir / "vmlinuz").write_bytes(fake_bzimage(f"{rel} (debian-kernel@lists.debian.org) #1 SMP"))
+    (mdir / "config").write_text("CONFIG_NUMA=y\n")
+    (mdir / "modules.order").write_text("")
+    assert user_kernel(mdir / "vmlinuz").config == mdir / "config"
+    with pytest.raises(KernelError) as e:
+        user_kernel(mdir / "vmlinuz", modules=tmp_path / "usr")
+    assert e.value.hint == f"run `depmod -b {tmp_path / 'usr'} {rel}`"
