@@ -2,7 +2,7 @@
 # scripts/install-host-deps, Python packages into .venv).
 #
 #   make boot  [TOPO=cxl-single] [KERNEL=path/to/bzImage|build-tree] [MODULES=dir] [ACCEL=tcg]
-#   make test                      unit, QEMU and live-VM tests
+#   make test                      unit, QEMU and live-VM tests; then guest-tests on each MATRIX_KERNELS
 #   make bench                     boot-time benchmark against the bare-boot floor
 #   make up / make ssh / make down [NAME=default]   a VM kept in the background
 #   make kernel KSRC=path/to/linux [FRAGMENTS="numa cxl"] [JOBS=n]   build a kernel for the harness
@@ -16,6 +16,9 @@ ACCEL   ?=
 NAME    ?= default
 BENCH_TOPO ?= numa-basic
 PYTEST_ARGS ?=
+# Kernels the stock suite (guest-tests) runs on too in `make test`, after everything has run on the
+# default kernel; each fetched and cached on first use. MATRIX_KERNELS= runs the default kernel only.
+MATRIX_KERNELS ?= debian:7.2
 KSRC    ?=
 FRAGMENTS ?= numa cxl
 JOBS    ?=
@@ -57,7 +60,7 @@ lint: setup
 	$(VENV)/bin/mypy
 
 test: lint
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/python scripts/kernel_matrix.py $(foreach k,$(MATRIX_KERNELS),--kernel $(k)) -- $(PYTEST_ARGS)
 
 unit: lint
 	$(VENV)/bin/pytest -m 'not live' $(PYTEST_ARGS)

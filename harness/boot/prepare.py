@@ -18,7 +18,7 @@ from pathlib import Path
 from harness.errors import KernelError
 from harness.image.build import Image, build_initramfs
 from harness.kernel.config import check_config, read_config
-from harness.kernel.debian import default_kernel
+from harness.kernel.debian import debian_kernel, default_kernel, parse_debian_name
 from harness.kernel.model import Kernel
 from harness.kernel.needs import guest_needs
 from harness.kernel.user import kernel_from_tree, user_kernel
@@ -33,7 +33,7 @@ from harness.vm.machine import BootSpec, Timeouts
 Progress = Callable[[str], None] | None
 
 # Environment variables mirroring the command-line options (and the Makefile's variables).
-ENV_KERNEL = "NUMA_HARNESS_KERNEL"          # a bzImage, or a kernel build tree
+ENV_KERNEL = "NUMA_HARNESS_KERNEL"          # a bzImage, a kernel build tree, or debian:X.Y
 ENV_MODULES = "NUMA_HARNESS_MODULES"        # modules_install root for ENV_KERNEL
 ENV_ACCEL = "NUMA_HARNESS_ACCEL"            # auto | kvm | tcg
 ENV_TCG_THREAD = "NUMA_HARNESS_TCG_THREAD"  # auto | single | multi
@@ -97,6 +97,11 @@ def resolve_kernel(spec: KernelSpec, progress: Progress = None) -> Kernel:
         raise KernelError("give either --kernel or --kernel-tree, not both")
     if spec.tree:
         return kernel_from_tree(spec.tree, progress)
+    series = parse_debian_name(str(spec.image)) if spec.image else None
+    if series is not None:  # --kernel debian:7.2
+        if spec.modules or spec.config:
+            raise KernelError(f"--modules and --kernel-config go with a kernel you built, not {spec.image}")
+        return debian_kernel(series, progress)
     if spec.image:
         return user_kernel(spec.image, spec.modules, spec.config)
     if spec.modules or spec.config:

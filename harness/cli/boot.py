@@ -279,7 +279,7 @@ def machine_options(p: argparse.ArgumentParser, *, one_vm: bool = True) -> None:
 
     ``one_vm=False`` (a command that boots several VMs, each set up its own way) leaves
     out ``--ssh-port`` and ``--no-setup``."""
-    p.add_argument("--kernel", help="bzImage to boot (or a build tree); default: the distribution kernel, fetched and cached [$NUMA_HARNESS_KERNEL]")
+    p.add_argument("--kernel", help="bzImage to boot, a build tree, or debian:X.Y (Debian's X.Y kernel, fetched and cached); default: the distribution kernel, fetched and cached [$NUMA_HARNESS_KERNEL]")
     p.add_argument("--modules", help="modules_install root for --kernel [$NUMA_HARNESS_MODULES]")
     p.add_argument("--kernel-config", help="the .config of --kernel, to check the options the topology needs")
     p.add_argument("--kernel-tree", help="a kernel build tree (KSRC or O=): bzImage, .config, modules")

@@ -1,11 +1,14 @@
-"""``harness kernel build | check | fragments``: build a kernel for the harness, check one's config.
+"""``harness kernel build | check | fetch | fragments``: build a kernel for the harness, check one's
+config, fetch a Debian kernel into the cache.
 
 ``build`` configures a source tree out of tree with the harness's fragments
 (:mod:`harness.kernel.build`), reports every requested option that did not
 survive ``olddefconfig`` and why, compiles with a spinner showing the current
 make line, and installs the modules so ``--kernel-tree BUILD`` boots it.
 ``check`` lists what a kernel's ``.config`` lacks for topologies and for the
-``requires_kconfig`` markers of a test directory.
+``requires_kconfig`` markers of a test directory. ``fetch debian:X.Y`` downloads
+Debian's newest X.Y kernel into the cache (:mod:`harness.kernel.debian`), to boot
+with ``--kernel debian:X.Y``.
 """
 
 from __future__ import annotations
@@ -115,13 +118,9 @@ def _kernel_config(args: argparse.Namespace) -> tuple[str, dict[str, str]]:
         if not cfg.is_file():
             raise KernelError(f"{tree} has no .config", hint="pass the kernel's source or O= build directory")
         return f"tree: {tree}", parse_config(cfg.read_text(errors="replace"))
-    k: Kernel
-    if args.kernel:
-        from harness.kernel.user import user_kernel
-        k = user_kernel(Path(args.kernel))
-    else:
-        from harness.kernel.debian import default_kernel
-        k = default_kernel()
+    from harness.boot.prepare import KernelSpec, resolve_kernel
+
+    k: Kernel = resolve_kernel(KernelSpec(image=Path(args.kernel) if args.kernel else None))
     return k.origin, read_config(k)
 
 
@@ -166,6 +165,26 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if lacking else 0
 
 
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from harness.kernel.debian import debian_kernel, default_kernel, parse_debian_name
+
+    if args.name == "default":
+        k = default_kernel(progress=lambda m: err.print(f"[dim]{m}[/dim]"))
+    else:
+        series = parse_debian_name(args.name)
+        if series is None:
+            raise KernelError(f"{args.name!r} is not a kernel name harness can fetch",
+                              hint="name Debian's kernel of a series, e.g. debian:7.2, or `default`")
+        k = debian_kernel(series, progress=lambda m: err.print(f"[dim]{m}[/dim]"), refresh=True)
+    err.print(f"[bold green]cached[/bold green] {k.release} ({k.origin})")
+    err.print(f"[dim]image {k.image}; config {k.config or '(none)'}; modules {k.modules_dir or '(none)'}[/dim]")
+    if args.name != "default":
+        err.print(f"[dim]boot it with: harness boot TOPOLOGY --kernel {args.name}   "
+                  f"(pytest --kernel {args.name}, NUMA_HARNESS_KERNEL={args.name}, make test KERNEL={args.name})[/dim]")
+    print(k.image.parent.parent)
+    return 0
+
+
 def fragment_summary(text: str) -> str:
     """The first sentence of a fragment's leading comment, without its ``numa-harness fragment "x":``."""
     head = []
@@ -194,7 +213,8 @@ def cmd_fragments(args: argparse.Namespace) -> int:
 
 
 def cmd_kernel(args: argparse.Namespace) -> int:
-    return {"build": cmd_build, "check": cmd_check, "fragments": cmd_fragments}[args.kernel_command](args)
+    return {"build": cmd_build, "check": cmd_check, "fetch": cmd_fetch,
+            "fragments": cmd_fragments}[args.kernel_command](args)
 
 
 def register(sub: argparse._SubParsersAction, command: Callable) -> None:
@@ -217,10 +237,15 @@ def register(sub: argparse._SubParsersAction, command: Callable) -> None:
 
     c = ks.add_parser("check", help="what a kernel's config lacks for topologies and test markers")
     c.add_argument("topologies", nargs="*", metavar="TOPOLOGY", help="presets or YAML files (default: every preset)")
-    c.add_argument("--kernel", help="a bzImage (its .config found next to it) or a build tree")
+    c.add_argument("--kernel", help="a bzImage (its .config found next to it), a build tree, or debian:X.Y")
     c.add_argument("--kernel-tree", help="a kernel build tree (its .config)")
     c.add_argument("--kernel-config", help="a kernel .config file")
     c.add_argument("--tests", action="append", metavar="DIR",
                    help="also check every requires_kconfig(...) marker in this test directory (repeatable)")
+
+    f = ks.add_parser("fetch", help="download Debian's kernel of a series into the cache (debian:7.2)")
+    f.add_argument("name", nargs="?", default="default", metavar="NAME",
+                   help="debian:X.Y (Debian's newest X.Y kernel; the package index is refreshed first) "
+                        "or default (the default kernel)")
 
     ks.add_parser("fragments", help="list the shipped kernel-config fragments")

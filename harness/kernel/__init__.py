@@ -1,4 +1,4 @@
-"""Guest kernels: the distribution's packaged kernel (fetched and cached), a user's bzImage or
+"""Guest kernels: Debian's packaged kernels (the default, and ``debian:X.Y``; fetched and cached), a user's bzImage or
 build tree (:mod:`.debian`, :mod:`.user`; the :class:`~.model.Kernel` they return; :mod:`.config` checks), what a topology needs from a kernel (:mod:`.needs`), and the
 config fragments a user merges into their own kernel (``configs/``).
 

@@ -86,6 +86,8 @@ def _normalize_modules(modules: Path, release: str | None) -> tuple[Path, str | 
 def _guess_config(image: Path, release: str) -> Path | None:
     """A .config next to the image: config-<release>, or the build tree's .config."""
     candidates = [image.parent / f"config-{release}", image.parent / ".config"]
+    if image.parent.name == release:  # Debian's split packages: lib/modules/<release>/{vmlinuz,config}
+        candidates.append(image.parent / "config")
     # arch/x86/boot/bzImage -> tree/.config
     if image.parent.name == "boot" and image.parent.parent.parent.name == "arch":
         candidates.append(image.parent.parent.parent.parent / ".config")

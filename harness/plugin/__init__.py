@@ -27,7 +27,7 @@ Fixtures
     ``stats``  node statistics: snapshots and deltas (one SSH round trip each).
 
 Options
-    ``--kernel BZIMAGE|TREE``, ``--modules DIR``, ``--kernel-tree DIR``,
+    ``--kernel BZIMAGE|TREE|debian:X.Y``, ``--modules DIR``, ``--kernel-tree DIR``,
     ``--kernel-config FILE``, ``--qemu BIN``, ``--accel auto|kvm|tcg``,
     ``--keep-vm-on-failure``, ``--topology NAME`` (run only that topology's
     tests; ``-k NAME`` selects by topology name too).

@@ -33,7 +33,8 @@ MARKERS = (
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("numa-harness", "numa-harness: emulated NUMA/CXL machines")
     g.addoption("--kernel", dest="nh_kernel", metavar="BZIMAGE",
-                help="kernel to boot: a bzImage or a build tree (default: the distribution kernel) "
+                help="kernel to boot: a bzImage, a build tree, or debian:X.Y (Debian's X.Y kernel, fetched "
+                     "and cached) (default: the distribution kernel) "
                      "[$NUMA_HARNESS_KERNEL]")
     g.addoption("--modules", dest="nh_modules", metavar="DIR", help="modules_install root for --kernel")
     g.addoption("--kernel-tree", dest="nh_kernel_tree", metavar="DIR", help="a kernel build tree")

@@ -191,8 +191,16 @@ class Delta:
 
     @property
     def demoted(self) -> int:
-        """Pages demoted by any path: every ``pgdemote_*`` counter (kswapd, direct, khugepaged, ...)."""
-        return sum(self.vm(k) for k in self.after.vm if k.startswith("pgdemote_"))
+        """Pages demoted by any path: the sum of every ``pgdemote_*`` counter the kernel has."""
+        return sum(self.demoted_by.values())
+
+    @property
+    def demoted_by(self) -> dict[str, int]:
+        """Pages demoted per reclaim source, from every ``pgdemote_<source>`` counter the kernel
+        has: ``kswapd``, ``direct``, ``khugepaged`` (6.12), and ``proactive`` (``memory.reclaim``)
+        where the kernel counts it apart (7.2; before that it counts as ``direct``)."""
+        return {k.removeprefix("pgdemote_"): self.vm(k) for k in sorted(self.after.vm)
+                if k.startswith("pgdemote_")}
 
     @property
     def promoted(self) -> int:

@@ -99,3 +99,16 @@ def test_every_recorded_counter_has_a_kind(delta):
     assert counter_kind("meminfo", "MemFree") == "level"
     with pytest.raises(ValueError):
         counter_kind("nope", "x")
+
+
+def test_demoted_sums_every_pgdemote_counter_the_kernel_has_with_the_split_by_source(delta):
+    """6.12 counts memory.reclaim's demotion in pgdemote_direct; 7.2 in pgdemote_proactive, a
+    counter 6.12 lacks. The sum covers whichever counters the snapshots have."""
+    from dataclasses import replace
+    assert delta.demoted_by == {"direct": 0, "khugepaged": 0, "kswapd": 0}   # recorded on 6.12
+    b, a = delta.before, delta.after
+    newer_before = replace(b, vm={**b.vm, "pgdemote_proactive": 10})
+    newer_after = replace(a, vm={**a.vm, "pgdemote_proactive": 16394, "pgdemote_kswapd": a.vm["pgdemote_kswapd"] + 3})
+    d = newer_before.delta(newer_after)
+    assert d.demoted_by == {"direct": 0, "khugepaged": 0, "kswapd": 3, "proactive": 16384}
+    assert d.demoted == 16387
