@@ -54,8 +54,9 @@ def _has_diff(text: str) -> bool:
 
 
 def _subject(msg: mailbox.mboxMessage) -> str:
-    raw = str(msg.get("Subject", "")).replace("\n", " ")
-    return " ".join(raw.split())
+    """The subject as ``git am`` commits it: one line, without the ``[PATCH ...]`` tags."""
+    raw = " ".join(str(msg.get("Subject", "")).split())
+    return re.sub(r"^(?:\[[^]]*\]\s*)+", "", raw)
 
 
 def read_mbox(path: Path) -> list[Patch]:
@@ -116,7 +117,7 @@ def series_hash(patches: Sequence[Patch]) -> str:
     h = hashlib.sha256()
     for p in patches:
         body = (p.text.split("\n\n", 1)[1] if "\n\n" in p.text else p.text).rstrip()
-        h.update(re.sub(r"^\[[^]]*\]\s*", "", p.subject).encode() + b"\0" + body.encode() + b"\0")
+        h.update(p.subject.encode() + b"\0" + body.encode() + b"\0")
     return h.hexdigest()[:16]
 
 
@@ -155,7 +156,7 @@ def parse_am_output(text: str, subjects: Sequence[str]) -> list[PatchResult]:
     failed_at: int | None = None
     for line in text.splitlines():
         if line.startswith("Applying: "):
-            cur = PatchResult(len(results) + 1, line[len("Applying: "):].strip(), "applied")
+            cur = PatchResult(len(results) + 1, " ".join(line[len("Applying: "):].split()), "applied")
             results.append(cur)
         elif cur is None:
             continue
@@ -329,7 +330,9 @@ class SeriesError(KernelError):
         super().__init__(
             f"patch {failed.number}/{total} does not apply to {result.tree}: {failed.subject}"
             f" ({', '.join(failed.hunks or failed.files) or 'see the saved patch'})",
-            hint=(f"branch {result.branch} holds patches 1-{failed.number - 1}; the hunks that applied are in "
+            hint=(f"branch {result.branch} holds "
+                  + (f"patches 1-{failed.number - 1}" if failed.number > 1 else "none of them")
+                  + "; the hunks that applied are in "
                   f"the working tree, uncommitted; fix the rejects, commit, and build without --apply "
                   f"(or rebase the series); `git -C {result.tree} checkout -f {result.previous}` goes back"),
             detail=f"rejected hunks kept in: {where}\nfailing patch saved as: {saved}")

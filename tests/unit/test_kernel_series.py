@@ -64,8 +64,8 @@ def test_a_directory_of_numbered_patches_is_read_in_order_without_the_cover_lett
     names = [p.name for p in ks.series_files([tmp_path / "series"])]
     assert names[0].startswith("0000-cover-letter")
     patches = ks.read_series([tmp_path / "series"])
-    assert [p.subject for p in patches] == ["[PATCH 1/3] mm/a: change line 10", "[PATCH 2/3] mm/b: change line 20",
-                                            "[PATCH 3/3] mm/c: add a file"]
+    assert [p.subject for p in patches] == ["mm/a: change line 10", "mm/b: change line 20",
+                                            "mm/c: add a file"]
     assert ks.series_hash(patches) == ks.series_hash(ks.read_series([tmp_path / "series.mbox"]))
 
 

@@ -91,10 +91,11 @@ def test_private_module_is_planned_with_its_np_ops_mask_and_the_module_file():
     from harness.topology.provision import CRAM_FEATURES, np_ops_mask
 
     t = load("private-mempolicy").topology
-    start, size = 1 << 30, 512 << 20
-    assert provision_plan(t).splitlines()[1] == f"private-module 1 {start} {size} 0x3 0 {GUEST_PRIVATE_MODULE}"
-    assert kernel_params(t) == ["memmap=512M!1024M"]
-    assert _provisioned(t, 1) == ("private-module, ops migration|mempolicy", ["migration", "mempolicy"], "movable")
+    start, size = 1536 << 20, 512 << 20
+    assert provision_plan(t).splitlines()[1] == f"private-module 2 {start} {size} 0x3 0 {GUEST_PRIVATE_MODULE}"
+    assert kernel_params(t) == ["memmap=512M!1536M"]
+    assert _provisioned(t, 2) == ("private-module, ops migration|mempolicy", ["migration", "mempolicy"], "movable")
+    assert _provisioned(t, 1)[0] == "memory-only (SRAT)"   # the control beside it
     t = load("private-none").topology
     assert provision_plan(t).splitlines()[1].split()[4:6] == ["0x0", "0"]
     assert _provisioned(t, 1) == ("private-module, ops none", [], "movable")
