@@ -14,7 +14,7 @@ from rich.table import Table
 
 from harness.contract.isolation import compare
 from harness.contract.report import Section, comparison_rows, markdown, to_json
-from harness.contract.run import DEFAULT_CASES, run_contract
+from harness.contract.run import DEFAULT_CASES, SERIES_CASES, run_contract
 from harness.errors import HarnessError
 from harness.guest.setup import apply_guest_setup
 from harness.guest.state import GuestState, state_command
@@ -63,14 +63,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     from harness.cli.boot import boot_vm
 
     cases = [(t, r) for t, r in DEFAULT_CASES if not args.topology or t in args.topology]
-    cases += [(t, ("private", "control")) for t in (args.topology or []) if t not in dict(DEFAULT_CASES)]
+    known = dict(SERIES_CASES)
+    cases += [(t, known.get(t, ("private", "control"))) for t in (args.topology or []) if t not in dict(DEFAULT_CASES)]
     sections: list[Section] = []
+    kernel = " ".join(f"--{o.replace('_', '-')} {getattr(args, o)}" for o in ("kernel", "kernel_tree", "modules")
+                      if getattr(args, o, None))
     for topo, roles in cases:
+        again = " ".join(x for x in ("harness contract-report", kernel, f"--topology {topo}") if x)
         ns = argparse.Namespace(**{**vars(args), "topology": topo, "no_setup": True, "ssh_port": None})
         try:
             p, vm = boot_vm(ns)
         except HarnessError as e:
-            sections.append(Section(topo, "?", [], error=str(e)))
+            sections.append(Section(topo, "?", [], error=str(e), reproduce=again))
             continue
         try:
             setup = apply_guest_setup(vm, p.loaded.topology)
@@ -80,9 +84,9 @@ def cmd_report(args: argparse.Namespace) -> int:
             provisioned += [f"guest.private_nodes node {pn.node} (private_node= on the command line)"
                             for pn in p.loaded.topology.guest.private_nodes]
             verdicts = run_contract(vm, p.loaded.topology, roles=roles, say=lambda m: err.print(f"[dim]{escape(m)}[/dim]"))
-            sections.append(Section(topo, p.kernel.release, provisioned, verdicts))
+            sections.append(Section(topo, p.kernel.release, provisioned, verdicts, reproduce=again))
         except HarnessError as e:
-            sections.append(Section(topo, p.kernel.release, [], error=str(e)))
+            sections.append(Section(topo, p.kernel.release, [], error=str(e), reproduce=again))
         finally:
             vm.shutdown()
     text = markdown(sections)

@@ -30,6 +30,11 @@ from .targets import Target, targets
 #: (an ordinary memory-only node, a kmem node); private-node the private node on a kernel with the series.
 DEFAULT_CASES: list[tuple[str, tuple[str, ...]]] = [
     ("memory-only", ("private", "control")), ("memmap-kmem", ("control",)), ("private-node", ("private",))]
+#: On a kernel with the private-node series: private nodes made through its own API by the
+#: harness's module (guest.provision via private-module), each with a different set of opt-ins;
+#: private-mempolicy also holds an ordinary memory-only node, the control in the same guest.
+SERIES_CASES: list[tuple[str, tuple[str, ...]]] = [
+    ("private-mempolicy", ("private", "control")), ("private-none", ("private",)), ("private-cram", ("private",))]
 
 MIB_PAGES = 256
 HOG_MARGIN_MIB = 128      # the hog asks for the normal nodes' free memory plus this

@@ -355,3 +355,35 @@ def build(src: Path, fragment_names: Sequence[str], *, jobs: int | None = None, 
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     (out / BUILD_INFO).write_text(json.dumps(info, indent=1) + "\n")
     return result
+
+
+# --------------------------------------------------------------------------- the series kernel
+
+#: A build directory of a kernel carrying the private-node series (what its live tests boot).
+SERIES_KERNEL_ENV = "NUMA_HARNESS_SERIES_KERNEL"
+#: The series' one Kconfig symbol (RFC v4 23/27): a build with it set carries the series.
+SERIES_OPTION = "CONFIG_CRAM"
+SERIES_BUILD_HINT = ("build one with `harness kernel build --src LINUX_7.2_TREE --apply SERIES.mbox --fragment numa "
+                     f"--fragment cxl --fragment private-nodes`, or set {SERIES_KERNEL_ENV} to its build directory")
+
+
+def is_series_build(tree: Path) -> bool:
+    """A built kernel tree (bzImage and modules) whose .config has the series' option set."""
+    cfg = tree / ".config"
+    return ((tree / "arch" / "x86" / "boot" / "bzImage").is_file() and (tree / "Module.symvers").is_file()
+            and cfg.is_file() and parse_config(cfg.read_text(errors="replace")).get(SERIES_OPTION) == "y")
+
+
+def find_series_kernel() -> Path | None:
+    """``$NUMA_HARNESS_SERIES_KERNEL`` if set (it must be a series build), else the newest series
+    build in the harness cache (``harness kernel build --apply``), else None."""
+    env = os.environ.get(SERIES_KERNEL_ENV)
+    if env:
+        tree = Path(env).expanduser().resolve()
+        if not is_series_build(tree):
+            raise KernelError(f"{SERIES_KERNEL_ENV}={env} is not a built kernel with {SERIES_OPTION}=y",
+                              hint=SERIES_BUILD_HINT)
+        return tree
+    builds = cache_dir() / "builds"
+    found = [d for d in builds.iterdir() if d.is_dir() and is_series_build(d)] if builds.is_dir() else []
+    return max(found, key=lambda d: (d / "arch" / "x86" / "boot" / "bzImage").stat().st_mtime, default=None)

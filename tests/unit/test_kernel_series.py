@@ -185,3 +185,27 @@ Rejected hunk #2.
 Rejected hunk #3.
 """)
     assert hunks == ["mm/c.c hunk #2", "mm/c.c hunk #3"] and rejects == ["mm/c.c.rej"]
+
+
+def _fake_build(d: Path, cram: bool) -> Path:
+    (d / "arch/x86/boot").mkdir(parents=True)
+    (d / "arch/x86/boot/bzImage").write_bytes(b"x")
+    (d / "Module.symvers").write_text("")
+    (d / ".config").write_text("CONFIG_NUMA=y\n" + ("CONFIG_CRAM=y\n" if cram else "# CONFIG_CRAM is not set\n"))
+    return d
+
+
+def test_the_series_kernel_is_found_by_its_option_in_the_cache_or_named_by_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("NUMA_HARNESS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(kb.SERIES_KERNEL_ENV, raising=False)
+    assert kb.find_series_kernel() is None
+    _fake_build(tmp_path / "cache/builds/stock", cram=False)
+    assert kb.find_series_kernel() is None
+    series = _fake_build(tmp_path / "cache/builds/series", cram=True)
+    assert kb.find_series_kernel() == series
+    monkeypatch.setenv(kb.SERIES_KERNEL_ENV, str(tmp_path / "cache/builds/stock"))
+    with pytest.raises(KernelError, match="CONFIG_CRAM=y"):
+        kb.find_series_kernel()
+    elsewhere = _fake_build(tmp_path / "mine", cram=True)
+    monkeypatch.setenv(kb.SERIES_KERNEL_ENV, str(elsewhere))
+    assert kb.find_series_kernel() == elsewhere
