@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.contract.isolation import compare
+from harness.contract.replay import Recording
 from harness.contract.report import Section, comparison_rows, markdown, to_json
 from harness.contract.run import DEFAULT_CASES, SERIES_CASES, run_contract
 from harness.errors import HarnessError
@@ -83,7 +84,13 @@ def cmd_report(args: argparse.Namespace) -> int:
                            for pv in setup.provisioned]
             provisioned += [f"guest.private_nodes node {pn.node} (private_node= on the command line)"
                             for pn in p.loaded.topology.guest.private_nodes]
-            verdicts = run_contract(vm, p.loaded.topology, roles=roles, say=lambda m: err.print(f"[dim]{escape(m)}[/dim]"))
+            guest = Recording(vm) if args.record else vm
+            verdicts = run_contract(guest, p.loaded.topology, roles=roles,
+                                    say=lambda m: err.print(f"[dim]{escape(m)}[/dim]"))
+            if isinstance(guest, Recording):
+                Path(args.record).mkdir(parents=True, exist_ok=True)
+                guest.save(Path(args.record) / f"{topo}.json.gz", topology=topo, kernel=p.kernel.release,
+                           roles=list(roles), provisioned=provisioned)
             sections.append(Section(topo, p.kernel.release, provisioned, verdicts, reproduce=again))
         except HarnessError as e:
             sections.append(Section(topo, p.kernel.release, [], error=str(e), reproduce=again))
@@ -120,4 +127,6 @@ def register(sub: argparse._SubParsersAction, command: Callable) -> None:
                    help="only this topology (repeatable; default: memory-only, memmap-kmem, private-node)")
     r.add_argument("--out", help="write the markdown here and the JSON beside it (.json)")
     r.add_argument("--json", action="store_true", help="also print the JSON")
+    r.add_argument("--record", metavar="DIR", help="save every guest command and its answer as DIR/TOPOLOGY.json.gz "
+                   "(harness.contract.replay replays the verdicts from it without a guest)")
     command("contract-report")(cmd_report)
