@@ -8,8 +8,11 @@ entry needs on the kernel command line, and the cross-field checks. Nothing here
 ``memmap-kmem`` works on stock kernels: the range is reserved as legacy pmem at boot, the guest
 set-up turns its namespace into a devdax device and binds it to ``kmem``, which hot-adds it to the
 node (the firmware's ACPI tables sit at the top of the last node's memory, so kmem onlines the
-whole 128 MiB blocks inside the range: 256 MiB of a 512 MiB node). The other paths need the
-private/managed-node series and are skipped, with the reason, on a kernel without them.
+whole 128 MiB blocks inside the range: 256 MiB of a 512 MiB node). ``private-module`` takes the
+same devdax device to the harness's own module, which makes the node private through the
+private-node series' API with the NP_OPS opt-ins ``features`` name (:data:`NP_OPS`, checked
+against the rules the kernel enforces) or as a CRAM node (``cram``). The paths that need the
+series are skipped, with the reason, on a kernel without them.
 """
 
 from __future__ import annotations
