@@ -10,7 +10,7 @@
  * dax device from device_dax and writes its name to this driver's new_id. Probe then,
  * for each memory-block-aligned range of the device:
  *
- *   request_mem_region(range)
+ *   request_mem_region(range), flags IORESOURCE_SYSTEM_RAM (as kmem: add_memory may nest in it)
  *   add_private_memory_driver_managed(target_node, range, "System RAM (...)",
  *                                     MHP_NONE, MMOP_ONLINE_MOVABLE, &np)
  *
@@ -28,6 +28,7 @@
  * Every step's outcome is printed as "numa_harness_private: ..." in the kernel log.
  */
 #include <linux/module.h>
+#include <linux/ioport.h>
 #include <linux/device.h>
 #include <linux/slab.h>
 #include <linux/mm.h>
@@ -44,20 +45,22 @@
 #define NAME "numa_harness_private"
 
 static unsigned long ops;
-module_param(ops, ulong, 0444);
+module_param(ops, ulong, 0644);
 MODULE_PARM_DESC(ops, "NP_OPS_* flags the node opts into (bit 0 MIGRATION, 1 MEMPOLICY, 2 DEMOTION, "
 		 "3 PROTECT_WRITE, 4 RECLAIM, 5 NUMA_BALANCING, 6 COMPACTION, 7 LONGTERM_PIN)");
 static bool cram;
-module_param(cram, bool, 0444);
+module_param(cram, bool, 0644);
 MODULE_PARM_DESC(cram, "register the node with CRAM (cram_register_private_node) instead of ops=");
 
 struct nhp_data {
 	int nid;
 	int nr;
 	bool cram;
+	bool ops_set;
 	struct node_private np;
 	struct node_private_ops ops;
 	struct memory_dev_type *mtype;
+	struct resource **res;
 	struct range ranges[];
 };
 
@@ -93,6 +96,30 @@ static bool nhp_range(struct dev_dax *dev_dax, int i, struct range *r)
 	return r->start < r->end;
 }
 
+/* Unregister the node's services, then offline and remove every range; false if memory stays. */
+static bool nhp_teardown(struct nhp_data *data)
+{
+	int i, rc;
+
+	if (data->cram)
+		cram_unregister_private_node(data->nid);
+	else if (data->ops_set)
+		node_private_clear_ops(data->nid, &data->ops);
+	data->cram = data->ops_set = false;
+	for (i = 0; i < data->nr; i++) {
+		struct range *r = &data->ranges[i];
+
+		rc = offline_and_remove_private_memory(data->nid, r->start, range_len(r));
+		pr_info(NAME ": offline_and_remove_private_memory(node %d, %#llx) = %d\n", data->nid, r->start, rc);
+		if (rc && rc != -EBUSY)
+			return false;	/* the memory stays: keep its region, as kmem does */
+		remove_resource(data->res[i]);
+		kfree(data->res[i]);
+	}
+	clear_node_memory_type(data->nid, data->mtype);
+	return true;
+}
+
 static int nhp_probe(struct dev_dax *dev_dax)
 {
 	struct device *dev = &dev_dax->dev;
@@ -108,6 +135,11 @@ static int nhp_probe(struct dev_dax *dev_dax)
 	data = kzalloc(struct_size(data, ranges, dev_dax->nr_range), GFP_KERNEL);
 	if (!data)
 		return -ENOMEM;
+	data->res = kcalloc(dev_dax->nr_range, sizeof(*data->res), GFP_KERNEL);
+	if (!data->res) {
+		kfree(data);
+		return -ENOMEM;
+	}
 	data->nid = nid;
 	data->cram = cram;
 	data->np.owner = data;
@@ -123,23 +155,29 @@ static int nhp_probe(struct dev_dax *dev_dax)
 	init_node_memory_type(nid, data->mtype);
 
 	for (i = 0; i < dev_dax->nr_range; i++) {
+		struct resource *res;
 		struct range r;
 
 		if (!nhp_range(dev_dax, i, &r))
 			continue;
-		if (!request_mem_region(r.start, range_len(&r), dev_name(dev))) {
+		res = request_mem_region(r.start, range_len(&r), dev_name(dev));
+		if (!res) {
 			dev_warn(dev, NAME ": range %#llx-%#llx is busy\n", r.start, r.end);
 			continue;
 		}
+		/* not BUSY, so the hotplug's "System RAM (...)" resource can nest in it (as kmem) */
+		res->flags = IORESOURCE_SYSTEM_RAM;
 		rc = add_private_memory_driver_managed(nid, r.start, range_len(&r),
 						       "System RAM (" NAME ")", MHP_NONE,
 						       MMOP_ONLINE_MOVABLE, &data->np);
 		pr_info(NAME ": add_private_memory_driver_managed(node %d, %#llx, %#llx) = %d\n",
 			nid, r.start, range_len(&r), rc);
 		if (rc) {
-			release_mem_region(r.start, range_len(&r));
+			remove_resource(res);
+			kfree(res);
 			continue;
 		}
+		data->res[data->nr] = res;
 		data->ranges[data->nr++] = r;
 		added++;
 	}
@@ -159,20 +197,25 @@ static int nhp_probe(struct dev_dax *dev_dax)
 		}
 		rc = node_private_set_ops(nid, &data->ops);
 		pr_info(NAME ": node_private_set_ops(node %d, flags %#lx) = %d\n", nid, ops, rc);
+		data->ops_set = !rc;
 	}
-	if (rc) {
+	if (rc) {	/* a rejected registration fails the bind: take the memory back out */
 		data->cram = false;
-		data->ops.flags = 0;
+		if (nhp_teardown(data)) {
+			kfree(data->res);
+			kfree(data);
+		}
+		return rc;
 	}
 	dev_set_drvdata(dev, data);
-	pr_info(NAME ": node %d private: %d range(s), node_states has_private_memory=%d has_memory=%d\n",
+	pr_info(NAME ": node %d private: %d range(s), has_private_memory=%d has_memory=%d\n",
 		nid, data->nr, node_state(nid, N_MEMORY_PRIVATE), node_state(nid, N_MEMORY));
-	/* a rejected ops/cram registration fails the bind; the memory stays private without ops */
-	return rc;
+	return 0;
 
 err_type:
 	clear_node_memory_type(nid, data->mtype);
 err_free:
+	kfree(data->res);
 	kfree(data);
 	return rc;
 }
@@ -180,25 +223,11 @@ err_free:
 static void nhp_remove(struct dev_dax *dev_dax)
 {
 	struct nhp_data *data = dev_get_drvdata(&dev_dax->dev);
-	int i, rc;
 
-	if (!data)
-		return;
-	if (data->cram)
-		cram_unregister_private_node(data->nid);
-	else if (data->ops.flags || data->ops.migrate_to)
-		node_private_clear_ops(data->nid, &data->ops);
-	for (i = 0; i < data->nr; i++) {
-		struct range *r = &data->ranges[i];
-
-		rc = offline_and_remove_private_memory(data->nid, r->start, range_len(r));
-		pr_info(NAME ": offline_and_remove_private_memory(node %d, %#llx) = %d\n", data->nid, r->start, rc);
-		if (rc && rc != -EBUSY)
-			return;	/* the memory stays: leak data and the region, as kmem does */
-		release_mem_region(r->start, range_len(r));
+	if (data && nhp_teardown(data)) {
+		kfree(data->res);
+		kfree(data);
 	}
-	clear_node_memory_type(data->nid, data->mtype);
-	kfree(data);
 }
 
 static struct dax_device_driver nhp_driver = {
