@@ -29,11 +29,19 @@ BUILD_TIMEOUT = 600
 
 
 def build_tree_of(image: Path) -> Path | None:
-    """The kernel build directory a bzImage sits in (``BUILD/arch/x86/boot/bzImage``), if it is one."""
+    """The kernel build directory of a bzImage: the one it sits in (``BUILD/arch/x86/boot/bzImage``),
+    or, for the copy ``--kernel-tree`` installs into the cache, the tree its manifest names."""
+    from harness.kernel.tools import read_manifest
+
     image = Path(image).resolve()
-    if image.parts[-4:-1] != ("arch", "x86", "boot"):
-        return None
-    tree = image.parents[3]
+    if image.parts[-4:-1] == ("arch", "x86", "boot"):
+        tree = image.parents[3]
+    else:
+        m = read_manifest(image.parents[1]) or {}
+        origin = str(m.get("origin", ""))
+        if not origin.startswith("tree: "):
+            return None
+        tree = Path(origin.removeprefix("tree: "))
     return tree if (tree / "Module.symvers").is_file() and (tree / ".config").is_file() else None
 
 
