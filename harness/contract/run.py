@@ -12,6 +12,7 @@ after). The verdicts themselves are the pure functions of :mod:`.verdicts`.
 from __future__ import annotations
 
 import itertools
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -64,20 +65,42 @@ def start(m: Guest, command: str, timeout: float = 300) -> tuple[int, workloads.
     while True:
         text = m.run(f"cat {out}; kill -0 {pid} 2>/dev/null && echo RUNNING || tail -n 5 {out}.err",
                      timeout=30, check=False).stdout
-        report = [ln for ln in text.splitlines() if ln.startswith("{")]
+        # the report is the line naming its program; a pressure program prints per-step lines before it
+        report = [ln for ln in text.splitlines() if ln.startswith("{") and '"program"' in ln]
         if report:
             return pid, workloads.parse(report[-1])
         if "RUNNING" not in text:
-            raise workloads.WorkloadError(f"background program exited before reporting: {command}", detail=text[-2000:])
+            raise DiedEarly(f"background program exited before reporting: {command}", detail=text[-2000:],
+                            last_step=next((ln for ln in reversed(text.splitlines()) if ln.startswith('{"step"')), ""))
         if time.monotonic() > deadline:
             stop(m, pid)
             raise workloads.WorkloadError(f"background program did not report within {timeout:g} s: {command}")
         time.sleep(0.3)
 
 
+class DiedEarly(workloads.WorkloadError):
+    """A background program ended (an OOM kill, typically) before its report; ``last_step`` is its
+    last progress line, if it printed any."""
+
+    def __init__(self, message: str, *, detail: str = "", last_step: str = ""):
+        super().__init__(message, detail=detail)
+        self.last_step = last_step
+
+    @property
+    def reached_mib(self) -> int:
+        m = re.search(r'"allocated_mib":(\d+)', self.last_step)
+        return int(m.group(1)) if m else 0
+
+
 def stop(m: Guest, pid: int) -> None:
     m.run(f"kill {pid} 2>/dev/null; n=0; while kill -0 {pid} 2>/dev/null && [ $n -lt 600 ]; do sleep 0.1; "
           "n=$((n+1)); done", timeout=90, check=False)
+
+
+def _demoted(before: Snapshot, after: Snapshot) -> int:
+    """Pages demoted between two snapshots: every ``pgdemote_*`` counter of /proc/vmstat (kernels
+    split it by cause: kswapd, direct, khugepaged, proactive)."""
+    return sum(v - before.vm.get(k, 0) for k, v in after.vm.items() if k.startswith("pgdemote_"))
 
 
 def _kernel_bytes(s: Snapshot, nid: int) -> int:
@@ -90,27 +113,47 @@ def pressure_sequence(m: Guest, ts: list[Target], before: Snapshot) -> list[V.Ve
     nodes = [t.node for t in ts if t.node is not None]
     normal = [n for n in before.classes.nodes("cpu") if n not in nodes]
     free = sum(before.node(n).mem_free for n in normal) >> 20
-    pid, report = start(m, workloads.pressure("machine", f"total:{free + HOG_MARGIN_MIB}", step_mib=16,
-                                              hold_until_signal=True))
+    cache = f"{GUEST_RUN_DIR}/contract-cache"
+    report: workloads.Result | None = None
     try:
-        assert isinstance(report, workloads.PressureResult)
+        pid, report = start(m, workloads.pressure("machine", f"total:{free + HOG_MARGIN_MIB}", step_mib=16,
+                                                  hold_until_signal=True))
+    except DiedEarly as e:
+        # nothing to fall back to (no node takes the overflow, no swap): the OOM killer ends the hog
         held = snapshot(m, boot_log=False)
-        cache = f"{GUEST_RUN_DIR}/contract-cache"
         m.run(f"dd if=/dev/zero of={cache} bs=1M count={CACHE_MIB} 2>/dev/null; sync", timeout=120)
         after = snapshot(m, boot_log=False)
         m.run(f"rm -f {cache}", timeout=30, check=False)
-    finally:
-        stop(m, pid)
+        hog = (f"hog of normal nodes' free {free} MiB + {HOG_MARGIN_MIB}, killed (OOM) after {e.reached_mib} MiB: "
+               "it had nowhere to fall back to")
+    else:
+        try:
+            assert isinstance(report, workloads.PressureResult)
+            held = snapshot(m, boot_log=False)
+            m.run(f"dd if=/dev/zero of={cache} bs=1M count={CACHE_MIB} 2>/dev/null; sync", timeout=120)
+            after = snapshot(m, boot_log=False)
+            m.run(f"rm -f {cache}", timeout=30, check=False)
+        finally:
+            stop(m, pid)
+        hog = f"hog of {report.allocated_mib} MiB (normal nodes' free {free} MiB + {HOG_MARGIN_MIB})"
     out = []
-    hog = f"hog of {report.allocated_mib} MiB (normal nodes' free {free} MiB + {HOG_MARGIN_MIB})"
     for t in ts:
         if t.node is None:
             continue
         n = t.node
-        pages = report.placement.on(n)
+        pages = report.placement.on(n) if isinstance(report, workloads.PressureResult) else 0
         miss = before.delta(held).node(n).numa_miss
-        out.append(V.isolation("isolation.anon", t, pages, f"{hog}: {pages} pages on node {n} (its numa_miss "
-                               f"+{miss})", pages=pages, numa_miss=miss, hog_mib=report.allocated_mib))
+        hog_mib = report.allocated_mib if isinstance(report, workloads.PressureResult) else 0
+        if t.role == "private" and t.allows("demotion") and pages:
+            # a demotion target takes the hog's pages by reclaim, not by allocation: only a fallback
+            # allocation onto it (numa_miss) breaks the promise there
+            demoted = _demoted(before, held)
+            out.append(V.isolation("isolation.anon", t, miss, f"{hog}: {pages} pages on node {n}, which opted into "
+                                   f"demotion (pgdemote_* +{demoted}); its numa_miss +{miss} (allocations that fell "
+                                   "back onto it)", pages=pages, numa_miss=miss, demoted=demoted, hog_mib=hog_mib))
+        else:
+            out.append(V.isolation("isolation.anon", t, pages, f"{hog}: {pages} pages on node {n} (its numa_miss "
+                                   f"+{miss})", pages=pages, numa_miss=miss, hog_mib=hog_mib))
         kb = (_kernel_bytes(held, n) - _kernel_bytes(before, n)) // 1024
         parts = {k: (held.node(n).meminfo.get(k, 0) - before.node(n).meminfo.get(k, 0)) // 1024
                  for k in ("Slab", "PageTables", "KernelStack")}
@@ -129,11 +172,17 @@ def node_checks(m: Guest, t: Target, s: Snapshot, orders: dict[int, list[int]],
     n = t.node
     assert n is not None
     out = [V.fallback(t, orders), V.node_kthreads(t, threads), V.demotion(t, s.demotion_targets)]
-    r = workloads.run(m, f"numactl --interleave=all {workloads.place(16)}")
-    assert isinstance(r, workloads.PlaceResult) and r.placement is not None
-    out.append(V.isolation("isolation.interleave", t, r.placement.on(n), f"16 MiB under numactl --interleave=all: "
-                           f"{r.placement.on(n)} of {r.placement.total} pages on node {n}",
-                           per_node={str(k): v for k, v in r.placement.nodes.items()}))
+    try:
+        r = workloads.run(m, f"numactl --interleave=all {workloads.place(16)}")
+    except workloads.WorkloadError as e:
+        # numactl's "all" is the task's Mems_allowed: a kernel may refuse the very policy it lists
+        allowed = m.run("grep Mems_allowed_list /proc/self/status", timeout=30, check=False).stdout.split()[-1:]
+        out.append(V.interleave_refused(t, (e.detail or "").strip().splitlines()[-1:], allowed))
+    else:
+        assert isinstance(r, workloads.PlaceResult) and r.placement is not None
+        out.append(V.isolation("isolation.interleave", t, r.placement.on(n), f"16 MiB under numactl "
+                               f"--interleave=all: {r.placement.on(n)} of {r.placement.total} pages on node {n}",
+                               per_node={str(k): v for k, v in r.placement.nodes.items()}))
     f = f"/sys/devices/system/node/node{n}/{HUGE}"
     got = m.run(f"echo 4 > {f} 2>/dev/null; cat {f}; echo 0 > {f}", timeout=60, check=False).stdout.split()
     huge = int(got[0]) if got and got[0].isdigit() else 0
@@ -201,12 +250,16 @@ def service_checks(m: Guest, t: Target) -> list[V.Verdict]:
     if lru_gen:
         m.run(f"echo n > {LRU_GEN}", timeout=30)
     try:
+        # new anonymous pages start on the inactive list (mm/swap.c since 5.9): what placing the same
+        # pages without MADV_COLD adds to Inactive(anon) is the baseline MADV_COLD has to beat
+        born_before = snapshot(m, boot_log=False)
+        with _held_on(m, n):
+            born = _meminfo_pages(born_before, snapshot(m, boot_log=False), n, "Inactive(anon)")
         cold_before = snapshot(m, boot_log=False)
 
         def cold(pid: int, placed: int) -> V.Verdict:
             got = _meminfo_pages(cold_before, snapshot(m, boot_log=False), n, "Inactive(anon)")
-            return V.service("services.cold", t, placed, max(got, 0), f"MADV_COLD on {placed} pages on node {n}: its "
-                             f"Inactive(anon) {got:+d} pages (multi-gen LRU off for the step)", inactive=got)
+            return V.cold(t, placed, got, born)
         held(cold, madvise="cold")
     finally:
         if lru_gen:

@@ -271,6 +271,33 @@ def service(promise: str, t: Target, placed: int, acted: int, what: str, **numbe
     return verdict(promise, t, "pass" if ok else "fail", f"{what} (expected: {expect})", **nums)
 
 
+def cold(t: Target, placed: int, inactive: int, born: int) -> Verdict:
+    """MADV_COLD on ``placed`` pages raised the node's Inactive(anon) by ``inactive`` pages; placing
+    the same pages without it raised it by ``born`` (new anonymous pages start inactive). Only
+    what MADV_COLD adds beyond that is its doing; when it adds nothing on a node where it must act,
+    the check cannot tell (there was no active page to deactivate), so it skips, on either role."""
+    acted = inactive - born
+    what = (f"MADV_COLD on {placed} pages on node {t.node}: its Inactive(anon) {inactive:+d} pages, placing them "
+            f"without it {born:+d} (new anonymous pages start inactive; multi-gen LRU off for the step)")
+    if placed and acted <= 0:
+        return verdict("services.cold", t, "skip", f"{what}: MADV_COLD had no active page to act on, so this cannot "
+                       "show whether it acts or leaves them alone", placed=placed, acted=acted, inactive=inactive,
+                       born=born)
+    return service("services.cold", t, placed, max(acted, 0), what, inactive=inactive, born=born)
+
+
+def interleave_refused(t: Target, error: list[str], mems_allowed: list[str]) -> Verdict:
+    """``numactl --interleave=all`` failed outright (the kernel refused the policy)."""
+    said = error[0] if error else "no message"
+    allowed = mems_allowed[0] if mems_allowed else "?"
+    what = (f"numactl --interleave=all refused for every process: {said} (Mems_allowed_list {allowed}: it lists "
+            f"node {t.node}, which takes no mempolicy)")
+    if t.role == "private" and t.allows("mempolicy") is False:
+        return verdict("isolation.interleave", t, "fail", what, refused=said, mems_allowed=allowed)
+    return verdict("isolation.interleave", t, "fail", f"numactl --interleave=all failed: {said}", refused=said,
+                   mems_allowed=allowed)
+
+
 def services_skipped(t: Target, reason: str, promises: Iterable[str] = ()) -> list[Verdict]:
     """The same skip for several service promises (every one when ``promises`` is empty)."""
     return [verdict(p, t, "skip", reason) for p in (tuple(promises) or SERVICE_PROMISES)]
