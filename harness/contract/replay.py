@@ -7,8 +7,8 @@ answer, so the whole contract run (targets from the node masks, every parser, ev
 runs again on a real kernel's output without booting it. That is how the verdicts on a kernel
 the CI cannot build (the private-node series) are tested in every unit-test run.
 
-Commands are matched in order, by their text with every number replaced (file counters and pids
-differ between runs); a command the recording does not have is an error naming it.
+Commands are matched in recorded order, by their text with every number replaced (file counters
+and pids differ between runs); a command the recording does not have is an error naming it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import gzip
 import json
 import re
-from collections import defaultdict, deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -65,29 +64,42 @@ class Recording:
 
 
 class Replay:
-    """A guest answering from a recording (:meth:`Recording.save`)."""
+    """A guest answering from a recording (:meth:`Recording.save`).
+
+    Answers are taken in recorded order: the next recorded command must match (numbers aside).
+    A command asked again right after its last answer when the recording moved on (a polling loop
+    that, on a faster clock, polls more often than it did live) gets that answer again; a command
+    recorded later (a poll made fewer times) skips ahead to it."""
 
     def __init__(self, data: dict[str, Any]):
         self.about = {k: v for k, v in data.items() if k != "answers"}
-        self._queues: dict[str, deque[Answer]] = defaultdict(deque)
-        self._last: dict[str, Answer] = {}
-        for a in data["answers"]:
-            self._queues[_key(a["command"])].append(Answer(**a))
+        self._answers = [Answer(**a) for a in data["answers"]]
+        self._keys = [_key(a.command) for a in self._answers]
+        self._next = 0
+        self._last: Answer | None = None
 
     @classmethod
     def load(cls, path: Path) -> Replay:
         raw = Path(path).read_bytes()
         return cls(json.loads(gzip.decompress(raw) if path.suffix == ".gz" else raw))
 
+    def _find(self, key: str) -> Answer | None:
+        if self._next < len(self._keys) and self._keys[self._next] == key:
+            self._next += 1
+            return self._answers[self._next - 1]
+        if self._last is not None and _key(self._last.command) == key:
+            return self._last
+        for j in range(self._next, len(self._keys)):
+            if self._keys[j] == key:
+                self._next = j + 1
+                return self._answers[j]
+        return None
+
     def run(self, command: str, *, timeout: float = 600, check: bool = False) -> Answer:
-        key = _key(command)
-        q = self._queues.get(key)
-        if q:
-            a = self._last[key] = q.popleft()
-        elif key in self._last:   # a poll asked more often than recorded (a faster clock): the last answer again
-            a = self._last[key]
-        else:
+        a = self._find(_key(command))
+        if a is None:
             raise GuestCommandError(f"the recording has no answer to: {command[:200]}")
+        self._last = a
         if check and a.exit_status != 0:
             raise GuestCommandError(f"recorded command failed ({a.exit_status}): {command[:200]}", detail=a.stderr)
         return a

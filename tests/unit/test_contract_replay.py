@@ -53,6 +53,35 @@ def test_replayed_verdicts_are_the_recorded_ones(name, monkeypatch):
 
 def test_there_are_recordings_of_the_stock_kernel_and_the_series():
     assert any(n.startswith("stock-") for n in RECORDINGS)
+    assert {"series-v4-private-mempolicy", "series-v4-private-none", "series-v4-private-cram"} <= set(RECORDINGS)
+
+
+def _verdicts(name: str) -> dict[tuple[str, str], dict]:
+    (section,) = json.loads((DATA / f"{name}.verdicts.json").read_text())["sections"]
+    return {(v["promise"], v["role"]): v for v in section["verdicts"]}
+
+
+def test_what_the_series_kernel_did():
+    """The series (RFC v4 on 7.2.13) as recorded: the facts the README reports."""
+    mp = _verdicts("series-v4-private-mempolicy")
+    assert mp[("discovery.mask", "private")]["observed"] == "node 2: has_private_memory"
+    assert mp[("isolation.anon", "private")]["numbers"]["pages"] == 0
+    assert mp[("isolation.anon", "control")]["outcome"] == "xfail"           # the control beside it leaks
+    assert mp[("mempolicy.mbind", "private")]["outcome"] == "pass"
+    assert mp[("hotplug.offline", "private")]["outcome"] == "pass"
+    none = _verdicts("series-v4-private-none")
+    # numactl --interleave=all breaks for every process once a node without mempolicy is private
+    assert none[("isolation.interleave", "private")]["outcome"] == "fail"
+    assert "Invalid argument" in none[("isolation.interleave", "private")]["observed"]
+    # migrate_pages(2) refuses it with ENODEV (the series' node_private_migrate_to), not EINVAL
+    assert none[("migration.migrate_pages", "private")]["numbers"]["refused"] == "ENODEV"
+    assert none[("mempolicy.mbind", "private")]["numbers"]["refused"] == "EINVAL"
+    cram = _verdicts("series-v4-private-cram")
+    assert cram[("demotion.target", "private")]["observed"] == "demotion target of node(s) 0"
+    anon = cram[("isolation.anon", "private")]
+    assert anon["outcome"] == "pass" and anon["numbers"]["pages"] > 0 and anon["numbers"]["demoted"] > 0
+    assert anon["numbers"]["numa_miss"] == 0
+    assert cram[("discovery.kthreads", "private")]["observed"] == "kswapd1 running, kcompactd1 absent"
 
 
 def test_a_command_the_recording_lacks_is_an_error():
