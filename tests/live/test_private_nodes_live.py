@@ -43,7 +43,7 @@ def run(argv: list[str], timeout: float = 1200) -> subprocess.CompletedProcess:
     # MEMPOLICY puts the node in has_memory (drivers/base/node.c of the series: has_memory lists
     # N_MEMORY and the private nodes that opted into mempolicy); without it only has_private_memory
     ("private-mempolicy", 2, True, "node_private_set_ops(node 2, flags 0x3) = 0"),
-    ("private-none", 1, False, "node_private_set_ops(node 1, flags 0) = 0"),
+    ("private-none", 1, False, "node_private_set_ops(node 1, flags 0x0) = 0"),
     ("private-cram", 1, False, "cram_register_private_node(node 1) = 0"),
 ])
 def test_the_module_makes_a_private_node_through_the_series_api(preset, node, in_has_memory, said):
