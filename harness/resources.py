@@ -44,6 +44,11 @@ def kernel_configs_dir() -> Path:
     return _dir("harness.kernel", "configs")
 
 
+def private_module_source_dir() -> Path:
+    """Source of the private-node provisioning kernel module (C and a Kbuild file), built out of tree."""
+    return _dir("harness.kernel", "modsrc")
+
+
 def guest_files_dir() -> Path:
     """Files copied into the guest image as they are (``init``, shell helpers)."""
     return _dir("harness.guest", "files")

@@ -173,7 +173,7 @@ def boot(topology: str | Path, *, kernel: KernelSpec | None = None, accel: str |
         result = SetupResult()
         if setup and has_setup(t):
             say("guest set-up")
-            result = apply_guest_setup(vm, t)
+            result = apply_guest_setup(vm, t, kernel_image=p.kernel.image)
         m = Machine(name=p.loaded.name, prepared=p, vm=vm, setup=result)
         if baseline:
             m.apply_state()

@@ -14,8 +14,9 @@ from rich.table import Table
 
 from harness.boot import Prepared
 from harness.contract.isolation import compare
+from harness.contract.replay import Recording
 from harness.contract.report import Section, comparison_rows, markdown, to_json
-from harness.contract.run import DEFAULT_CASES, run_contract
+from harness.contract.run import DEFAULT_CASES, SERIES_CASES, run_contract
 from harness.errors import HarnessError
 
 out = Console(highlight=False)
@@ -54,15 +55,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     from harness.cli.boot import boot_machine
 
     cases = [(t, r) for t, r in DEFAULT_CASES if not args.topology or t in args.topology]
-    cases += [(t, ("private", "control")) for t in (args.topology or []) if t not in dict(DEFAULT_CASES)]
+    known = dict(SERIES_CASES)
+    cases += [(t, known.get(t, ("private", "control"))) for t in (args.topology or []) if t not in dict(DEFAULT_CASES)]
     sections: list[Section] = []
+    kernel = " ".join(f"--{o.replace('_', '-')} {getattr(args, o)}" for o in ("kernel", "kernel_tree", "modules")
+                      if getattr(args, o, None))
     for topo, roles in cases:
+        again = " ".join(x for x in ("harness contract-report", kernel, f"--topology {topo}") if x)
         ns = argparse.Namespace(**{**vars(args), "topology": topo, "no_setup": False, "ssh_port": None})
         prepared: list[Prepared] = []
         try:
             m = boot_machine(ns, baseline=True, on_prepared=prepared.append)
         except HarnessError as e:  # a failed guest set-up still names the kernel it ran on
-            sections.append(Section(topo, prepared[0].kernel.release if prepared else "?", [], error=str(e)))
+            sections.append(Section(topo, prepared[0].kernel.release if prepared else "?", [], error=str(e),
+                                    reproduce=again))
             continue
         with m:
             p = m.prepared
@@ -71,11 +77,16 @@ def cmd_report(args: argparse.Namespace) -> int:
                                for pv in m.setup.provisioned]
                 provisioned += [f"guest.private_nodes node {pn.node} (private_node= on the command line)"
                                 for pn in p.loaded.topology.guest.private_nodes]
-                verdicts = run_contract(m, p.loaded.topology, roles=roles,
+                guest = Recording(m) if args.record else m
+                verdicts = run_contract(guest, p.loaded.topology, roles=roles,
                                         say=lambda msg: err.print(f"[dim]{escape(msg)}[/dim]"))
-                sections.append(Section(topo, p.kernel.release, provisioned, verdicts))
+                if isinstance(guest, Recording):
+                    Path(args.record).mkdir(parents=True, exist_ok=True)
+                    guest.save(Path(args.record) / f"{topo}.json.gz", topology=topo, kernel=p.kernel.release,
+                               roles=list(roles), provisioned=provisioned)
+                sections.append(Section(topo, p.kernel.release, provisioned, verdicts, reproduce=again))
             except HarnessError as e:
-                sections.append(Section(topo, p.kernel.release, [], error=str(e)))
+                sections.append(Section(topo, p.kernel.release, [], error=str(e), reproduce=again))
     text = markdown(sections)
     data = to_json(sections)
     if args.out:
@@ -107,4 +118,6 @@ def register(sub: argparse._SubParsersAction, command: Callable) -> None:
                    help="only this topology (repeatable; default: memory-only, memmap-kmem, private-node)")
     r.add_argument("--out", help="write the markdown here and the JSON beside it (.json)")
     r.add_argument("--json", action="store_true", help="also print the JSON")
+    r.add_argument("--record", metavar="DIR", help="save every guest command and its answer as DIR/TOPOLOGY.json.gz "
+                   "(harness.contract.replay replays the verdicts from it without a guest)")
     command("contract-report")(cmd_report)

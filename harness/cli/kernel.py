@@ -30,6 +30,7 @@ from harness.kernel.config import describe_missing, missing_options, parse_confi
 from harness.kernel.markers import scan_requires_kconfig
 from harness.kernel.model import Kernel
 from harness.kernel.needs import guest_needs
+from harness.kernel.series import PatchResult, SeriesError, SeriesResult
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -83,10 +84,29 @@ def cmd_build(args: argparse.Namespace) -> int:
         err.print(table)
         status.start()
 
+    def on_patch(p: PatchResult) -> None:
+        colour = {"applied": "green", "3-way": "yellow", "failed": "red"}.get(p.status, "dim")
+        err.print(f"[{colour}]{p.line()}[/{colour}]")
+
+    def on_series(s: SeriesResult) -> None:
+        if s.copied_from:
+            err.print(f"[dim]{s.copied_from} is not a git tree: applied to a git copy of it, {s.tree}[/dim]")
+        if s.reused:
+            err.print(f"[green]✓[/green] branch {s.branch} already holds this series ({len(s.patches)} patches): "
+                      "not re-applied")
+        err.print(f"[bold]{s.tree} is now on branch {s.branch}[/bold] (made from {s.base[:12]}; "
+                  f"it was on {s.previous}: `git -C {s.tree} checkout {s.previous}` goes back)")
+
     try:
-        result = kbuild.build(Path(args.src), args.fragment or [], jobs=args.jobs,
-                              out=Path(args.out) if args.out else None, timeout=args.timeout,
-                              on_step=on_step, on_line=on_line, on_lost=on_lost, config_only=args.config_only)
+        try:
+            result = kbuild.build(Path(args.src), args.fragment or [], jobs=args.jobs,
+                                  out=Path(args.out) if args.out else None, timeout=args.timeout,
+                                  on_step=on_step, on_line=on_line, on_lost=on_lost, config_only=args.config_only,
+                                  apply=[Path(p) for p in args.apply or []], on_patch=on_patch, on_series=on_series)
+        except SeriesError as e:
+            for p in e.result.patches[e.failed.number:]:
+                on_patch(p)
+            raise
         if not args.config_only:
             on_step("make modules_install (into the harness cache)")
             kernel_from_tree(result.build_dir, progress=lambda m: status.update(m))
@@ -232,6 +252,11 @@ def register(sub: argparse._SubParsersAction, command: Callable) -> None:
     b.add_argument("--timeout", type=float, default=kbuild.DEFAULT_TIMEOUT,
                    help=f"seconds the whole build may take (default {kbuild.DEFAULT_TIMEOUT})")
     b.add_argument("--strict", action="store_true", help="exit 1 if a requested option did not survive")
+    b.add_argument("--apply", action="extend", nargs="+", metavar="SERIES",
+                   help="patch series to apply first with git am -3, in order: an mbox (as b4 am writes it) or a "
+                        "directory of numbered .patch files; applied onto a new branch numa-harness/series-* of "
+                        "--src (or of a git copy when --src is not a git tree); the build directory is keyed by "
+                        "the series too")
     b.add_argument("--config-only", action="store_true",
                    help="stop after the merge and the report of options that did not survive (no compile)")
 

@@ -20,6 +20,7 @@ class Section:
     provisioned: list[str]           # what the guest set-up did (``provision`` lines), for the header
     verdicts: list[Verdict] = field(default_factory=list)
     error: str | None = None         # the topology could not be run (boot failure ...)
+    reproduce: str = ""              # one command that re-runs this section
 
 
 def _cell(text: str) -> str:
@@ -51,12 +52,31 @@ def markdown(sections: Iterable[Section]) -> str:
             out += [f"| {_cell(PROMISES[v.promise].text)} | {_cell(v.target)} | {_cell(v.capability)} | "
                     f"{_cell(v.observed)} | {MARK[v.outcome]} |" for v in vs]
         out.append("")
+    found = findings(sections)
+    if found:
+        out += ["### Findings (text for a reply on the list)", "", found]
+    return "\n".join(out)
+
+
+def findings(sections: Iterable[Section]) -> str:
+    """One paragraph per broken promise on a private node (and per check a control proved toothless):
+    the promise, what was done and observed, and the one command that reproduces it."""
+    out = []
+    for s in sections:
+        for v in s.verdicts:
+            if v.outcome not in ("fail", "xpass"):
+                continue
+            head = ("The check could not fail here" if v.outcome == "xpass" else "The series does not keep this "
+                    "promise")
+            out.append(f"- **{PROMISES[v.promise].text}** ({v.promise}; kernel {s.kernel}, `{s.topology}`, "
+                       f"{v.target}, {v.capability}). {head}: {v.observed}."
+                       + (f" Reproduce: `{s.reproduce}`" if s.reproduce else ""))
     return "\n".join(out)
 
 
 def to_json(sections: Iterable[Section]) -> dict[str, Any]:
     return {"sections": [{"topology": s.topology, "kernel": s.kernel, "provisioned": s.provisioned, "error": s.error,
-                          "verdicts": [v.to_json() for v in s.verdicts]} for s in sections]}
+                          "reproduce": s.reproduce, "verdicts": [v.to_json() for v in s.verdicts]} for s in sections]}
 
 
 def comparison_rows(c: Comparison) -> list[list[str]]:

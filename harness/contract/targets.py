@@ -22,6 +22,7 @@ from typing import Literal
 from harness.stats import Snapshot
 from harness.stats.classes import table, upstream_masks
 from harness.topology.model import SERVICES, Topology
+from harness.topology.provision import effective_features
 
 Role = Literal["private", "control"]
 
@@ -77,6 +78,9 @@ def _provisioned(t: Topology | None, nid: int) -> tuple[str, list[str] | None, s
     if t is not None:
         for p in t.guest.provision:
             if p.node == nid:
+                if p.via == "private-module":   # the module onlines ZONE_MOVABLE (MMOP_ONLINE_MOVABLE)
+                    how = "private-module, " + ("CRAM" if p.cram else "ops " + ("|".join(p.features) or "none"))
+                    return how, effective_features(p), "movable"
                 zone = p.zone if p.via == "memmap-kmem" else "normal"
                 return p.via + (" (ZONE_MOVABLE)" if zone == "movable" else ""), list(p.features), zone
         for pn in t.guest.private_nodes:
@@ -95,7 +99,7 @@ def targets(s: Snapshot, t: Topology | None = None) -> list[Target]:
         if nid in c.features:
             opted = frozenset(FEATURE_SERVICES[f] for f in c.features[nid] if f in FEATURE_SERVICES)
             source = f"nodeN/mem_features ({c.layout or 'unknown layout'})"
-        elif provisioned:
+        elif provisioned or (provisioned is not None and how.startswith("private-module")):
             opted, source = frozenset(provisioned), "the topology's provision features"
         else:
             opted, source = None, "unknown: the kernel exports no per-node features"

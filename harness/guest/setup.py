@@ -51,6 +51,7 @@ a serial, the script checks it as well.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from harness.errors import GuestCommandError
@@ -58,11 +59,13 @@ from harness.guest.protocol import CXL_SETUP, GUEST_RUN_DIR, MAX_COMMAND_BYTES, 
 from harness.runner import GuestRunner
 from harness.topology.cxltree import CxlTree
 from harness.topology.model import Provision, Region, Topology
-from harness.topology.provision import CXL_DRIVERS, provision_range
+from harness.topology.provision import CXL_DRIVERS, effective_features, np_ops_mask, provision_range
 
 #: Where the plan is written in the guest before the program runs.
 GUEST_PLAN_PATH = f"{GUEST_RUN_DIR}/cxl-setup.plan"
 PROVISION_PLAN_PATH = f"{GUEST_RUN_DIR}/provision.plan"
+#: Where the private-node provisioning module is copied in the guest (``via: private-module``).
+GUEST_PRIVATE_MODULE = f"{GUEST_RUN_DIR}/numa_harness_private.ko"
 #: Seconds the guest waits for every CXL memdev to appear (cxl_pci probing under TCG).
 MEMDEV_WAIT = 30
 
@@ -155,6 +158,10 @@ def _provision_step(t: Topology, p: Provision) -> str:
     if p.via == "memmap-kmem":
         start, size = provision_range(t, p)
         return f"memmap-kmem {p.node} {start} {size} {p.zone}"
+    if p.via == "private-module":
+        start, size = provision_range(t, p)
+        ops = np_ops_mask(effective_features(p)) if not p.cram else 0
+        return f"private-module {p.node} {start} {size} {ops:#x} {int(p.cram)} {GUEST_PRIVATE_MODULE}"
     if p.via == "dax_test":
         start, size = provision_range(t, p)
         return f"dax_test {p.node} {start} {size} {features_mask(p.features):#x}"
@@ -306,7 +313,8 @@ def _tail(text: str, n: int = 20) -> str:
 # --------------------------------------------------------------------------
 
 
-def apply_guest_setup(vm: GuestRunner | None, t: Topology, timeout: float = 120) -> SetupResult:
+def apply_guest_setup(vm: GuestRunner | None, t: Topology, timeout: float = 120, *,
+                      kernel_image: Path | None = None) -> SetupResult:
     """Run ``cxl-setup`` with :func:`setup_plan` in ``vm`` (a booted guest) and parse its result.
 
     Returns an empty SetupResult, running nothing, when ``t`` asks for no
@@ -319,11 +327,30 @@ def apply_guest_setup(vm: GuestRunner | None, t: Topology, timeout: float = 120)
     result = _cxl_setup(vm, t, timeout) if t.guest.regions or t.guest.demotion is not None else SetupResult()
     if not t.guest.provision:
         return result
+    if any(p.via == "private-module" for p in t.guest.provision):
+        _upload_private_module(vm, kernel_image)
     r = vm.run(setup_command(provision_plan(t), PROVISION, PROVISION_PLAN_PATH), timeout=timeout, check=False)
     if r.exit_status != 0:
         raise _failed(r, "node provisioning")
     return SetupResult(regions=result.regions, provisioned=parse_provision_output(r.stdout), memdevs=result.memdevs,
                        demotion=result.demotion, output=result.output + r.stdout)
+
+
+def _upload_private_module(vm: GuestRunner, kernel_image: Path | None) -> None:
+    """Copy numa_harness_private.ko, built for the guest's kernel (``kernel_image``), to
+    :data:`GUEST_PRIVATE_MODULE`.
+
+    A kernel without a build tree gets no module; the provision step then reports ``skipped``."""
+    from harness.kernel.private_module import module_for_kernel
+    from harness.selftest.run import upload_commands
+
+    ko, _why = module_for_kernel(kernel_image)
+    if ko is None:
+        return
+    for cmd in [f"mkdir -p {GUEST_RUN_DIR}", *upload_commands(ko.read_bytes(), GUEST_PRIVATE_MODULE)]:
+        r = vm.run(cmd, timeout=60, check=False)
+        if r.exit_status != 0:
+            raise GuestSetupError(f"copying {ko.name} into the guest failed: {r.stderr.strip()}")
 
 
 def _failed(r: Any, what: str) -> GuestSetupError:

@@ -36,6 +36,7 @@ from pathlib import Path
 from harness.errors import KernelError
 from harness.kernel.config import _satisfies, parse_config
 from harness.kernel.kconfig import explain, read_kconfig_tree
+from harness.kernel.series import PatchResult, SeriesResult, apply_series
 from harness.paths import cache_dir
 from harness.resources import kernel_configs_dir
 
@@ -102,18 +103,24 @@ def requested_options(fragment_texts: Iterable[str]) -> dict[str, str]:
 # --------------------------------------------------------------------------- plan
 
 
-def build_key(src: Path, fragments: Sequence[Path]) -> str:
-    """Identity of a build directory: the source tree's path and the fragments' names, in order.
+def build_key(src: Path, fragments: Sequence[Path], series: str = "") -> str:
+    """Identity of a build directory: the source tree's path, the fragments' names, in order, and
+    the content hash of a series applied with ``--apply`` (:func:`harness.kernel.series.series_hash`).
 
     Fragment contents are not part of it: editing a fragment rebuilds in the same directory,
-    which make keeps incremental.
+    which make keeps incremental. A different series (or none) builds in a directory of its own.
     """
-    text = "\n".join([str(Path(src).resolve()), *(str(f) for f in fragments)])
+    text = "\n".join([str(Path(src).resolve()), *(str(f) for f in fragments)] + ([f"series {series}"] if series else []))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def default_build_dir(src: Path, fragments: Sequence[Path]) -> Path:
-    return cache_dir() / "builds" / build_key(src, fragments)
+def default_build_dir(src: Path, fragments: Sequence[Path], series: str = "") -> Path:
+    return cache_dir() / "builds" / build_key(src, fragments, series)
+
+
+def series_copy_dir(src: Path) -> Path:
+    """Where ``--apply`` copies a source tree that is not a git tree (keyed by its path)."""
+    return cache_dir() / "trees" / hashlib.sha256(str(Path(src).resolve()).encode()).hexdigest()[:16]
 
 
 def make_argv(src: Path, out: Path, *targets: str, jobs: int | None = None, extra: Sequence[str] = ()) -> list[str]:
@@ -286,20 +293,36 @@ class BuildResult:
     lost: list[LostOption]
     seconds: dict[str, float]
     release: str = ""
+    series: SeriesResult | None = None
 
 
 def build(src: Path, fragment_names: Sequence[str], *, jobs: int | None = None, out: Path | None = None,
           timeout: float = DEFAULT_TIMEOUT, on_step: Callable[[str], None] | None = None,
           on_line: Callable[[str], None] | None = None,
           on_lost: Callable[[list[LostOption]], None] | None = None,
-          config_only: bool = False) -> BuildResult:
+          config_only: bool = False, apply: Sequence[Path] = (),
+          on_patch: Callable[[PatchResult], None] | None = None,
+          on_series: Callable[[SeriesResult], None] | None = None) -> BuildResult:
     """Configure and build ``src`` in an O= directory; returns where, and what did not survive.
 
-    ``config_only`` stops after olddefconfig and the report (no compile)."""
+    ``apply``: patch series applied first (:func:`harness.kernel.series.apply_series`: a new
+    branch of ``src``, or of a git copy of it); the build then runs on that branch, in a build
+    directory keyed by the series too. ``config_only`` stops after olddefconfig and the report
+    (no compile)."""
     src = Path(src).expanduser().resolve()
-    check_build_host(src)
     fragments = resolve_fragments(fragment_names)
-    out = Path(out).expanduser().resolve() if out else default_build_dir(src, fragments)
+    applied: SeriesResult | None = None
+    check_build_host(src)
+    if apply:
+        if on_step:
+            on_step(f"git am -3 {' '.join(str(p) for p in apply)}")
+        applied = apply_series(src, apply, copy_to=series_copy_dir(src), on_patch=on_patch)
+        if on_series:
+            on_series(applied)
+        src = applied.tree
+    check_build_host(src)
+    out = Path(out).expanduser().resolve() if out else default_build_dir(src, fragments,
+                                                                        applied.hash if applied else "")
     out.mkdir(parents=True, exist_ok=True)
     jobs = jobs or os.cpu_count() or 1
     log = out / LOG_NAME
@@ -324,9 +347,43 @@ def build(src: Path, fragment_names: Sequence[str], *, jobs: int | None = None, 
                 on_lost(lost)
     rel = out / "include" / "config" / "kernel.release"
     result = BuildResult(out, [f.stem for f in fragments], lost, seconds,
-                         rel.read_text().strip() if rel.is_file() else "")
+                         rel.read_text().strip() if rel.is_file() else "", applied)
     info = {"src": str(src), "fragments": [str(f) for f in fragments], "jobs": jobs,
+            "series": ({"hash": applied.hash, "branch": applied.branch, "base": applied.base,
+                        "patches": [p.line().strip() for p in applied.patches]} if applied else None),
             "seconds": seconds, "release": result.release, "lost": [asdict(x) for x in lost],
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     (out / BUILD_INFO).write_text(json.dumps(info, indent=1) + "\n")
     return result
+
+
+# --------------------------------------------------------------------------- the series kernel
+
+#: A build directory of a kernel carrying the private-node series (what its live tests boot).
+SERIES_KERNEL_ENV = "NUMA_HARNESS_SERIES_KERNEL"
+#: The series' one Kconfig symbol (RFC v4 23/27): a build with it set carries the series.
+SERIES_OPTION = "CONFIG_CRAM"
+SERIES_BUILD_HINT = ("build one with `harness kernel build --src LINUX_7.2_TREE --apply SERIES.mbox --fragment numa "
+                     f"--fragment cxl --fragment private-nodes`, or set {SERIES_KERNEL_ENV} to its build directory")
+
+
+def is_series_build(tree: Path) -> bool:
+    """A built kernel tree (bzImage and modules) whose .config has the series' option set."""
+    cfg = tree / ".config"
+    return ((tree / "arch" / "x86" / "boot" / "bzImage").is_file() and (tree / "Module.symvers").is_file()
+            and cfg.is_file() and parse_config(cfg.read_text(errors="replace")).get(SERIES_OPTION) == "y")
+
+
+def find_series_kernel() -> Path | None:
+    """``$NUMA_HARNESS_SERIES_KERNEL`` if set (it must be a series build), else the newest series
+    build in the harness cache (``harness kernel build --apply``), else None."""
+    env = os.environ.get(SERIES_KERNEL_ENV)
+    if env:
+        tree = Path(env).expanduser().resolve()
+        if not is_series_build(tree):
+            raise KernelError(f"{SERIES_KERNEL_ENV}={env} is not a built kernel with {SERIES_OPTION}=y",
+                              hint=SERIES_BUILD_HINT)
+        return tree
+    builds = cache_dir() / "builds"
+    found = [d for d in builds.iterdir() if d.is_dir() and is_series_build(d)] if builds.is_dir() else []
+    return max(found, key=lambda d: (d / "arch" / "x86" / "boot" / "bzImage").stat().st_mtime, default=None)

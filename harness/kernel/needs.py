@@ -66,6 +66,15 @@ def guest_needs(t: Topology) -> GuestNeeds:
                          ("CONFIG_DEV_DAX_PMEM", "m"), ("CONFIG_DEV_DAX_KMEM", "m"), ("CONFIG_MEMORY_HOTPLUG", "y")):
             cfg[opt] = (val, why)
         modules += ["nd_e820", "nd_pmem", "dax_pmem", "device_dax", "kmem"]
+    if any(p.via == "private-module" for p in t.guest.provision):
+        why = "guest.provision private-module: memmap= pmem -> devdax -> the harness's module (series API)"
+        for opt, val in (("CONFIG_X86_PMEM_LEGACY", "m"), ("CONFIG_LIBNVDIMM", "m"), ("CONFIG_DEV_DAX", "m"),
+                         ("CONFIG_DEV_DAX_PMEM", "m"), ("CONFIG_MEMORY_HOTPLUG", "y"),
+                         ("CONFIG_MEMORY_HOTREMOVE", "y"), ("CONFIG_MIGRATION", "y")):
+            cfg[opt] = (val, why)
+        if any(p.cram for p in t.guest.provision):
+            cfg["CONFIG_CRAM"] = ("y", "guest.provision cram: cram_register_private_node (private-node series 23/27)")
+        modules += ["nd_e820", "nd_pmem", "dax_pmem", "device_dax"]
     return GuestNeeds(config={k: v[0] for k, v in cfg.items()}, why={k: v[1] for k, v in cfg.items()},
                       modules=tuple(dict.fromkeys(modules)))
 

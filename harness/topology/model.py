@@ -211,7 +211,7 @@ class PrivateNode:
     features: int | None = fld("opt-in feature mask (private_node=<nid>,<mask>); omit for the kernel's default", None)
 
 
-ProvisionVia = Literal["memmap-kmem", "dax_test", "cxl-mempolicy", "cxl-compression"]
+ProvisionVia = Literal["memmap-kmem", "private-module", "dax_test", "cxl-mempolicy", "cxl-compression"]
 ProvisionZone = Literal["movable", "normal"]
 
 #: Service opt-ins a provisioned node may be given (the private/managed-node series' per-node
@@ -226,13 +226,18 @@ class Provision:
 
     node: int = fld("node id the memory lands on")
     via: ProvisionVia = fld("memmap-kmem: memmap=SIZE!START legacy pmem -> devdax namespace -> kmem (stock kernels); "
-                            "dax_test, cxl-mempolicy, cxl-compression: the private-node series' drivers "
-                            "(skipped with the reason on a kernel without them)")
-    size: Size | None = fld("bytes taken from the start of the node's memory (memmap-kmem, dax_test), a multiple "
-                            "of 128M; defaults to the whole node", None)
+                            "private-module: the same devdax namespace bound to the harness's own module, which "
+                            "hands it to the private-node series' add_private_memory_driver_managed() (a series "
+                            "kernel booted with --kernel-tree); dax_test, cxl-mempolicy, cxl-compression: the "
+                            "series author's drivers (skipped with the reason on a kernel without them)")
+    size: Size | None = fld("bytes taken from the start of the node's memory (memmap-kmem, private-module, dax_test), "
+                            "a multiple of 128M; defaults to the whole node", None)
     device: str | None = fld("cxl.devices[].id bound to the driver (cxl-mempolicy, cxl-compression)", None)
     features: list[str] = fld("services the node opts into (the expectation the contract checks use): "
                               + ", ".join(SERVICES) + "; memmap-kmem gives an ordinary node: leave empty", [])
+    cram: bool = fld("private-module: register the node with CRAM (cram_register_private_node), which brings its "
+                     "own opt-ins (migration, demotion, numa_balancing, protect_write, reclaim); leave features empty",
+                     False)
     zone: ProvisionZone = fld("how memmap-kmem onlines the memory: movable (ZONE_MOVABLE, daxctl's default: user "
                               "pages only, so the node can be offlined and its driver unbound) or normal (the "
                               "kernel's own allocations may land there too)", "movable")

@@ -8,8 +8,11 @@ entry needs on the kernel command line, and the cross-field checks. Nothing here
 ``memmap-kmem`` works on stock kernels: the range is reserved as legacy pmem at boot, the guest
 set-up turns its namespace into a devdax device and binds it to ``kmem``, which hot-adds it to the
 node (the firmware's ACPI tables sit at the top of the last node's memory, so kmem onlines the
-whole 128 MiB blocks inside the range: 256 MiB of a 512 MiB node). The other paths need the
-private/managed-node series and are skipped, with the reason, on a kernel without them.
+whole 128 MiB blocks inside the range: 256 MiB of a 512 MiB node). ``private-module`` takes the
+same devdax device to the harness's own module, which makes the node private through the
+private-node series' API with the NP_OPS opt-ins ``features`` name (:data:`NP_OPS`, checked
+against the rules the kernel enforces) or as a CRAM node (``cram``). The paths that need the
+series are skipped, with the reason, on a kernel without them.
 """
 
 from __future__ import annotations
@@ -24,8 +27,28 @@ MEMORY_BLOCK = 128 << 20
 #: q35 keeps guest RAM below 4 GiB in one piece up to here (its PCI hole starts at 2.75 GiB).
 LOWMEM_LIMIT = 0xB000_0000
 
-NEEDS_SERIES = ("dax_test", "cxl-mempolicy", "cxl-compression")
+NEEDS_SERIES = ("private-module", "dax_test", "cxl-mempolicy", "cxl-compression")
+#: Paths that take a memmap=SIZE!START reservation of a memory-only node's memory.
+MEMMAP_PATHS = ("memmap-kmem", "private-module", "dax_test")
+#: The series' NP_OPS_* opt-ins, in bit order (include/linux/node_private.h of RFC v4): what
+#: ``private-module`` accepts as ``features``.
+NP_OPS = ("migration", "mempolicy", "demotion", "protect_write", "reclaim", "numa_balancing", "compaction",
+          "longterm_pin")
+#: What CRAM's own ops opt into (mm/cram.c, RFC v4 23/27: MIGRATION|DEMOTION|NUMA_BALANCING|PROTECT_WRITE|RECLAIM).
+CRAM_FEATURES = ("migration", "demotion", "protect_write", "reclaim", "numa_balancing")
+#: node_private_set_ops() refuses these combinations (-EINVAL): (needs, because).
+NP_OPS_RULES = (("mempolicy", "migration"), ("numa_balancing", "migration"), ("compaction", "migration"))
 CXL_DRIVERS = {"cxl-mempolicy": "cxl_mempolicy", "cxl-compression": "cxl_compression"}
+
+
+def effective_features(p: Provision) -> list[str]:
+    """The services a provisioned node opts into: its ``features``, or CRAM's for ``cram: true``."""
+    return list(CRAM_FEATURES) if p.cram else list(p.features)
+
+
+def np_ops_mask(features: list[str]) -> int:
+    """``features`` as the series' NP_OPS_* bit mask (the module's ``ops=``)."""
+    return sum(1 << NP_OPS.index(f) for f in features if f in NP_OPS)
 
 
 def node_start(t: Topology, nid: int) -> int:
@@ -57,7 +80,7 @@ def kernel_params(t: Topology) -> list[str]:
     """``memmap=SIZE!START`` for every provision that takes a reserved range."""
     out = []
     for p in t.guest.provision:
-        if p.via in ("memmap-kmem", "dax_test"):
+        if p.via in MEMMAP_PATHS:
             start, size = provision_range(t, p)
             out.append(f"memmap={_mib(size)}!{_mib(start)}")
     return out
@@ -81,7 +104,8 @@ def check_provision(t: Topology) -> None:
             if f not in SERVICES:
                 raise SchemaError(f"{path}.features[{j}]", f"unknown service '{f}'", hint=f"one of {', '.join(SERVICES)}")
         node = t.node(p.node)
-        if p.via in ("memmap-kmem", "dax_test"):
+        _check_private_module(path, p)
+        if p.via in MEMMAP_PATHS:
             if node.cpus:
                 raise SchemaError(f"{path}.node", f"node {p.node} has CPUs; {p.via} takes a memory-only node's memory",
                                   hint="provision a node without cpus:")
@@ -113,3 +137,26 @@ def check_provision(t: Topology) -> None:
         if p.via in NEEDS_SERIES and "private-nodes" not in t.requires:
             raise SchemaError("requires", f"guest.provision via {p.via} needs the private-node kernel series; say so",
                               hint="add requires: [private-nodes]")
+
+
+def _check_private_module(path: str, p: Provision) -> None:
+    """``cram`` and the NP_OPS opt-ins of a ``private-module`` entry, with the kernel's own rules."""
+    if p.cram and p.via != "private-module":
+        raise SchemaError(f"{path}.cram", f"cram is a private-module option, not {p.via}'s")
+    if p.via != "private-module":
+        return
+    if p.cram and p.features:
+        raise SchemaError(f"{path}.features", "a CRAM node takes CRAM's own opt-ins ("
+                          + ", ".join(CRAM_FEATURES) + "); leave features empty")
+    for j, f in enumerate(p.features):
+        if f not in NP_OPS:
+            raise SchemaError(f"{path}.features[{j}]", f"'{f}' is not a node_private_ops flag of the series",
+                              hint=f"private-module takes {', '.join(NP_OPS)}")
+    for needs_it, needed in NP_OPS_RULES:
+        if needs_it in p.features and needed not in p.features:
+            raise SchemaError(f"{path}.features", f"{needs_it} needs {needed} (node_private_set_ops refuses "
+                              f"NP_OPS_{needs_it.upper()} without NP_OPS_{needed.upper()})",
+                              hint=f"add {needed}")
+    if "mempolicy" in p.features and "protect_write" in p.features:
+        raise SchemaError(f"{path}.features", "mempolicy and protect_write exclude each other "
+                          "(node_private_set_ops refuses both)")

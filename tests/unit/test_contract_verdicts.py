@@ -282,3 +282,35 @@ def test_movable_control_is_no_kernel_memory_control():
     v = V.isolation("isolation.kernel", c, 0, "node 1 kernel memory +0 kB")
     assert v.outcome == "skip" and "ZONE_MOVABLE" in v.observed
     assert V.isolation("isolation.anon", c, 0, "0 pages").outcome == "xpass"      # user pages still must leak
+
+
+# --- what the private-node series kernel (RFC v4 on 7.2.13) showed ---------------------------
+
+def _series_targets():
+    masks = {**STOCK, "has_memory": "0-1", "has_normal_memory": "0-1", "has_private_memory": "2"}
+    s = from_dump(dump(masks))
+    return targets(s, load("private-mempolicy").topology)
+
+
+def test_madv_cold_is_judged_against_pages_that_are_born_inactive():
+    # placing 1024 pages adds 1024 to Inactive(anon) with or without MADV_COLD (seen on 7.2 and 6.12):
+    # the check cannot tell, on a private node or on a control
+    (p,) = by_role(_series_targets(), "private")
+    v = V.cold(p, 1024, 1024, 1024)
+    assert v.outcome == "skip" and "no active page" in v.observed and v.numbers["acted"] == 0
+    c = replace(p, role="control")
+    assert V.cold(c, 1024, 1024, 1024).outcome == "skip"
+    # MADV_COLD beyond the baseline is its own doing: the opt-in decides
+    assert V.cold(p, 1024, 2048, 1024).outcome == "fail"          # reclaim not opted in: must leave them alone
+    assert V.cold(c, 1024, 2048, 1024).outcome == "pass"
+    assert V.cold(p, 0, 0, 0).outcome == "skip"                    # no page reached the node
+
+
+def test_interleave_all_refused_is_a_failure_naming_mems_allowed():
+    ts = targets(from_dump(dump({**STOCK, "has_memory": "0-1", "has_normal_memory": "0-1",
+                                 "has_private_memory": "2"})), load("private-mempolicy").topology)
+    (p,) = by_role(ts, "private")
+    none = replace(p, opted_in=frozenset())
+    v = V.interleave_refused(none, ["set_mempolicy: Invalid argument"], ["0-2"])
+    assert v.outcome == "fail" and v.promise == "isolation.interleave"
+    assert "refused for every process: set_mempolicy: Invalid argument" in v.observed and "0-2" in v.observed

@@ -61,11 +61,49 @@ def test_a_middle_node_loses_only_the_first_block():
     ([{"node": 1, "via": "dax_test", "features": ["nonsense"]}], "guest.provision[0].features[0]", "unknown service"),
     ([{"node": 1, "via": "dax_test"}], "requires", "private-node kernel series"),
     ([{"node": 1, "via": "cxl-mempolicy"}], "guest.provision[0].device", "needs a cxl.devices id"),
+    ([{"node": 1, "via": "private-module"}], "requires", "private-node kernel series"),
+    ([{"node": 0, "via": "private-module"}], "guest.provision[0].node", "has CPUs"),
+    ([{"node": 1, "via": "memmap-kmem", "cram": True}], "guest.provision[0].cram", "private-module option"),
 ])
 def test_bad_provision_names_the_path(provision, path, words):
     with pytest.raises(TopologyError) as e:
         topo(provision=provision)
     assert path in str(e.value) and words in str(e.value)
+
+
+@pytest.mark.parametrize("provision, path, words", [
+    ({"features": ["ksm"]}, "guest.provision[0].features[0]", "not a node_private_ops flag"),
+    ({"features": ["mempolicy"]}, "guest.provision[0].features", "mempolicy needs migration"),
+    ({"features": ["numa_balancing"]}, "guest.provision[0].features", "numa_balancing needs migration"),
+    ({"features": ["compaction"]}, "guest.provision[0].features", "compaction needs migration"),
+    ({"features": ["migration", "mempolicy", "protect_write"]}, "guest.provision[0].features", "exclude each other"),
+    ({"cram": True, "features": ["migration"]}, "guest.provision[0].features", "CRAM's own opt-ins"),
+])
+def test_private_module_takes_the_series_ops_with_the_kernels_own_rules(provision, path, words):
+    with pytest.raises(TopologyError) as e:
+        topo(provision=[{"node": 1, "via": "private-module", **provision}], requires=["private-nodes"])
+    assert path in str(e.value) and words in str(e.value)
+
+
+def test_private_module_is_planned_with_its_np_ops_mask_and_the_module_file():
+    from harness.contract.targets import _provisioned
+    from harness.guest.setup import GUEST_PRIVATE_MODULE
+    from harness.topology.provision import CRAM_FEATURES, np_ops_mask
+
+    t = load("private-mempolicy").topology
+    start, size = 1536 << 20, 512 << 20
+    assert provision_plan(t).splitlines()[1] == f"private-module 2 {start} {size} 0x3 0 {GUEST_PRIVATE_MODULE}"
+    assert kernel_params(t) == ["memmap=512M!1536M"]
+    assert _provisioned(t, 2) == ("private-module, ops migration|mempolicy", ["migration", "mempolicy"], "movable")
+    assert _provisioned(t, 1)[0] == "memory-only (SRAT)"   # the control beside it
+    t = load("private-none").topology
+    assert provision_plan(t).splitlines()[1].split()[4:6] == ["0x0", "0"]
+    assert _provisioned(t, 1) == ("private-module, ops none", [], "movable")
+    t = load("private-cram").topology
+    assert provision_plan(t).splitlines()[1].split()[4:6] == ["0x0", "1"]
+    assert _provisioned(t, 1)[1] == list(CRAM_FEATURES)
+    # mm/cram.c's cram_ops.flags: MIGRATION|DEMOTION|NUMA_BALANCING|PROTECT_WRITE|RECLAIM = 0x3d
+    assert np_ops_mask(list(CRAM_FEATURES)) == 0x3d
 
 
 def test_a_small_last_node_would_online_nothing():
