@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from harness.contract import run as contract_run
 from harness.contract.replay import Replay
 from harness.contract.run import run_contract
 from harness.errors import GuestCommandError
@@ -26,22 +25,8 @@ DATA = Path(__file__).parent / "data" / "contract-replay"
 RECORDINGS = sorted(p.name.removesuffix(".guest.json.gz") for p in DATA.glob("*.guest.json.gz"))
 
 
-class FakeClock:
-    """time for run.py: sleeping advances it, so polling loops end as they did, without waiting."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, s: float) -> None:
-        self.now += s
-
-
 @pytest.mark.parametrize("name", RECORDINGS)
-def test_replayed_verdicts_are_the_recorded_ones(name, monkeypatch):
-    monkeypatch.setattr(contract_run, "time", FakeClock())
+def test_replayed_verdicts_are_the_recorded_ones(name):
     replay = Replay.load(DATA / f"{name}.guest.json.gz")
     (section,) = json.loads((DATA / f"{name}.verdicts.json").read_text())["sections"]
     topo = load(replay.about["topology"]).topology
