@@ -3,9 +3,10 @@
 suite (``guest-tests/``) again on each further kernel (``debian:7.2``), one pytest run per kernel.
 
 Each run's output streams through as pytest prints it. At the end, one line per kernel: the
-kernel, its pytest summary and its wall time; then, as the closing line, the pytest summary of
-the first run that failed (or of the default kernel's run when none did), so whatever reads the
-last line of the log reads a real pytest summary. Exits with the first non-zero pytest status.
+kernel, its pytest summary and its wall time; then, as the closing line, every run's counts
+added up in pytest's own summary format (``==== 1046 passed, 94 skipped in 2400.00s (all
+kernels) ====``), so whatever reads the last line of the log counts the tests of every kernel.
+Exits with the first non-zero pytest status.
 
   scripts/kernel_matrix.py [--kernel NAME]... [-- PYTEST_ARGS...]
 
@@ -26,6 +27,10 @@ from pathlib import Path
 
 #: pytest's closing line: ``==== 56 passed, 2 skipped in 312.40s (0:05:12) ====``.
 SUMMARY_RE = re.compile(r"^=+ (.* in [\d.]+s.*) =+$")
+#: one count of a summary line: ``56 passed``, ``2 skipped``, ``1 error``.
+COUNT_RE = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|deselected|warnings?|subtests? \w+)")
+#: the order pytest prints its counts in
+ORDER = ("failed", "passed", "skipped", "deselected", "xfailed", "xpassed", "warnings", "errors")
 
 
 @dataclass
@@ -54,6 +59,25 @@ def release_of(kernel: str | None) -> str:
         return resolve_kernel(KernelSpec.from_env(kernel), progress=lambda m: print(m, flush=True)).release
     except HarnessError:
         return ""
+
+
+def totals(legs: list[Leg]) -> str:
+    """Every leg's counts added up, as one pytest summary line (with every leg's wall time)."""
+    counts: dict[str, int] = {}
+    for leg in legs:
+        for n, word in COUNT_RE.findall(leg.summary):
+            word = {"error": "errors", "warning": "warnings"}.get(word, word)
+            counts[word] = counts.get(word, 0) + int(n)
+    if not any(leg.status for leg in legs) and not counts:
+        counts["passed"] = 0
+    if any(leg.status and not leg.summary for leg in legs):  # a run that ended without a summary
+        counts["errors"] = counts.get("errors", 0) + sum(1 for leg in legs if leg.status and not leg.summary)
+    words = sorted(counts, key=lambda w: ORDER.index(w) if w in ORDER else len(ORDER))
+    seconds = sum(leg.seconds for leg in legs)
+    def said(w: str) -> str:  # pytest's words: "1 error", "2 errors"
+        return w[:-1] if counts[w] == 1 and w in ("errors", "warnings") else w
+    return (f"==== {', '.join(f'{counts[w]} {said(w)}' for w in words)} in {seconds:.2f}s "
+            f"({fmt(seconds)}, all kernels) ====")
 
 
 def run(leg: Leg, release: Callable[[str | None], str] = release_of) -> None:
@@ -93,9 +117,8 @@ def main(argv: list[str] | None = None, release: Callable[[str | None], str] = r
         kernel = f" ({leg.release})" if leg.release else ""
         print(f"{leg.label}{kernel}: {leg.summary or f'pytest exited {leg.status}'}; wall time {fmt(leg.seconds)}")
     failed = [leg for leg in legs if leg.status != 0]
-    closing = (failed or legs)[0]
-    print(closing.summary or f"==== pytest exited {closing.status} ({closing.label}) ====", flush=True)
-    return closing.status
+    print(totals(legs), flush=True)
+    return failed[0].status if failed else 0
 
 
 if __name__ == "__main__":
