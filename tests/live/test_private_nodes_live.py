@@ -19,6 +19,7 @@ import pytest
 
 from harness.errors import KernelError
 from harness.kernel.build import SERIES_BUILD_HINT, find_series_kernel
+from harness.units import IdList
 
 pytestmark = [pytest.mark.live, pytest.mark.timeout(1800)]
 
@@ -54,7 +55,7 @@ def test_the_module_makes_a_private_node_through_the_series_api(preset, node, in
     masks, _, log = r.stdout.partition("---")
     private, memory = (ln.strip() for ln in masks.strip().splitlines()[:2])
     assert private == str(node), r.stdout
-    assert (str(node) in memory.replace("-", ",").split(",")) == in_has_memory, r.stdout
+    assert (node in IdList.parse(memory, "has_memory")) == in_has_memory, r.stdout
     assert f"add_private_memory_driver_managed(node {node}" in log and said in log, log
 
 
