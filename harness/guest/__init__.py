@@ -3,7 +3,7 @@ programs and ``lib.sh``, the shell library they source; ``programs/``: C workloa
 host<->guest protocol, and, on the host side, pure planners (topology -> what to do in the guest)
 and parsers (guest output -> typed results): :mod:`.setup`, :mod:`.expect`, :mod:`.workloads`
 (the programs' command lines and typed results), :mod:`.background` (holding a program),
-:mod:`.dmesg` (kernel log marks), :mod:`.cgroup`, :mod:`.services` and :mod:`.node_memory` (what
+:mod:`.dmesg` (kernel log marks), :mod:`.upload` (copying a file in), :mod:`.cgroup`, :mod:`.services` and :mod:`.node_memory` (what
 the contract turns in the guest), :mod:`.state`. The guest's node view is read once, by
 :mod:`harness.stats` (``files/snapshot.sh``).
 

@@ -56,6 +56,7 @@ from typing import Any
 
 from harness.errors import GuestCommandError
 from harness.guest.protocol import CXL_SETUP, GUEST_RUN_DIR, MAX_COMMAND_BYTES, PROVISION
+from harness.guest.upload import upload
 from harness.runner import GuestRunner
 from harness.topology.cxltree import CxlTree
 from harness.topology.model import Provision, Region, Topology
@@ -342,15 +343,17 @@ def _upload_private_module(vm: GuestRunner, kernel_image: Path | None) -> None:
 
     A kernel without a build tree gets no module; the provision step then reports ``skipped``."""
     from harness.kernel.private_module import module_for_kernel
-    from harness.selftest.run import upload_commands
 
     ko, _why = module_for_kernel(kernel_image)
     if ko is None:
         return
-    for cmd in [f"mkdir -p {GUEST_RUN_DIR}", *upload_commands(ko.read_bytes(), GUEST_PRIVATE_MODULE)]:
-        r = vm.run(cmd, timeout=60, check=False)
-        if r.exit_status != 0:
-            raise GuestSetupError(f"copying {ko.name} into the guest failed: {r.stderr.strip()}")
+    r = vm.run(f"mkdir -p {GUEST_RUN_DIR}", timeout=60, check=False)
+    if r.exit_status != 0:
+        raise GuestSetupError(f"copying {ko.name} into the guest failed: {r.stderr.strip()}")
+    try:
+        upload(vm, ko.read_bytes(), GUEST_PRIVATE_MODULE, ko.name)
+    except GuestCommandError as e:
+        raise GuestSetupError(str(e)) from None
 
 
 def _failed(r: Any, what: str) -> GuestSetupError:

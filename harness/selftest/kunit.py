@@ -35,13 +35,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import GuestCommandError, HarnessError, KernelError
+from harness.guest.upload import upload
 from harness.image.cpio import read_source
 from harness.image.modules import close_modules, module_name, parse_builtin, parse_modules_dep
 from harness.kernel.model import Kernel
 from harness.resources import selftest_files_dir
 from harness.runner import GuestRunner
 from harness.selftest.ktap import KtapReport, KtapResult, parse_ktap
-from harness.selftest.run import DEFAULT_TIMEOUT, Outcome, upload_commands, verdict
+from harness.selftest.run import DEFAULT_TIMEOUT, Outcome, verdict
 
 GUEST_DIR = "/tmp/nh-kunit"
 MARK = "numa-harness-kunit: "
@@ -300,11 +301,14 @@ def read_results(guest: GuestRunner, kernel: Kernel, modules: Sequence[str] = ()
     data = bundle(files)
     if say:
         say(f"copying kunit.sh{' and ' + str(len(files)) + ' module(s)' if files else ''} into the guest")
-    for cmd in [f"rm -rf {GUEST_DIR} && mkdir -p {GUEST_DIR}", *upload_commands(data, f"{GUEST_DIR}.tar.gz"),
-                f"tar -xzf {GUEST_DIR}.tar.gz -C {GUEST_DIR} && rm -f {GUEST_DIR}.tar.gz"]:
+    def step(cmd: str) -> None:
         r = guest.run(cmd, timeout=60, check=False)
         if r.exit_status != 0:
             raise GuestCommandError(f"copying KUnit files into the guest failed: {r.stderr.strip()}")
+
+    step(f"rm -rf {GUEST_DIR} && mkdir -p {GUEST_DIR}")
+    upload(guest, data, f"{GUEST_DIR}.tar.gz", "KUnit files")
+    step(f"tar -xzf {GUEST_DIR}.tar.gz -C {GUEST_DIR} && rm -f {GUEST_DIR}.tar.gz")
     order = [n.removesuffix(".ko") for n in files]
     if say:
         say("loading " + ", ".join(order) if order else f"reading {DEBUGFS}")

@@ -16,8 +16,6 @@ test that times out or dies on a signal is a failure carrying its output.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import io
 import os
 import re
@@ -30,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import GuestCommandError, HarnessError
+from harness.guest.upload import upload
 from harness.resources import selftest_files_dir
 from harness.runner import GuestRunner
 from harness.selftest.ktap import KtapReport, KtapResult, parse_ktap
@@ -37,8 +36,6 @@ from harness.selftest.ktap import KtapReport, KtapResult, parse_ktap
 #: kselftest's default per-test limit (tools/testing/selftests/kselftest/runner.sh).
 DEFAULT_TIMEOUT = 300
 KSFT_SKIP = 4
-#: Base64 characters per SSH command: well under what dropbear takes on one command line.
-CHUNK = 6000
 GUEST_ROOT = "/tmp/nh-selftests"
 TRAILER = re.compile(r"^numa-harness-selftest: exit=(\d+) seconds=(\d+) timed_out=([01])\s*$")
 #: Files an installed kselftest tree has that are not tests.
@@ -161,13 +158,6 @@ def bundle(suite: Suite) -> bytes:
     return buf.getvalue()
 
 
-def upload_commands(data: bytes, dest: str, chunk: int = CHUNK) -> list[str]:
-    """Shell commands that rebuild ``data`` at ``dest`` from base64 chunks."""
-    text = base64.b64encode(data).decode()
-    cmds = [f"rm -f {dest}.b64"]
-    cmds += [f"printf %s {text[i:i + chunk]} >> {dest}.b64" for i in range(0, len(text), chunk)]
-    cmds.append(f"base64 -d {dest}.b64 > {dest} && rm -f {dest}.b64 && md5sum {dest}")
-    return cmds
 
 
 # --------------------------------------------------------------------------- I/O
@@ -198,17 +188,9 @@ def send(guest: GuestRunner, suite: Suite, say: Callable[[str], None] | None = N
     """Copy the suite into the guest; returns its directory there."""
     data = bundle(suite)
     dest = f"{GUEST_ROOT}/{suite.name}.tar.gz"
-    cmds = upload_commands(data, dest)
     _run(guest, f"mkdir -p {GUEST_ROOT}", 30)
-    for i, cmd in enumerate(cmds):
-        if say and i % 20 == 0:
-            say(f"copying {suite.name} into the guest ({len(data) // 1024} KiB, {i}/{len(cmds)} chunks)")
-        status, out, err = _run(guest, cmd, 60)
-        if status != 0:
-            raise GuestCommandError(f"copying {suite.name} into the guest failed: {err.strip() or out.strip()}")
-    want = hashlib.md5(data).hexdigest()
-    if not out.startswith(want):
-        raise GuestCommandError(f"{suite.name} arrived corrupted in the guest (md5 {out.split()[:1]} != {want})")
+    upload(guest, data, dest, suite.name, say=(lambda i, n: say(
+        f"copying {suite.name} into the guest ({len(data) // 1024} KiB, {i}/{n} chunks)")) if say else None)
     status, out, err = _run(guest, f"cd {GUEST_ROOT} && tar -xzf {dest} && rm -f {dest}", 120)
     if status != 0:
         raise GuestCommandError(f"unpacking {suite.name} in the guest failed: {err.strip() or out.strip()}")

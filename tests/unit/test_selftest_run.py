@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import HarnessError
+from harness.guest.upload import upload_commands
 from harness.resources import selftest_files_dir
 from harness.selftest.ktap import parse_ktap
 from harness.selftest.run import (
@@ -21,7 +22,6 @@ from harness.selftest.run import (
     discover,
     parse_run_output,
     select_tests,
-    upload_commands,
     verdict,
 )
 
