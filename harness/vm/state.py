@@ -47,6 +47,26 @@ def vm_dir(name: str) -> Path:
     return state_dir() / check_vm_name(name)
 
 
+def reserve_vm_dir(name: str, root: Path | None = None) -> tuple[str, Path]:
+    """A new state directory for a VM called ``name``, or ``name-2``, ``name-3``... if taken.
+
+    The directory is made with an exclusive ``mkdir`` (then 0700), so two processes asking at
+    once never get the same one and no directory that exists (a live VM's, a failed boot's
+    console log) is ever reused. Returns the name and the directory.
+    """
+    base = make_private_dir(root or state_dir())
+    for n in range(1, 1000):
+        candidate = check_vm_name(name if n == 1 else f"{name[:60]}-{n}")
+        d = base / candidate
+        try:
+            d.mkdir()
+        except FileExistsError:
+            continue
+        os.chmod(d, 0o700)
+        return candidate, d
+    raise VMStateError(f"no free VM name like {name!r} in {base}", hint="harness status; harness down NAME")
+
+
 def make_private_dir(path: Path) -> Path:
     """Create ``path`` (and missing parents) and make it 0700, whatever the umask."""
     path.mkdir(parents=True, exist_ok=True)
