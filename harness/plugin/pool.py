@@ -35,7 +35,7 @@ from harness.errors import HarnessError
 from harness.kernel.config import parse_config
 from harness.kernel.model import Kernel
 from harness.topology import resolve
-from harness.vm.state import reserve_vm_dir
+from harness.vm.state import reserve_vm_dir, write_meta
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,7 @@ class VMPool:
             raise
         if workdir is not None:
             self._state_dirs[id(m)] = workdir
+            write_meta(workdir, topology=m.name, kernel=m.prepared.kernel.origin, accel=m.prepared.accel.accel)
         p = m.prepared
         self._say(f"numa-harness: booted {p.loaded.name} in {time.monotonic() - t0:.1f} s "
                   f"(kernel {p.kernel.release}, accel {p.accel.accel}, {len(m.setup.regions)} CXL regions)")

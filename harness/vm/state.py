@@ -24,7 +24,7 @@ from pathlib import Path
 
 from harness.errors import UsageError, VMStateError
 from harness.paths import state_dir
-from harness.vm.process import kill_verified, pid_alive, wait_gone
+from harness.vm.process import kill_verified, pid_alive, qemu_marker, wait_gone
 
 STATE_FILE = "vm.json"
 STATE_VERSION = 1
@@ -109,7 +109,7 @@ class VMState:
     @property
     def alive(self) -> bool:
         """Whether that QEMU still runs (checks the pid really is that QEMU)."""
-        return pid_alive(self.pid, self.qmp_sock)
+        return pid_alive(self.pid, qemu_marker(self.qmp_sock))
 
     @property
     def condition(self) -> str:
@@ -144,6 +144,14 @@ def write_state(directory: Path, state: VMState) -> Path:
     return path
 
 
+META_FILE = "meta.json"
+
+
+def write_meta(directory: Path, *, topology: str, kernel: str, accel: str) -> None:
+    """What ``harness status`` shows of a background VM beside its state: its topology, kernel, accelerator."""
+    (directory / META_FILE).write_text(json.dumps({"topology": topology, "kernel": kernel, "accel": accel}) + "\n")
+
+
 def stop_recorded(state: VMState, *, quit_timeout: float = 5.0) -> str:
     """Stop the QEMU ``state`` records without the guest: QMP quit, then SIGKILL. Says how.
 
@@ -162,9 +170,10 @@ def stop_recorded(state: VMState, *, quit_timeout: float = 5.0) -> str:
         pass
     finally:
         qmp.close()
-    if wait_gone(state.pid, state.qmp_sock, quit_timeout):
+    marker = qemu_marker(state.qmp_sock)
+    if wait_gone(state.pid, marker, quit_timeout):
         return "QMP quit"
-    if kill_verified(state.pid, state.qmp_sock):
+    if kill_verified(state.pid, marker):
         return "SIGKILL"
     raise VMStateError(f"QEMU pid {state.pid} did not exit after SIGKILL")
 

@@ -34,6 +34,7 @@ FAILING = """
         assert vm.run("true").exit_status == 1, "deliberate"
 """
 
+WIDE = {"COLUMNS": "250"}  # status's table in full
 HANGING = """
     import pytest
 
@@ -76,8 +77,9 @@ def test_two_xdist_workers_keep_two_vms_and_say_so(h: Harness, tmp_path: Path):
         assert "Traceback" not in out.split("short test summary")[0].split("FAILURES")[0], out
         kept = re.findall(r"harness ssh (pytest-numa-basic-\d+)\b", out)
         assert len(kept) == 2 and len(set(kept)) == 2, out
-        status = h.run("status").stdout.decode()
-        assert all(name in status for name in kept), status
+        status = h.run("status", env=WIDE).stdout.decode()
+        rows = [ln for ln in status.splitlines() if any(name in ln for name in kept)]
+        assert len(rows) == 2 and all("│ numa-basic" in ln and "running" in ln for ln in rows), status
         assert len(h.qemus()) == 2
         for name in kept:
             r2 = h.run("ssh", name, "--", "echo alive", timeout=120)
@@ -107,7 +109,7 @@ def test_a_sigkilled_session_leaves_its_vm_to_status_and_down(h: Harness, tmp_pa
         st = h.state_of(names[0])
         assert pid_alive(st["pid"]) and st["pid"] in h.qemus()
         assert Path(st["console_log"]).parent == h.state / names[0]  # not in $TMPDIR
-        status = h.run("status").stdout.decode()
+        status = h.run("status", env=WIDE).stdout.decode()
         assert names[0] in status and "running" in status, status
     finally:
         if p.poll() is None:
