@@ -176,3 +176,36 @@ def test_sigterm_ends_the_session_with_143_and_no_traceback(h: Harness, tmp_path
     assert not (folder / "after").exists(), "the session went on after SIGTERM"
     assert took < 60, took
     assert wait_for(lambda: not h.qemus(), 10)
+
+
+def test_guest_start_on_a_full_guest_tmp_fails_at_once_naming_it(h: Harness, tmp_path: Path):
+    """``guest.start()`` with the guest's /tmp full (shrunk to 8 MiB and filled, as a test that
+    wrote too much would leave it): a one-line WorkloadError naming the full /tmp within
+    seconds, not after its 300 s timeout; with the space freed it starts again."""
+    folder = tmp_path / "suite"
+    session(h, folder, """
+        import time
+
+        import pytest
+
+        from harness.guest import workloads
+
+        @pytest.mark.topology("numa-basic")
+        def test_full_tmp(vm, guest):
+            vm.run("mount -o remount,size=8m /tmp && (dd if=/dev/zero of=/tmp/fill bs=64k 2>/dev/null; true)")
+            assert vm.run("df -P -k /tmp | awk 'NR == 2 { print $4 }'").stdout.strip() == "0"
+            t0 = time.monotonic()
+            with pytest.raises(workloads.WorkloadError) as e:
+                guest.start(workloads.place(2, hold_until_signal=True), timeout=300)
+            open("outcome", "w").write(f"{time.monotonic() - t0:.1f}\\n{str(e.value).splitlines()[0]}\\n")
+            vm.run("rm -f /tmp/fill")
+            held = guest.start(workloads.place(2, hold_until_signal=True), timeout=300)
+            guest.stop(held.pid)
+        """)
+    r = subprocess.run(pytest_argv(), cwd=folder, capture_output=True, text=True, timeout=500, env=h.environ())
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    took, message = (folder / "outcome").read_text().splitlines()
+    assert float(took) < 15, took
+    assert "no space left on device: the guest's /tmp is full" in message, message
+    assert wait_for(lambda: not h.qemus(), 10)
