@@ -79,39 +79,3 @@ def test_kept_vm_names_are_per_process_and_valid():
     assert kept_vm_name("cxl-single", 1) != kept_vm_name("cxl-single", 2)  # two sessions, two xdist workers
     odd = kept_vm_name("my topo, v2 (" + "x" * 80 + ")", 123456)
     assert check_vm_name(odd) == odd and odd.endswith("-123456") and len(odd) <= 64
-
-
-def test_reserve_vm_dir_never_hands_out_a_directory_twice(tmp_path):
-    from harness.vm.state import reserve_vm_dir
-
-    (tmp_path / "pytest-a-1").mkdir()  # a live VM's, or a failed boot's console log
-    (tmp_path / "pytest-a-1" / "vm.json").write_text("{}")
-    name, d = reserve_vm_dir("pytest-a-1", tmp_path)
-    assert name == "pytest-a-1-2" and d == tmp_path / name and d.is_dir()
-    assert (d.stat().st_mode & 0o777) == 0o700
-    assert reserve_vm_dir("pytest-a-1", tmp_path)[0] == "pytest-a-1-3"
-    assert (tmp_path / "pytest-a-1" / "vm.json").read_text() == "{}"
-
-
-def test_a_comma_in_a_state_path_is_matched_as_qemu_writes_it(tmp_path):
-    """QEMU's command line carries the QMP socket path with its commas doubled; the liveness
-    check must look for that form, else `harness down` calls a live VM 'already gone'."""
-    import subprocess
-    import sys
-
-    from harness.vm.process import pid_alive, qemu_marker
-    from harness.vm.state import VMState
-
-    sock = tmp_path / "a,b" / "qmp.sock"
-    assert qemu_marker(sock) == str(sock).replace(",", ",,")
-    # a stand-in process whose command line holds the path the way QEMU's does
-    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", f"path={qemu_marker(sock)}"])
-    try:
-        st = VMState(name="x", pid=p.pid, ssh_port=1, key="k", console_log="c", console_sock="s",
-                     qmp_sock=str(sock), workdir=str(tmp_path), qemu_binary="q", started_at=0.0)
-        assert st.alive
-        assert not pid_alive(p.pid, str(tmp_path / "other" / "qmp.sock"))
-    finally:
-        p.kill()
-        p.wait()
-    assert not st.alive
