@@ -31,7 +31,7 @@ from harness.cli.boot import (
 from harness.errors import VMStateError
 from harness.paths import state_dir
 from harness.vm.attached import AttachedVM
-from harness.vm.state import STATE_FILE, make_private_dir, read_state, stop_recorded, vm_dir
+from harness.vm.state import META_FILE, STATE_FILE, make_private_dir, read_state, stop_recorded, vm_dir, write_meta
 
 
 def stdin_for_guest() -> BinaryIO | None:
@@ -59,8 +59,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         m = boot_machine(args, name=args.name, workdir=d, detach=True)
         vm, p = m.vm, m.prepared
-        (d / "meta.json").write_text(json.dumps({"topology": p.loaded.name, "kernel": p.kernel.origin,
-                                                 "accel": p.accel.accel}) + "\n")
+        write_meta(d, topology=p.loaded.name, kernel=p.kernel.origin, accel=p.accel.accel)
         m.close()
         ok = True
     finally:
@@ -113,7 +112,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             continue
         meta = {}
         try:
-            meta = json.loads((d / "meta.json").read_text())
+            meta = json.loads((d / META_FILE).read_text())
         except (OSError, ValueError):
             pass
         cond = st.condition

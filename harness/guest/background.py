@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from harness.runner import GuestRunner
 
+from .lines import fields
 from .protocol import GUEST_RUN_DIR, HOLD
 from .workloads import Result, WorkloadError, parse, parse_pressure_progress
 
@@ -45,6 +46,7 @@ class Launch:
     rc: int | None          # its exit status once it ended (128+N: signal N)
     out: str                # its stdout
     err: str                # the last lines of its stderr
+    full: str | None = None  # the mount point of its outputs' filesystem, if that is full now
 
     @property
     def report(self) -> Result | None:
@@ -67,13 +69,19 @@ def parse_start(command: str, text: str) -> Launch:
             section = ln[3:]
         else:
             parts[section].append(ln)
+    failed = next((ln for ln in parts["head"] if ln.startswith("error ")), None)
+    if failed is not None:  # hold itself failed (lib.sh's fail): its message says why
+        msg = fields(failed.partition(" ")[2]).get("msg", failed)
+        raise WorkloadError(f"the guest could not start a background program: {msg}: {command}",
+                            detail=text[-2000:])
     line = next((ln for ln in parts["head"] if ln.startswith("hold ")), None)
     if line is None:
         raise WorkloadError(f"the guest could not start a background program: {command}", detail=text[-2000:])
-    f = dict(w.partition("=")[::2] for w in line.split()[1:])
+    f = fields(line.partition(" ")[2])
     rc = f.get("rc", "-")
     return Launch(command, int(f["pid"]), f["state"], int(rc) if rc.isdigit() else None,
-                  "".join(ln + "\n" for ln in parts["out"]), "".join(ln + "\n" for ln in parts["err"]))
+                  "".join(ln + "\n" for ln in parts["out"]), "".join(ln + "\n" for ln in parts["err"]),
+                  full=f.get("full"))
 
 
 @dataclass(frozen=True)
@@ -87,19 +95,25 @@ class Started:
 def launch(guest: GuestRunner, command: str, *, timeout: float = 300, name: str = "bg") -> Launch:
     """Start ``command`` in the background and wait up to ``timeout`` s for its report or its end."""
     prefix = f"{GUEST_RUN_DIR}/{name}-{next(_IDS)}"
-    r = guest.run(start_command(prefix, command, timeout), timeout=timeout + 60)
+    # check=False: a failing hold prints why (e.g. no space left), parse_start says it in one line
+    r = guest.run(start_command(prefix, command, timeout), timeout=timeout + 60, check=False)
     return parse_start(command, r.stdout)
 
 
 def start(guest: GuestRunner, command: str, *, timeout: float = 300, name: str = "bg") -> Started:
     """Start a holding program; once it has reported, its pid and report.
 
-    Raises WorkloadError if it exits first or does not report within ``timeout`` s (it is then killed).
+    Raises WorkloadError if it exits first or does not report within ``timeout`` s (it is then killed),
+    and at once, naming it, if the guest's run directory has no space left for its outputs.
     """
     got = launch(guest, command, timeout=timeout, name=name)
     report = got.report
     if report is not None:
         return Started(got.pid, report)
+    if got.full is not None:
+        raise WorkloadError(f"background program could not write its report: no space left on device "
+                            f"(the guest's {got.full} is full): {command}",
+                            hint=f"free space in the guest's {got.full}", detail=(got.out + got.err)[-2000:])
     if got.state == "timeout":
         raise WorkloadError(f"background program did not report within {timeout:g} s: {command}")
     raise WorkloadError(f"background program exited before reporting (status {got.rc}): {command}",

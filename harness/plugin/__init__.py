@@ -33,7 +33,11 @@ Options
     tests; ``-k NAME`` selects by topology name too).
 
 On failure the report carries the console tail, the guest's dmesg since the
-test began and, if the test used ``stats``, the statistics delta. A guest
+test began and, if the test used ``stats``, the statistics delta. With
+``--keep-vm-on-failure`` each kept VM has a name of its own (``pytest-TOPOLOGY-PID``) and is
+listed at the end of the run, also under pytest-xdist (the controller prints its workers' notes).
+SIGTERM or SIGHUP stops the session as Ctrl-C does, VMs shut down, exit status 128+N
+(:mod:`harness.plugin.signals`). A guest
 that panics fails its test; the next test of that topology gets a fresh VM.
 """
 
@@ -46,6 +50,9 @@ from harness.plugin.hooks import (
     pytest_runtest_makereport,
     pytest_runtest_setup,
     pytest_sessionfinish,
+    pytest_sessionstart,
+    pytest_testnodedown,
+    pytest_unconfigure,
 )
 
 #: Kernel selftests as pytest items (``--ktap-dir DIR``, ``ktap_*.sh`` files).
@@ -54,5 +61,5 @@ pytest_plugins = ["harness.plugin.ktap"]
 __all__ = [
     "guest", "numa_harness_pool", "pytest_addoption", "pytest_collection_modifyitems", "pytest_configure",
     "pytest_runtest_call", "pytest_runtest_makereport", "pytest_runtest_setup", "pytest_sessionfinish",
-    "stats", "vm",
+    "pytest_sessionstart", "pytest_testnodedown", "pytest_unconfigure", "stats", "vm",
 ]

@@ -13,12 +13,17 @@ from harness.boot import KernelSpec, Machine
 from harness.errors import HarnessError
 from harness.plugin.pool import PoolOptions, VMPool
 from harness.plugin.problems import unexpected_problems
+from harness.plugin.signals import SessionSignals
 
 POOL = pytest.StashKey[VMPool]()
 MACHINE = pytest.StashKey[Machine]()
 MARK = pytest.StashKey[str]()
 PROBLEMS_BEFORE = pytest.StashKey[tuple[int, int]]()
 STATS = pytest.StashKey[Any]()
+WORKER_NOTES = pytest.StashKey[list[str]]()
+SIGNALS = pytest.StashKey[SessionSignals]()
+#: Where an xdist worker hands its closing notes (kept VMs) to the controller, which prints them.
+NOTES_KEY = "numa_harness_notes"
 
 MARKERS = (
     "topology(ref): run on this numa-harness topology (preset name or YAML path); one VM per topology per session",
@@ -43,7 +48,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--accel", dest="nh_accel", choices=["auto", "kvm", "tcg"],
                 help="accelerator (default: the topology's, normally auto) [$NUMA_HARNESS_ACCEL]")
     g.addoption("--keep-vm-on-failure", dest="nh_keep", action="store_true",
-                help="leave a VM that served a failed test running (harness ssh pytest-TOPOLOGY)")
+                help="leave a VM that served a failed test running (harness ssh pytest-TOPOLOGY-PID; the run names it)")
     g.addoption("--topology", dest="nh_topology", action="append", metavar="NAME",
                 help="run only the tests of this topology (repeatable); -k NAME works too")
 
@@ -154,12 +159,39 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """SIGTERM/SIGHUP stop the session as Ctrl-C does (:mod:`harness.plugin.signals`)."""
+    signals = SessionSignals()
+    signals.install()
+    session.config.stash[SIGNALS] = signals
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    p = session.config.stash.get(POOL, None)
-    if p is None:
+    config = session.config
+    signals = config.stash.get(SIGNALS, None)
+    if signals is not None and signals.exit_status() is not None:
+        session.exitstatus = signals.exit_status()  # type: ignore[assignment]  # 128+N, not an ExitCode
+    p = config.stash.get(POOL, None)
+    notes = p.close() if p is not None else []
+    workeroutput = getattr(config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: nobody sees its terminal; its controller says them
+        workeroutput[NOTES_KEY] = notes
         return
-    notes = p.close()
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    notes = [*notes, *config.stash.get(WORKER_NOTES, [])]
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
     for note in notes:
         if reporter is not None:
             reporter.write_line(note)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    signals = config.stash.get(SIGNALS, None)
+    if signals is not None:
+        signals.restore()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """pytest-xdist's controller: keep a finished worker's notes for :func:`pytest_sessionfinish`."""
+    notes = getattr(node, "workeroutput", {}).get(NOTES_KEY, [])
+    node.config.stash.setdefault(WORKER_NOTES, []).extend(notes)

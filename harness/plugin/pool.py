@@ -8,13 +8,22 @@ dropped and the next test gets a fresh one. A topology whose boot failed is
 remembered, so its other tests fail at once with the same message instead
 of booting again. ``close()`` shuts everything down; with
 ``keep_on_failure`` a VM that served a failed test is left running as a
-background VM (``harness ssh pytest-NAME``) instead.
+background VM (``harness ssh pytest-TOPOLOGY-PID``) instead.
+
+With ``keep_on_failure`` every VM is a background VM from the moment its QEMU is spawned:
+its work directory is a state directory of its own (:func:`kept_vm_name`, reserved by
+:func:`harness.vm.state.reserve_vm_dir`), so ``harness status`` sees it and ``harness down``
+stops it even if the session is killed (SIGKILL, a crashed xdist worker) before it decides.
+A VM the session does not keep is shut down and its directory removed.
 
 No pytest here: the plugin passes options in and shows ``say`` messages.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,8 +34,8 @@ from harness.boot.prepare import resolve_kernel
 from harness.errors import HarnessError
 from harness.kernel.config import parse_config
 from harness.kernel.model import Kernel
-from harness.paths import state_dir
 from harness.topology import resolve
+from harness.vm.state import reserve_vm_dir, write_meta
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,17 @@ class PoolOptions:
     accel: str | None = None
     qemu: str | None = None
     keep_on_failure: bool = False
+
+
+def kept_vm_name(topology: str, pid: int) -> str:
+    """The background-VM name of a session's VM of ``topology`` (pure): ``pytest-TOPOLOGY-PID``.
+
+    The PID of the pytest process (an xdist worker has its own) keeps two sessions, or two
+    workers, apart; characters a VM name cannot hold become ``_`` and a long topology name is
+    cut so the name fits in 64 characters."""
+    tail = f"-{pid}"
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", topology)[:64 - len("pytest-") - len(tail)]
+    return f"pytest-{stem}{tail}"
 
 
 class BootFailed(HarnessError):
@@ -52,6 +72,7 @@ class VMPool:
         self._machines: dict[Path, Machine] = {}
         self._failures: dict[Path, HarnessError] = {}
         self._failed_tests: dict[int, list[str]] = {}  # id(machine) -> the failed tests it served
+        self._state_dirs: dict[int, Path] = {}  # id(machine) -> its state directory (keep_on_failure)
         self._kernel: Kernel | None = None
         self._config: dict[str, str] | None = None
 
@@ -109,9 +130,20 @@ class VMPool:
     def _boot(self, path: Path) -> Machine:
         t0 = time.monotonic()
         o = self.options
+        name, workdir = f"pytest-{path.stem}", None
+        if o.keep_on_failure:  # a background VM from its spawn on, under a name of its own
+            name, workdir = reserve_vm_dir(kept_vm_name(path.stem, os.getpid()))
         # baseline=False: the vm fixture puts the guest in its state before each test, marking dmesg
-        m = boot(path, kernel=o.kernel, accel=o.accel, qemu=o.qemu, detach=o.keep_on_failure,
-                 name=f"pytest-{path.stem}", baseline=False)
+        try:
+            m = boot(path, kernel=o.kernel, accel=o.accel, qemu=o.qemu, detach=o.keep_on_failure,
+                     name=name, workdir=workdir, baseline=False)
+        except BaseException:
+            if workdir is not None and not (workdir / "console.log").exists():
+                shutil.rmtree(workdir, ignore_errors=True)  # nothing ran: nothing to read there
+            raise
+        if workdir is not None:
+            self._state_dirs[id(m)] = workdir
+            write_meta(workdir, topology=m.name, kernel=m.prepared.kernel.origin, accel=m.prepared.accel.accel)
         p = m.prepared
         self._say(f"numa-harness: booted {p.loaded.name} in {time.monotonic() - t0:.1f} s "
                   f"(kernel {p.kernel.release}, accel {p.accel.accel}, {len(m.setup.regions)} CXL regions)")
@@ -127,7 +159,15 @@ class VMPool:
             if have is m:
                 del self._machines[key]
         self._failed_tests.pop(id(m), None)
+        self._shutdown(m)
+
+    def _shutdown(self, m: Machine) -> None:
+        """Shut ``m`` down; a background one's state directory goes with it, unless its console
+        showed a kernel problem (its log stays there to read, as a foreground VM's does)."""
         m.shutdown()
+        d = self._state_dirs.pop(id(m), None)
+        if d is not None and not m.problems():
+            shutil.rmtree(d, ignore_errors=True)
 
     def machines(self) -> list[Machine]:
         """The VMs booted so far."""
@@ -138,14 +178,16 @@ class VMPool:
         notes = []
         for m in self.machines():
             failed = self._failed_tests.get(id(m), [])
-            if self.options.keep_on_failure and failed and m.running:
-                d = state_dir() / f"pytest-{m.name}"
+            d = self._state_dirs.get(id(m))
+            if self.options.keep_on_failure and failed and m.running and d is not None:
                 m.vm.write_state(d)
                 m.close()
+                self._state_dirs.pop(id(m), None)
+                name = d.name
                 notes.append(f"numa-harness: kept the {m.name} VM for {len(failed)} failed test(s): "
-                             f"harness ssh pytest-{m.name}   (harness down pytest-{m.name} when done)")
+                             f"harness ssh {name}   (harness down {name} when done)")
             else:
-                m.shutdown()
+                self._shutdown(m)
         self._machines.clear()
         self._failed_tests.clear()
         return notes

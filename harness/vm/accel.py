@@ -24,7 +24,7 @@ from harness.errors import QemuError
 from harness.guest.protocol import INIT_POWEROFF, guest_cmdline
 from harness.paths import cache_dir
 from harness.qemu.bootargs import KVM_PROBE_MACHINE, bare_argv
-from harness.vm.console import INIT_RUNNING, parse_milestone
+from harness.vm.console import INIT_RUNNING, milestones_in
 
 TCG_CPU = "max,-hypervisor"  # -hypervisor: stock kernels' CXL region commit needs it (FACTS.md)
 KVM_CPU = "host"
@@ -86,7 +86,7 @@ def judge_probe(exit_status: int | None, stderr: str, console: str) -> str | Non
             return line.replace("qemu-system-x86_64: ", "").strip()
     if exit_status is None:
         return f"the guest did not power off within {PROBE_TIMEOUT:g} s"
-    seen = any(parse_milestone(line) == INIT_RUNNING for line in console.splitlines())
+    seen = INIT_RUNNING in milestones_in(console)
     if exit_status != 0:
         first = next((line for line in stderr.splitlines() if line.strip()), "")
         return f"QEMU exited with status {exit_status}" + (f": {first.strip()}" if first else "")

@@ -78,15 +78,15 @@ class AttachedVM(GuestLink):
     # -- the QEMU process, by verified PID ---------------------------------------------
 
     def _qemu_alive(self) -> bool:
-        return process.pid_alive(self.pid, str(self._files.qmp_sock))
+        return process.pid_alive(self.pid, process.qemu_marker(self._files.qmp_sock))
 
     def _wait_exit(self, timeout: float) -> bool:
-        return process.wait_gone(self.pid, str(self._files.qmp_sock), timeout)
+        return process.wait_gone(self.pid, process.qemu_marker(self._files.qmp_sock), timeout)
 
     def kill_now(self) -> None:
         """SIGKILL QEMU, if it is still the process of this VM, and wait for it to go."""
         if self.pid:
-            process.kill_verified(self.pid, str(self._files.qmp_sock))
+            process.kill_verified(self.pid, process.qemu_marker(self._files.qmp_sock))
 
     # -- end ---------------------------------------------------------------------------
 

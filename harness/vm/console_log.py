@@ -1,7 +1,8 @@
 """Following ``console.log`` (written by QEMU itself) in a daemon thread.
 
 :class:`ConsoleMonitor` reads the file from its start, splits it into lines
-and feeds each to the pure parsers: milestones (:mod:`harness.vm.console`),
+and feeds each to the pure parsers: milestones (:mod:`harness.vm.console`: guest lines
+split by kernel records joined again, a later milestone implying the earlier ones),
 kernel problems and OOM kills (:mod:`harness.vm.problems`). Waiters block on
 it with a timeout; nothing here knows about QEMU processes or SSH.
 """
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.vm.console import clean_line, is_guest_failure, parse_milestone
+from harness.vm.console import GuestLineJoiner, clean_line, is_guest_failure, line_milestones
 from harness.vm.problems import OomKill, Problem, ProblemScanner
 
 
@@ -44,6 +45,7 @@ class ConsoleMonitor:
         self._lines: list[str] = []
         self._milestones: dict[str, float] = {}
         self._failures: list[str] = []
+        self._joiner = GuestLineJoiner()
         self._scanner = ProblemScanner()
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -86,24 +88,25 @@ class ConsoleMonitor:
             self._offset += len(data)
             chunks = (self._partial + data).split(b"\n")
             self._partial = chunks.pop()
-            new = [self._add_line(clean_line(c.decode("utf-8", "replace"))) for c in chunks]
+            new = [m for c in chunks for m in self._add_line(clean_line(c.decode("utf-8", "replace")))]
             self._cond.notify_all()
         for milestone in new:
-            if milestone and self._on_milestone:
+            if self._on_milestone:
                 self._on_milestone(milestone)
         return True
 
-    def _add_line(self, line: str) -> str | None:
+    def _add_line(self, line: str) -> list[str]:
+        """Take one console line; the milestones it newly proves, in boot order."""
         index = len(self._lines)
         self._lines.append(line)
         self._scanner.feed(index, line)
-        if is_guest_failure(line):
-            self._failures.append(line)
-        milestone = parse_milestone(line)
-        if milestone and milestone not in self._milestones:
-            self._milestones[milestone] = time.monotonic()
-            return milestone
-        return None
+        joined = self._joiner.feed(line)
+        self._failures.extend(g for g in joined if is_guest_failure(g))
+        new = [m for m in line_milestones(line, joined) if m not in self._milestones]
+        now = time.monotonic()
+        for milestone in new:
+            self._milestones[milestone] = now
+        return new
 
     # -- queries -------------------------------------------------------------------
 

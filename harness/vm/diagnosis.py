@@ -10,7 +10,7 @@ kernel image QEMU could not boot, a guest without its network driver (no
 from __future__ import annotations
 
 from harness.errors import BootError, GuestPanic, HarnessError, KernelProblem
-from harness.vm.console import KERNEL_STARTED, clean_line, guest_message, is_guest_failure, parse_milestone
+from harness.vm.console import KERNEL_STARTED, clean_line, guest_lines, guest_message, is_guest_failure, milestones_in
 from harness.vm.problems import STALL, Problem, describe_problems, find_kernel_problems
 
 CONSOLE_TAIL = 30
@@ -40,7 +40,7 @@ def kvm_error(qemu_stderr: str) -> str | None:
 
 def guest_failures(console: str) -> list[str]:
     """The messages of ``numa-harness: ... FAILED`` lines, in order."""
-    return [guest_message(clean_line(ln)) or "" for ln in console.splitlines() if is_guest_failure(clean_line(ln))]
+    return [guest_message(ln) or "" for ln in guest_lines(console) if is_guest_failure(ln)]
 
 
 def fatal_guest_failure(console: str) -> str | None:
@@ -103,7 +103,7 @@ def diagnose(console: str, qemu_stderr: str, exit_status: int | None, *, console
     if failure:
         hint = MODULES_HINT if _network_driver_missing(console) else where or "see the console log"
         return BootError(f"the guest reported: {failure}", hint=hint, detail=console_tail(console))
-    started = any(parse_milestone(clean_line(ln)) == KERNEL_STARTED for ln in console.splitlines())
+    started = KERNEL_STARTED in milestones_in(console)
     if exit_status is not None:
         stderr = qemu_error_lines(qemu_stderr)
         detail = (f"QEMU said:\n{stderr}\n" if stderr else "") + console_tail(console)

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from harness.errors import BootError, GuestCommandError, HarnessError
+from harness.errors import BootError, GuestCommandError, GuestFrozen, HarnessError
 from harness.vm import console as con
 from harness.vm import process
 from harness.vm.commands import Liveness, command_error
@@ -89,6 +89,7 @@ class GuestLink:
         self._started_at = 0.0
         self._state_file: Path | None = None
         self._own_workdir = False  # removed after a clean shutdown
+        self._keep_workdir = False  # an error named a file in it (a frozen guest's console log)
 
     # -- how QEMU is seen: each kind of VM says ---------------------------------------
 
@@ -220,7 +221,7 @@ class GuestLink:
         ssh = self._require_ssh()
         before = self._monitor.problem_count if self._monitor else 0
         ooms_before = self._monitor.oom_count if self._monitor else 0
-        live = Liveness(ssh, lambda: self._qmp)
+        live = Liveness(ssh, lambda: self._qmp, pid=self.pid, console_log=self.console_log)
 
         def sink(stream: str, data: bytes) -> None:
             live.saw_output()
@@ -232,6 +233,9 @@ class GuestLink:
 
         try:
             result = ssh.run(command, timeout=timeout, abort=abort, on_output=sink, stdin=stdin)
+        except GuestFrozen:
+            self._keep_workdir = True  # the error names the console log: it must still be there
+            raise
         except GuestCommandError:
             exc = self._abort_after_loss()
             if exc is not None:
@@ -290,7 +294,7 @@ class GuestLink:
             try:
                 self._stop(Lifecycle.STOPPED)
             finally:
-                if self._own_workdir and not self.problems():
+                if self._own_workdir and not self.problems() and not self._keep_workdir:
                     shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _stop(self, final: Lifecycle) -> None:
@@ -307,6 +311,9 @@ class GuestLink:
 
     def _stop_qemu(self) -> None:
         budget = self._shutdown_budget
+        if self.pid and process.is_stopped(self.pid):  # a stopped QEMU answers neither SSH nor QMP
+            self.kill_now()
+            return
         if self._qemu_alive() and self._poweroff_guest():
             self._wait_exit(budget / 2)
         if self._qemu_alive() and self._qmp is not None:

@@ -38,6 +38,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from harness.qemu.options import opt_escape
+
 _PR_SET_PDEATHSIG = 1
 _prctl: Callable[..., int] | None
 try:
@@ -88,20 +90,41 @@ def terminate_process(proc: subprocess.Popen, timeout: float = 5.0) -> None:
         pass
 
 
-def pid_alive(pid: int, marker: str | None = None) -> bool:
-    """Whether ``pid`` runs (not a zombie) and, if given, has ``marker`` in its command line."""
+def qemu_marker(path: str | Path) -> str:
+    """How ``path`` (a VM's QMP socket) appears in its QEMU's command line: inside an option
+    value, where QEMU wants a comma doubled (:func:`~harness.qemu.options.opt_escape`), so a
+    state directory with a comma in its name is still recognised as its QEMU's."""
+    return opt_escape(path)
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter of ``pid`` in ``/proc/PID/stat`` (``R``, ``S``, ``T`` stopped, ``Z``...),
+    or None if there is no such process."""
     if pid <= 0:
-        return False
+        return None
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-        if state in (b"Z", b"X"):
-            return False
-        if marker is None:
-            return True
+            return f.read().rsplit(b")", 1)[1].split()[0].decode()
+    except (OSError, IndexError):
+        return None
+
+
+def is_stopped(pid: int) -> bool:
+    """Whether ``pid`` is stopped (SIGSTOP, a debugger): state ``T`` or ``t``."""
+    return process_state(pid) in ("T", "t")
+
+
+def pid_alive(pid: int, marker: str | None = None) -> bool:
+    """Whether ``pid`` runs (not a zombie) and, if given, has ``marker`` in its command line
+    (for a QEMU, a path as :func:`qemu_marker` writes it)."""
+    if process_state(pid) in (None, "Z", "X"):
+        return False
+    if marker is None:
+        return True
+    try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             return marker.encode() in f.read()
-    except (OSError, IndexError):
+    except OSError:
         return False
 
 

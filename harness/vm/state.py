@@ -24,7 +24,7 @@ from pathlib import Path
 
 from harness.errors import UsageError, VMStateError
 from harness.paths import state_dir
-from harness.vm.process import kill_verified, pid_alive, wait_gone
+from harness.vm.process import kill_verified, pid_alive, qemu_marker, wait_gone
 
 STATE_FILE = "vm.json"
 STATE_VERSION = 1
@@ -45,6 +45,26 @@ def check_vm_name(name: str) -> str:
 def vm_dir(name: str) -> Path:
     """The state directory of background VM ``name`` (not created)."""
     return state_dir() / check_vm_name(name)
+
+
+def reserve_vm_dir(name: str, root: Path | None = None) -> tuple[str, Path]:
+    """A new state directory for a VM called ``name``, or ``name-2``, ``name-3``... if taken.
+
+    The directory is made with an exclusive ``mkdir`` (then 0700), so two processes asking at
+    once never get the same one and no directory that exists (a live VM's, a failed boot's
+    console log) is ever reused. Returns the name and the directory.
+    """
+    base = make_private_dir(root or state_dir())
+    for n in range(1, 1000):
+        candidate = check_vm_name(name if n == 1 else f"{name[:60]}-{n}")
+        d = base / candidate
+        try:
+            d.mkdir()
+        except FileExistsError:
+            continue
+        os.chmod(d, 0o700)
+        return candidate, d
+    raise VMStateError(f"no free VM name like {name!r} in {base}", hint="harness status; harness down NAME")
 
 
 def make_private_dir(path: Path) -> Path:
@@ -89,7 +109,7 @@ class VMState:
     @property
     def alive(self) -> bool:
         """Whether that QEMU still runs (checks the pid really is that QEMU)."""
-        return pid_alive(self.pid, self.qmp_sock)
+        return pid_alive(self.pid, qemu_marker(self.qmp_sock))
 
     @property
     def condition(self) -> str:
@@ -124,6 +144,14 @@ def write_state(directory: Path, state: VMState) -> Path:
     return path
 
 
+META_FILE = "meta.json"
+
+
+def write_meta(directory: Path, *, topology: str, kernel: str, accel: str) -> None:
+    """What ``harness status`` shows of a background VM beside its state: its topology, kernel, accelerator."""
+    (directory / META_FILE).write_text(json.dumps({"topology": topology, "kernel": kernel, "accel": accel}) + "\n")
+
+
 def stop_recorded(state: VMState, *, quit_timeout: float = 5.0) -> str:
     """Stop the QEMU ``state`` records without the guest: QMP quit, then SIGKILL. Says how.
 
@@ -142,9 +170,10 @@ def stop_recorded(state: VMState, *, quit_timeout: float = 5.0) -> str:
         pass
     finally:
         qmp.close()
-    if wait_gone(state.pid, state.qmp_sock, quit_timeout):
+    marker = qemu_marker(state.qmp_sock)
+    if wait_gone(state.pid, marker, quit_timeout):
         return "QMP quit"
-    if kill_verified(state.pid, state.qmp_sock):
+    if kill_verified(state.pid, marker):
         return "SIGKILL"
     raise VMStateError(f"QEMU pid {state.pid} did not exit after SIGKILL")
 

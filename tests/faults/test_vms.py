@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import stat
+import subprocess
 import time
 from pathlib import Path
 
@@ -116,6 +118,14 @@ def test_9_frozen_guest_is_reported_within_tens_of_seconds(h: Harness):
     assert "does not answer" in err.decode() or "frozen" in err.decode(), err.decode()
     assert took < 60
     assert "Traceback" not in err.decode()
+    # a stopped QEMU process is named as such, with a console log that is still there to read
+    line = assert_one_line_error(subprocess.CompletedProcess([], p.returncode, b"", err), 125,
+                                 "the QEMU process itself is stopped")
+    assert f"pid {pid}" in line, line
+    logs = re.findall(r"console log: (\S+console\.log)", err.decode())
+    assert logs and Path(logs[0]).is_file(), err.decode()
+    print(f"\nthe stopped QEMU was reported and the run ended {took:.1f} s after SIGSTOP")
+    assert took < 30, f"reported after {took:.1f} s; the README says about 30 s"
 
 
 def test_10_truncated_kernel_and_missing_modules_have_hints(h: Harness, default_kernel_files, tmp_path: Path):

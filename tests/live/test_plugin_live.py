@@ -157,18 +157,22 @@ def test_keep_vm_on_failure_leaves_the_failed_tests_vm_for_harness_ssh(tmp_path)
         """)
     state = tmp_path / "state"
     env = {**os.environ, "NUMA_HARNESS_STATE": str(state)}
+    name = None
     try:
         r = run_pytest(tmp_path, "--keep-vm-on-failure", extra_env={"NUMA_HARNESS_STATE": str(state)})
         out = r.stdout + r.stderr
         assert r.returncode == 1, out
-        assert "harness ssh pytest-numa-basic" in out, out
+        m = re.search(r"harness ssh (pytest-numa-basic-\d+)\b", out)
+        assert m, out
+        name = m.group(1)
         harness = [sys.executable, "-m", "harness.cli"]
-        ssh = subprocess.run([*harness, "ssh", "pytest-numa-basic", "--", "cat /proc/sys/kernel/random/boot_id"],
+        ssh = subprocess.run([*harness, "ssh", name, "--", "cat /proc/sys/kernel/random/boot_id"],
                              capture_output=True, text=True, timeout=120, env=env)
         assert ssh.returncode == 0, ssh.stderr
         assert ssh.stdout.strip() == (tmp_path / "boot_id").read_text()
     finally:
-        down = subprocess.run([sys.executable, "-m", "harness.cli", "down", "pytest-numa-basic"],
-                              capture_output=True, text=True, timeout=120, env=env)
-    assert down.returncode == 0, down.stderr
-    assert not (state / "pytest-numa-basic").exists()
+        names = [name] if name else [d.name for d in state.glob("pytest-numa-basic-*")]
+        downs = [subprocess.run([sys.executable, "-m", "harness.cli", "down", n],
+                                capture_output=True, text=True, timeout=120, env=env) for n in names]
+    assert names and all(d.returncode == 0 for d in downs), [d.stderr for d in downs]
+    assert list(state.iterdir()) == []

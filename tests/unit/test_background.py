@@ -26,7 +26,7 @@ class HostShell:
     def __init__(self, sh: list[str]) -> None:
         self.sh = sh
 
-    def run(self, command: str, *, timeout: float = 60) -> subprocess.CompletedProcess:
+    def run(self, command: str, *, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
         argv = shlex.split(command)
         assert argv[0] == bg.HOLD
         r = subprocess.run([*self.sh, str(HOLD), *argv[1:]], capture_output=True, text=True, timeout=timeout)
@@ -96,3 +96,41 @@ def test_how_far_a_pressure_got_before_it_ended():
     err = (DATA / "pressure-node1.stderr").read_text()
     run = bg.Launch("pressure ...", 1, "exited", 137, "", err)
     assert run.progress_mib() == w.parse_pressure_progress(err)[-1].allocated_mib > 0
+
+
+def test_hold_refuses_at_once_where_there_is_no_space(shell, tmp_path, monkeypatch):
+    """The run directory on a full filesystem (a 32 kB tmpfs, filled): one line naming it, at
+    once, not after the program's whole timeout."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(mnt)], check=True)
+    try:
+        subprocess.run(["dd", "if=/dev/zero", f"of={mnt}/fill", "bs=4k"], capture_output=True)
+        monkeypatch.setattr(bg, "GUEST_RUN_DIR", str(mnt / "run"))
+        t0 = time.monotonic()
+        with pytest.raises(w.WorkloadError) as e:
+            bg.start(shell, "sh -c 'sleep 60'", timeout=300)
+        assert time.monotonic() - t0 < 10
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+    assert f"no space left on device: the guest's {mnt} is full (0 kB free)" in str(e.value)
+
+
+class Answers:
+    """A guest runner that answers every command with one text (what ``hold start`` printed)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def run(self, command: str, *, timeout: float = 60, check: bool = True):
+        return subprocess.CompletedProcess([command], 0, self.text, "")
+
+
+def test_a_program_that_could_not_write_its_report_is_said_to_have_met_a_full_disk():
+    text = "hold pid=7 state=exited rc=74 full=/tmp\n@@ out\n@@ err\n"
+    assert bg.parse_start("cmd", text).full == "/tmp"
+    with pytest.raises(w.WorkloadError, match=r"no space left on device \(the guest's /tmp is full\)"):
+        bg.start(Answers(text), "place --size 4", timeout=300)
+    assert bg.parse_start("cmd", "hold pid=7 state=exited rc=\n@@ out\n@@ err\n").rc is None

@@ -201,3 +201,91 @@ def test_monitor_follows_a_growing_log(tmp_path):
     assert seen == [con.KERNEL_STARTED, con.INIT_RUNNING]
     assert mon.problem_count == 1 and mon.problems()[0].kind == prob.WARNING
     assert mon.problems(since=1) == []
+
+
+# -- milestones on a garbled console ------------------------------------------------------------
+
+#: A real boot of a 7.2 kernel whose ``init running`` line is cut by a kernel record, as the
+#: 7.2 console that failed a boot recorded it (``numa-harness: in[    1.998473] tsc: Refined
+#: TSC ... it running``); the record is the boot's own ``tsc:`` line.
+INTERLEAVED_7_2 = (DATA / "console_interleaved_init_7.2.log").read_text()
+ALL_CONSOLE = [con.KERNEL_STARTED, con.INIT_RUNNING, con.MODULES_LOADED, con.NETWORK_UP, con.SSHD_READY]
+
+
+def test_the_recorded_interleaved_line_is_missed_line_by_line():
+    """The file really holds the case: no single line of it announces ``init running``."""
+    per_line = {parse_milestone(con.clean_line(ln)) for ln in INTERLEAVED_7_2.splitlines()}
+    assert con.INIT_RUNNING not in per_line
+    assert con.SSHD_READY in per_line
+
+
+def test_the_recorded_interleaved_console_shows_every_milestone():
+    assert con.milestones_in(INTERLEAVED_7_2) == ALL_CONSOLE
+    assert "numa-harness: init running" in con.guest_lines(INTERLEAVED_7_2)
+
+
+def test_monitor_on_the_recorded_interleaved_console(tmp_path):
+    log = tmp_path / "console.log"
+    log.write_text(INTERLEAVED_7_2)
+    seen: list[str] = []
+    mon = console_log.ConsoleMonitor(log, on_milestone=seen.append)
+    mon.poll()
+    assert seen == ALL_CONSOLE
+    assert mon.seen(con.INIT_RUNNING)
+    assert mon.guest_failures() == []
+
+
+def test_a_later_milestone_implies_the_earlier_ones(tmp_path):
+    """The init line lost altogether (cut and never finished): ``sshd ready`` still proves it."""
+    assert con.implied_milestones(con.SSHD_READY) == (con.KERNEL_STARTED, con.INIT_RUNNING, con.MODULES_LOADED,
+                                                       con.NETWORK_UP, con.SSHD_READY)
+    assert con.implied_milestones(con.KERNEL_STARTED) == (con.KERNEL_STARTED,)
+    assert con.implied_milestones(con.SSH_READY) == (con.SSH_READY,)
+    assert con.implied_milestones(con.QEMU_UP) == (con.QEMU_UP,)
+    log = tmp_path / "console.log"
+    seen: list[str] = []
+    mon = console_log.ConsoleMonitor(log, on_milestone=seen.append)
+    log.write_text("[    0.000000] Linux version 7.2.13 (x)\nnuma-harness: in[    1.99] tsc: x it running\n"
+                   "numa-harness: modules loaded (5)\n")
+    mon.poll()
+    assert seen == [con.KERNEL_STARTED, con.INIT_RUNNING, con.MODULES_LOADED]
+    with open(log, "a") as f:
+        f.write("numa-harness: sshd ready port 22\n")
+    mon.poll()
+    assert seen == [con.KERNEL_STARTED, con.INIT_RUNNING, con.MODULES_LOADED, con.NETWORK_UP, con.SSHD_READY]
+
+
+@pytest.mark.parametrize("lines,joined", [
+    # cut by one record, the rest on the next line
+    (["numa-harness: in[    1.99] tsc: Refined TSC", "it running"], ["numa-harness: init running"]),
+    # cut by several records
+    (["numa-harness: net[ 3.1] a", "[ 3.2] b", "[ 3.3] c", "work up 10.0.2.15"], ["numa-harness: network up 10.0.2.15"]),
+    # cut inside the prefix, and cut twice
+    (["numa-har[ 3.1] a", "ness: sshd re[ 3.2] b", "ady port 22"], ["numa-harness: sshd ready port 22"]),
+    # a record between the text and its line end: the empty rest ends it
+    (["numa-harness: init running[ 1.9] x", ""], ["numa-harness: init running"]),
+    # another guest line before the rest came: the start stays a fragment, the new line is whole
+    (["numa-harness: in[ 1.9] x", "numa-harness: network FAILED no ethernet interface"],
+     ["numa-harness: in", "numa-harness: network FAILED no ethernet interface"]),
+    # kernel records alone are not guest lines
+    (["[ 1.0] numa-harness: contract mark", "plain"], ["plain"]),
+])
+def test_guest_line_joiner(lines, joined):
+    j = con.GuestLineJoiner()
+    assert [g for ln in lines for g in j.feed(ln)] == joined
+
+
+def test_guest_line_joiner_gives_up_a_start_after_many_records():
+    j = con.GuestLineJoiner()
+    assert j.feed("numa-harness: in[ 1.0] x") == []
+    out = [g for i in range(con.MAX_INTERLEAVED + 1) for g in j.feed(f"[ 2.{i}] y")]
+    assert out == ["numa-harness: in"]
+    assert j.feed("later") == ["later"]
+
+
+def test_a_garbled_failure_line_is_still_a_fatal_guest_failure():
+    from harness.vm import diagnosis
+
+    console = ("[    0.0] Linux version 7.2.13 (x)\nnuma-harness: init running\n"
+               "numa-harness: network FAI[    4.1] virtio_net: x\n[    4.2] y\nLED no ethernet interface\n")
+    assert diagnosis.fatal_guest_failure(console) == "network FAILED no ethernet interface"

@@ -66,3 +66,16 @@ def test_dmesg_is_cut_after_the_last_mark():
     text = "a\nnuma-harness: pytest begin 1 x\nb\nnuma-harness: pytest begin 2 y\nc\nd"
     assert cut_after_mark(text, "pytest begin 2 y") == "c\nd"
     assert cut_after_mark(text, "pytest begin 9 z") == text
+
+
+# -- kept VMs' names (--keep-vm-on-failure) ----------------------------------------------------
+
+
+def test_kept_vm_names_are_per_process_and_valid():
+    from harness.plugin.pool import kept_vm_name
+    from harness.vm.state import check_vm_name
+
+    assert kept_vm_name("cxl-single", 4242) == "pytest-cxl-single-4242"
+    assert kept_vm_name("cxl-single", 1) != kept_vm_name("cxl-single", 2)  # two sessions, two xdist workers
+    odd = kept_vm_name("my topo, v2 (" + "x" * 80 + ")", 123456)
+    assert check_vm_name(odd) == odd and odd.endswith("-123456") and len(odd) <= 64

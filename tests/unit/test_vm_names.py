@@ -51,3 +51,15 @@ def test_state_dirs_are_private_whatever_the_umask(tmp_path, monkeypatch):
         os.umask(old)
     assert stat.S_IMODE(d.stat().st_mode) == 0o700
     assert stat.S_IMODE(root.stat().st_mode) == 0o700
+
+
+def test_reserve_vm_dir_never_hands_out_a_directory_twice(tmp_path):
+    from harness.vm.state import reserve_vm_dir
+
+    (tmp_path / "pytest-a-1").mkdir()  # a live VM's, or a failed boot's console log
+    (tmp_path / "pytest-a-1" / "vm.json").write_text("{}")
+    name, d = reserve_vm_dir("pytest-a-1", tmp_path)
+    assert name == "pytest-a-1-2" and d == tmp_path / name and d.is_dir()
+    assert (d.stat().st_mode & 0o777) == 0o700
+    assert reserve_vm_dir("pytest-a-1", tmp_path)[0] == "pytest-a-1-3"
+    assert (tmp_path / "pytest-a-1" / "vm.json").read_text() == "{}"

@@ -8,12 +8,15 @@
 #       background, stdout to PREFIX.out, stderr to PREFIX.err, its exit status to PREFIX.rc
 #       once it ends (128+N: killed by signal N). Wait up to SECONDS until it has printed a
 #       report (a line starting with "{": the guest programs print theirs once their memory
-#       is in place, then hold it) or has ended; past SECONDS it is killed.
+#       is in place, then hold it) or has ended; past SECONDS it is killed. A PREFIX on a
+#       filesystem with less than MIN_FREE_KB left fails at once ("no space left on device"):
+#       the program's report could not be written there.
 #   hold stop PID SECONDS
 #       SIGTERM to PID (a holding program exits 0 on it), then wait up to SECONDS until it is gone.
 #
 # Output of start:
-#   hold pid=PID state=reported|exited|timeout rc=STATUS|-
+#   hold pid=PID state=reported|exited|timeout rc=STATUS|- [full=MOUNTPOINT]
+#       (full=: the program did not report and PREFIX's filesystem is full now)
 #   @@ out      then what it printed on stdout
 #   @@ err      then the last 40 lines of its stderr
 # Output of stop:
@@ -24,6 +27,15 @@ set -u
 LIB=${0%/*}/lib; [ -r "$LIB" ] || LIB=$LIB.sh
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$LIB"
+
+# Less than this many kB free where the outputs go: no room for the four small files.
+MIN_FREE_KB=64
+
+full_now() {   # DIR: true if DIR's filesystem has less than MIN_FREE_KB left; sets kb and mnt
+	f=$(df -P -k "$1" 2>/dev/null | awk 'NR == 2 { print $4, $6 }')
+	kb=${f%% *} mnt=${f#* }
+	[ -n "$kb" ] && [ "$kb" -lt "$MIN_FREE_KB" ]
+}
 
 reported_or_ended() {   # PREFIX
 	grep -q '^{' "$1.out" 2>/dev/null || [ -e "$1.rc" ]
@@ -36,6 +48,9 @@ gone() {   # PID
 start() {   # PREFIX SECONDS COMMAND
 	p=$1
 	mkdir -p "${p%/*}" || fail start "${p%/*}" "cannot create the directory"
+	if full_now "${p%/*}"; then
+		fail start "${p%/*}" "no space left on device: the guest's $mnt is full ($kb kB free)"
+	fi
 	rm -f "$p.out" "$p.err" "$p.rc" "$p.pid"
 	: > "$p.out"
 	(
@@ -59,7 +74,10 @@ start() {   # PREFIX SECONDS COMMAND
 	else
 		state=exited
 	fi
-	echo "hold pid=$pid state=$state rc=$(cat "$p.rc" 2>/dev/null || echo -)"
+	full=
+	if [ "$state" != reported ] && full_now "${p%/*}"; then full=" full=$mnt"; fi
+	rc=$(cat "$p.rc" 2>/dev/null)
+	echo "hold pid=$pid state=$state rc=${rc:--}$full"
 	echo "@@ out"
 	cat "$p.out"
 	echo "@@ err"

@@ -309,7 +309,14 @@ void j_print(json_t *j, FILE *f)
 {
 	fputs(j->buf ? j->buf : "", f);
 	fputc('\n', f);
-	fflush(f);
+	if (fflush(f) != 0 || ferror(f)) {
+		/* A report nobody can read (its file's disk is full): a holding program would
+		 * hold forever unseen, so end now; the caller sees it exit without a report. */
+		int err = errno;
+
+		fprintf(stderr, "cannot write the report: %s\n", strerror(err));
+		exit(EXIT_REPORT_LOST);
+	}
 }
 
 void j_fail(json_t *j, const char *call, int err)

@@ -14,6 +14,9 @@
 #include <stdio.h>
 #include <sys/types.h>
 
+/* Exit status of a program whose JSON report could not be written (e.g. no space left). */
+#define EXIT_REPORT_LOST 74
+
 /* ---- memory policy constants (uapi/linux/mempolicy.h) ---- */
 #define NH_MPOL_DEFAULT 0
 #define NH_MPOL_PREFERRED 1
