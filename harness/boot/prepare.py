@@ -134,6 +134,14 @@ def cxl_commits_under_hypervisor(k: Kernel) -> bool:
         return False
 
 
+def requested_accel(asked: str | None, topology_accel: str) -> str:
+    """The accelerator to ask :func:`choose_accel` for: what the user asked (``--accel`` or the
+    environment), except that a topology saying ``tcg`` is not overridden by ``auto`` (pure)."""
+    if asked is None or (asked == "auto" and topology_accel == "tcg"):
+        return topology_accel
+    return asked
+
+
 def prepare(topology: str | Path, *, kernel: KernelSpec | None = None, accel: str | None = None,
             qemu: str | None = None, name: str | None = None, workdir: Path | None = None,
             detach: bool = False, ssh_port: int | None = None, timeouts: Timeouts | None = None,
@@ -165,7 +173,7 @@ def prepare(topology: str | Path, *, kernel: KernelSpec | None = None, accel: st
     say("guest image")
     image = build_initramfs(k, progress)
     say("accelerator")
-    requested = accel or os.environ.get(ENV_ACCEL) or t.machine.accel
+    requested = requested_accel(accel or os.environ.get(ENV_ACCEL), t.machine.accel)
     choice = choose_accel(requested, binary, k.image, image.path)
     threading = tcg_thread_for(t, tcg_thread) if choice.accel == "tcg" else None
     files = backing_dir()
