@@ -121,6 +121,7 @@ class Prepared:
     spec: BootSpec
     warnings: list[str]
     tcg_thread: TcgThreading | None = None   # None under KVM
+    qemu_version: str = ""                    # the binary's version, as preflight read it ("10.0.2")
 
 
 def cxl_commits_under_hypervisor(k: Kernel) -> bool:
@@ -187,4 +188,4 @@ def prepare(topology: str | Path, *, kernel: KernelSpec | None = None, accel: st
                     modules=list(needs.modules), qemu_binary=binary, workdir=workdir, ssh_port=ssh_port,
                     timeouts=timeouts or Timeouts(), detach=detach, name=name or loaded.name)
     return Prepared(loaded=loaded, kernel=k, image=image, accel=choice, qemu=binary, spec=spec, warnings=warnings,
-                    tcg_thread=threading)
+                    tcg_thread=threading, qemu_version=caps.version_text)

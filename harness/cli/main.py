@@ -140,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--tcg-thread", choices=["auto", "single", "multi"], help="TCG threading (default: the topology's)")
     q.add_argument("--no-check", action="store_true", help="skip checking the argv against the installed QEMU")
     _add_boot_commands(sub)
+    from harness.cli import ci as cli_ci
     from harness.cli import isolation as cli_isolation
     from harness.cli import kernel as cli_kernel
     from harness.cli import selftest as cli_selftest
@@ -148,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_kernel.register(sub, command)
     cli_selftest.register(sub, command)
     cli_isolation.register(sub, command)
+    cli_ci.register(sub, command)
     return p
 
 
