@@ -68,8 +68,8 @@ def pytest_argv(cell: Cell, kernel: Sequence[str], out: Path, extra: Sequence[st
     d = out / cell.id
     return [sys.executable, "-m", "pytest", *cell.suite, "--topology", Path(cell.topology).stem, *kernel,
             "--accel", cell.accel, f"--junitxml={d / 'junit.xml'}", "--html-report", str(d / "report.html"),
-            "--artifacts", str(d / "artifacts"), "--fail-on-kernel-problems", "-o", "junit_family=xunit2",
-            "-o", f"junit_suite_name={cell.id}", *extra]
+            "--artifacts", str(d / "artifacts"), "--fail-on-kernel-problems", "-o", "junit_family=xunit1",
+            "-o", f"junit_suite_name={cell.id}", *extra]  # xunit1: properties per test case, as record_property wants
 
 
 def junit_counts(path: Path) -> dict[str, int] | None:

@@ -42,8 +42,8 @@ def cmd_nightly(args: argparse.Namespace) -> int:
             raise UsageError(f"no such cell: {', '.join(sorted(unknown))}", hint="harness matrix lists them")
         cs = chosen
     target = Path(args.out).resolve()
-    outcomes = run_cells(cs, target, list(args.cmd or []), say=lambda s: out.print(s, markup=False))
-    out.print((target / "summary.md").read_text(), markup=False)
+    outcomes = run_cells(cs, target, list(args.cmd or []), say=lambda s: print(s, flush=True))
+    print((target / "summary.md").read_text(), flush=True)  # plain: a log keeps the table's rows whole
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 
@@ -59,4 +59,5 @@ def register(sub: argparse._SubParsersAction, command: Callable) -> None:
     n.add_argument("--local", action="store_true", help="the reduced matrix (make nightly), under TCG")
     n.add_argument("--out", default="nightly-out", help="output folder, one sub-folder per cell (default: nightly-out)")
     n.add_argument("--file", help="another matrix file (default: the package's)")
+    n.set_defaults(cmd=[])  # main() fills it with the words after --
     command("nightly")(cmd_nightly)

@@ -23,14 +23,14 @@ def node_memory_png(timeline: dict[str, Any], title: str) -> bytes:
 
     samples = timeline.get("samples", [])
     t0 = min((s["t"] for s in samples), default=0.0)
-    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=100)
+    fig, ax = plt.subplots(figsize=(8, 3.6), dpi=100)
     try:
         for node in sorted({s["node"] for s in samples}):
             pts = sorted((s["t"] - t0, s["used_kb"] / 1024) for s in samples if s["node"] == node)
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=f"node {node}")
         ax.set_xlabel("seconds")
         ax.set_ylabel("used memory (MiB)")
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()

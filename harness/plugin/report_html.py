@@ -56,7 +56,7 @@ def _test(rec: dict[str, Any]) -> str:
         parts.append(f"<p>failure bundle: <code>{_e(rec['bundle'])}</code> (reproduce: "
                      f"<code>{_e(rec['bundle'])}/reproduce.sh</code>)</p>")
     for tl in rec["timelines"]:
-        title = f"{rec['nodeid'].rsplit('::', 1)[-1]}: {tl.get('label', '')}: used memory per node"
+        title = f"{rec['nodeid'].rsplit('::', 1)[-1]}\n{tl.get('label', '')}: used memory per node"
         parts.append(_plot(tl, title))
     parts.append("</div>")
     return "\n".join(parts)

@@ -209,3 +209,9 @@ def test_the_html_report_embeds_a_plot_and_lists_kernel_problems():
     assert page.count("data:image/png;base64,") == 1
     assert "WARNING: CPU: 0 PID: 1 at x" in page and "outside any test" in page
     assert "The run fails on the problems" in page and "assert 1 == 2" in page and "/b/t/reproduce.sh" in page
+
+
+def test_harness_nightly_refuses_an_unknown_cell(tmp_path, capsys):
+    assert main(["nightly", "--cell", "no-such-cell", "--out", str(tmp_path)]) == 125
+    assert "no such cell: no-such-cell" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
