@@ -3,8 +3,10 @@
 Errors the user can act on (HarnessError) are printed once, in one line (plus
 any detail such as a console tail), without a traceback. Exit statuses: a
 guest command's own status when it ran (``run``, ``ssh``; 128+N when a signal
-killed it, 137 for SIGKILL), 125 for a failure of the harness itself (bad
-arguments included), 130 for Ctrl-C.
+killed it, 137 for SIGKILL), 123 when the kernel under test is bad (a panic,
+an oops or BUG, a boot that never ran init: ``git bisect run`` marks it bad),
+125 for a failure of the harness itself (bad arguments included; bisect skips
+it), 130 for Ctrl-C.
 """
 
 from __future__ import annotations

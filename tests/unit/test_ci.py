@@ -215,3 +215,40 @@ def test_harness_nightly_refuses_an_unknown_cell(tmp_path, capsys):
     assert main(["nightly", "--cell", "no-such-cell", "--out", str(tmp_path)]) == 125
     assert "no such cell: no-such-cell" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+class _Session:
+    exitstatus = pytest.ExitCode.OK
+
+
+class _Machine:
+    name = "memory-only"
+
+    def __init__(self, problems):
+        self._problems = problems
+
+    def problems(self):
+        return self._problems
+
+
+def test_an_otherwise_green_run_fails_on_a_kernel_problem_no_test_expected():
+    from harness.plugin.runlog import RunLog, problem_entries
+    from harness.vm.problems import Problem
+
+    warn = Problem(kind="warning", line="WARNING: CPU: 0 PID: 1 at mm/vmscan.c:100 shrink", index=7, start=5)
+    log = RunLog(None, fail_on_problems=True, machines=lambda: [_Machine([warn])])
+    s = _Session()
+    log.pytest_sessionfinish(s, 0)  # type: ignore[arg-type]
+    assert s.exitstatus == pytest.ExitCode.TESTS_FAILED
+    assert [(p["kind"], p["test"], p["expected"]) for p in log.problems] == [("warning", None, False)]
+    # one a test provoked on purpose (expect_kernel_problem) is listed, and fails nothing
+    log = RunLog(None, fail_on_problems=True, machines=lambda: [_Machine([warn])])
+    log.problems += problem_entries("memory-only", [warn], {"warning"}, "t.py::test_w")
+    s = _Session()
+    log.pytest_sessionfinish(s, 0)  # type: ignore[arg-type]
+    assert s.exitstatus == pytest.ExitCode.OK and len(log.problems) == 1
+    # without --fail-on-kernel-problems the status stands; the summary still lists the problem
+    log = RunLog(None, fail_on_problems=False, machines=lambda: [_Machine([warn])])
+    s = _Session()
+    log.pytest_sessionfinish(s, 0)  # type: ignore[arg-type]
+    assert s.exitstatus == pytest.ExitCode.OK and log.unexpected()
