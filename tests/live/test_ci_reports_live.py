@@ -99,3 +99,30 @@ def test_a_failure_gives_junit_diagnostics_a_bundle_that_reproduces_it_and_a_rep
     assert rep.returncode == 1, again
     assert "1 failed" in again and "4097" in again and "test_wrong_count" in again
     assert "test_timeline" not in again  # only the failed test
+
+
+KTAP_SCRIPT = """#!/bin/sh
+# numa-harness: topology=numa-basic
+echo "KTAP version 1"
+echo "1..3"
+echo "ok 1 first"
+echo "not ok 2 second"
+echo "ok 3 third # SKIP nothing to test"
+exit 1
+"""
+
+
+def test_each_ktap_result_is_a_junit_test_case_of_its_own(tmp_path):
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    script = suite / "ktap_demo.sh"
+    script.write_text(KTAP_SCRIPT)
+    script.chmod(0o755)
+    junit = tmp_path / "junit.xml"
+    r = run_pytest(suite, "--accel", "tcg", f"--junitxml={junit}", "--artifacts", str(tmp_path / "artifacts"))
+    assert r.returncode == 1, r.stdout + r.stderr
+    cases = {c.get("name"): [x.tag for x in c if x.tag != "properties"]
+             for c in ET.parse(junit).getroot().iter("testcase")}
+    assert cases["ktap_demo.sh[first]"] == []
+    assert cases["ktap_demo.sh[second]"] == ["failure"]
+    assert cases["ktap_demo.sh[third]"] == ["skipped"]
