@@ -6,7 +6,8 @@ every test (those a test expected with ``expect_kernel_problem`` included, marke
 from the console of every VM still up, outside any test (boot, set-up, between tests). With
 ``--fail-on-kernel-problems`` an otherwise green run fails when one no test expected was seen.
 The per-test data travels on the report (``report.numa_harness``, plain JSON-able data), so it
-crosses pytest-xdist's workers as the reports do.
+crosses pytest-xdist's workers as the reports do; the controller writes the page (under xdist the
+VMs live in the workers, so problems outside any test are not seen there).
 """
 
 from __future__ import annotations
@@ -96,6 +97,8 @@ class RunLog:
 
     @pytest.hookimpl(tryfirst=True)  # before the plugin's own sessionfinish shuts the VMs down
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if hasattr(session.config, "workerinput"):  # a pytest-xdist worker: its reports reach the controller's log
+            return
         self.outside_problems()
         bad = self.unexpected()
         if self.fail_on_problems and bad and session.exitstatus == pytest.ExitCode.OK:

@@ -219,6 +219,7 @@ def test_harness_nightly_refuses_an_unknown_cell(tmp_path, capsys):
 
 class _Session:
     exitstatus = pytest.ExitCode.OK
+    config = object()  # not a pytest-xdist worker's (no workerinput)
 
 
 class _Machine:
