@@ -7,14 +7,9 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
-
 from harness.ci.matrix import cells, github_matrix, load
 from harness.ci.nightly import run_cells
 from harness.errors import UsageError
-
-out = Console(highlight=False)
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
@@ -23,12 +18,12 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(github_matrix(cs), separators=(",", ":")))
         return 0
-    table = Table(title="nightly matrix" + (" (local)" if args.local else ""), title_justify="left")
-    for col in ("cell", "topology", "kernel", "accel", "why", "suite"):
-        table.add_column(col)
-    for c in cs:
-        table.add_row(c.id, c.topology, f"{c.kernel} ({c.kernel_spec})", c.accel, c.accel_why, " ".join(c.suite))
-    out.print(table)
+    rows = [("cell", "topology", "kernel", "accel", "why", "suite")]
+    rows += [(c.id, c.topology, f"{c.kernel} ({c.kernel_spec})", c.accel, c.accel_why, " ".join(c.suite)) for c in cs]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    print("nightly matrix" + (" (local)" if args.local else "") + f": {len(cs)} cells")
+    for r in rows:  # plain columns: one line per cell, whole ids (a log or grep reads them)
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)) + "  " + r[-1])
     return 0
 
 

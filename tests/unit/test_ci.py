@@ -253,3 +253,11 @@ def test_an_otherwise_green_run_fails_on_a_kernel_problem_no_test_expected():
     s = _Session()
     log.pytest_sessionfinish(s, 0)  # type: ignore[arg-type]
     assert s.exitstatus == pytest.ExitCode.OK and log.unexpected()
+
+
+def test_harness_matrix_prints_one_line_per_cell(capsys):
+    assert main(["matrix"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"nightly matrix: {len(cells(load()))} cells"
+    (row,) = [ln for ln in lines if ln.startswith("cxl-single--default ")]
+    assert row.split()[3:8] == ["tcg", "topology:", "machine.accel", "tcg", "guest-tests"]
