@@ -260,4 +260,4 @@ def test_harness_matrix_prints_one_line_per_cell(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"nightly matrix: {len(cells(load()))} cells"
     (row,) = [ln for ln in lines if ln.startswith("cxl-single--default ")]
-    assert row.split()[3:8] == ["tcg", "topology:", "machine.accel", "tcg", "guest-tests"]
+    assert row.split()[4:9] == ["tcg", "topology:", "machine.accel", "tcg", "guest-tests"]
