@@ -57,8 +57,11 @@ def test_reclaim_demotes_exactly_the_requested_pages_to_the_next_tier(vm, guest,
     """Control: the same reclaim with demotion off moves nothing (next test)."""
     pid, addr = hold(guest, cgroup, 96)
     before = stats.snapshot(pid=pid)
-    vm.run(f"echo 64M > {cgroup}/memory.reclaim")
+    with stats.timeline(0.2, label="echo 64M > memory.reclaim, demotion on") as tl:  # plotted in the HTML report
+        vm.run(f"echo 64M > {cgroup}/memory.reclaim")
     after = stats.snapshot(pid=pid, cgroup=cgroup.path)
+    # over the reclaim, DRAM (node 0) gave up what the lower tier (node 1) gained
+    assert tl.change_kb(1) >= 48 * 1024 and tl.change_kb(0) < 0, (tl.used_kb(0), tl.used_kb(1))
     d = before.delta(after)
     demoted = d.demoted
     assert 64 * MIB <= demoted <= 64 * MIB + BATCH, d.demoted_by

@@ -4,7 +4,10 @@
 traceback, and exits with ``err.exit_code``: 125 for the harness's own
 failures (as ``env``/``timeout`` do), so a script can tell them from a guest
 command's own status, which ``harness run``/``ssh`` pass through (137 for a
-command killed by SIGKILL, e.g. by the guest's OOM killer).
+command killed by SIGKILL, e.g. by the guest's OOM killer). A kernel under
+test that is itself bad (it panicked, oopsed, hit a BUG, or started and never
+ran init) exits :data:`BAD_KERNEL` instead, so ``git bisect run`` marks it bad
+where 125 would skip it.
 
 Errors about the guest a test can assert on:
 
@@ -31,6 +34,13 @@ if TYPE_CHECKING:  # only for annotations: errors must import nothing of the har
 HARNESS_FAILURE = 125
 #: Exit status for a guest command killed by SIGKILL (128 + 9), as a shell reports it.
 KILLED = 137
+#: Exit status of the ``harness`` command when the guest kernel under test is bad: a panic,
+#: an oops or BUG, or a boot that never reached init. Any status in 1..127 but 125 is "bad" to
+#: ``git bisect run``; this one is distinct from 125 ("could not test": skip).
+BAD_KERNEL = 123
+#: Problem kinds that say the kernel itself is broken (see :mod:`harness.vm.problems`). A stall
+#: is not among them: under TCG a starved vCPU thread stalls a good kernel too.
+BAD_KERNEL_KINDS = frozenset({"panic", "oops", "bug"})
 
 
 class HarnessError(Exception):
@@ -85,6 +95,13 @@ class BootError(HarnessError):
     """The VM did not reach a boot milestone in time, or QEMU exited early."""
 
 
+class KernelNeverRanInit(BootError):
+    """The guest kernel started but never ran init (it hung, or QEMU ended) and printed no report
+    the harness recognises: the kernel under test is bad (:data:`BAD_KERNEL`)."""
+
+    exit_code = BAD_KERNEL
+
+
 class KernelProblem(HarnessError):
     """The guest kernel reported a problem (oops, BUG, WARN, stall, call trace).
 
@@ -96,6 +113,11 @@ class KernelProblem(HarnessError):
                  detail: str | None = None):
         super().__init__(message, hint=hint, detail=detail)
         self.problems: list[Problem] = list(problems or [])
+
+    @property
+    def exit_code(self) -> int:  # type: ignore[override]
+        """:data:`BAD_KERNEL` if a report says the kernel is broken (panic, oops, BUG), else 125."""
+        return BAD_KERNEL if any(p.kind in BAD_KERNEL_KINDS for p in self.problems) else HARNESS_FAILURE
 
 
 class GuestPanic(KernelProblem, BootError):

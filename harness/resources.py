@@ -39,6 +39,11 @@ def qemu_features_file() -> Path:
     return _dir("harness.qemu", "features.yaml")
 
 
+def ci_matrix_file() -> Path:
+    """The nightly CI matrix: topologies x kernels, each cell's accelerator."""
+    return _dir("harness.ci", "matrix.yaml")
+
+
 def kernel_configs_dir() -> Path:
     """Kernel-config fragments (``*.config``) to merge into a user's kernel."""
     return _dir("harness.kernel", "configs")

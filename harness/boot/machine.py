@@ -101,10 +101,13 @@ class Machine:
 
     # -- logs ------------------------------------------------------------------
 
+    def dmesg(self, *, timeout: float = 30) -> str:
+        """The guest kernel log as ``dmesg`` prints it now."""
+        return self.vm.run("dmesg", timeout=timeout, check=False).stdout
+
     def dmesg_since(self, mark: str, *, timeout: float = 30) -> str:
         """The guest kernel log after the line carrying ``mark`` (all of it if the mark is gone)."""
-        r = self.vm.run("dmesg", timeout=timeout, check=False)
-        return cut_after_mark(r.stdout, mark)
+        return cut_after_mark(self.dmesg(timeout=timeout), mark)
 
     def console_tail(self, lines: int = 40) -> str:
         """The last ``lines`` lines of the serial console log."""

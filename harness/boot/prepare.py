@@ -121,6 +121,7 @@ class Prepared:
     spec: BootSpec
     warnings: list[str]
     tcg_thread: TcgThreading | None = None   # None under KVM
+    qemu_version: str = ""                    # the binary's version, as preflight read it ("10.0.2")
 
 
 def cxl_commits_under_hypervisor(k: Kernel) -> bool:
@@ -132,6 +133,14 @@ def cxl_commits_under_hypervisor(k: Kernel) -> bool:
         return read_config(k).get("CONFIG_CXL_REGION_INVALIDATION_TEST") == "y"
     except KernelError:
         return False
+
+
+def requested_accel(asked: str | None, topology_accel: str) -> str:
+    """The accelerator to ask :func:`choose_accel` for: what the user asked (``--accel`` or the
+    environment), except that a topology saying ``tcg`` is not overridden by ``auto`` (pure)."""
+    if asked is None or (asked == "auto" and topology_accel == "tcg"):
+        return topology_accel
+    return asked
 
 
 def prepare(topology: str | Path, *, kernel: KernelSpec | None = None, accel: str | None = None,
@@ -165,7 +174,7 @@ def prepare(topology: str | Path, *, kernel: KernelSpec | None = None, accel: st
     say("guest image")
     image = build_initramfs(k, progress)
     say("accelerator")
-    requested = accel or os.environ.get(ENV_ACCEL) or t.machine.accel
+    requested = requested_accel(accel or os.environ.get(ENV_ACCEL), t.machine.accel)
     choice = choose_accel(requested, binary, k.image, image.path)
     threading = tcg_thread_for(t, tcg_thread) if choice.accel == "tcg" else None
     files = backing_dir()
@@ -179,4 +188,4 @@ def prepare(topology: str | Path, *, kernel: KernelSpec | None = None, accel: st
                     modules=list(needs.modules), qemu_binary=binary, workdir=workdir, ssh_port=ssh_port,
                     timeouts=timeouts or Timeouts(), detach=detach, name=name or loaded.name)
     return Prepared(loaded=loaded, kernel=k, image=image, accel=choice, qemu=binary, spec=spec, warnings=warnings,
-                    tcg_thread=threading)
+                    tcg_thread=threading, qemu_version=caps.version_text)

@@ -21,7 +21,7 @@ from rich.status import Status
 from rich.table import Table
 
 from harness.boot import KernelSpec, Machine, Prepared, boot
-from harness.errors import HarnessError, UsageError
+from harness.errors import BAD_KERNEL, BAD_KERNEL_KINDS, HarnessError, UsageError
 from harness.stats import Snapshot, snapshot
 from harness.units import format_size
 from harness.vm.problems import OomKill
@@ -231,10 +231,18 @@ def report_command_end(result: CommandResult) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Exit with the guest command's status; :data:`BAD_KERNEL` when the kernel oopsed or hit a BUG
+    (at boot or during the command), so ``git bisect run`` marks it bad; 125 when the harness could
+    not run (see :mod:`harness.errors`)."""
     line = guest_command(list(args.cmd))
     with boot_machine(args) as m:
         result = m.vm.run(line, timeout=args.timeout, check=False, on_output=stream_output)
         _check_problems(m)
+        broken = [p for p in m.problems() if p.kind in BAD_KERNEL_KINDS]
+    if broken:
+        err.print(f"[red]error:[/red] the guest kernel reported {broken[0].kind}: {escape(broken[0].line)} "
+                  f"(exit {BAD_KERNEL}: a bad kernel)", soft_wrap=True)
+        return BAD_KERNEL
     return report_command_end(result)
 
 

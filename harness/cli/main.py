@@ -3,8 +3,10 @@
 Errors the user can act on (HarnessError) are printed once, in one line (plus
 any detail such as a console tail), without a traceback. Exit statuses: a
 guest command's own status when it ran (``run``, ``ssh``; 128+N when a signal
-killed it, 137 for SIGKILL), 125 for a failure of the harness itself (bad
-arguments included), 130 for Ctrl-C.
+killed it, 137 for SIGKILL), 123 when the kernel under test is bad (a panic,
+an oops or BUG, a boot that never ran init: ``git bisect run`` marks it bad),
+125 for a failure of the harness itself (bad arguments included; bisect skips
+it), 130 for Ctrl-C.
 """
 
 from __future__ import annotations
@@ -140,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--tcg-thread", choices=["auto", "single", "multi"], help="TCG threading (default: the topology's)")
     q.add_argument("--no-check", action="store_true", help="skip checking the argv against the installed QEMU")
     _add_boot_commands(sub)
+    from harness.cli import ci as cli_ci
     from harness.cli import isolation as cli_isolation
     from harness.cli import kernel as cli_kernel
     from harness.cli import selftest as cli_selftest
@@ -148,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_kernel.register(sub, command)
     cli_selftest.register(sub, command)
     cli_isolation.register(sub, command)
+    cli_ci.register(sub, command)
     return p
 
 

@@ -101,6 +101,9 @@ PROVISION = f"{GUEST_BIN_DIR}/provision"
 #: Swap, driver rebinding and offlining for the contract checks (``files/node-memory.sh``),
 #: see :mod:`harness.guest.node_memory`.
 NODE_MEMORY = f"{GUEST_BIN_DIR}/node-memory"
+#: Memory per node sampled while a workload runs (``files/node-sampler.sh``), see
+#: :mod:`harness.stats.timeline`.
+NODE_SAMPLER = f"{GUEST_BIN_DIR}/node-sampler"
 #: Runs a guest program in the background until it reports, and stops it (``files/hold.sh``),
 #: see :mod:`harness.guest.background`.
 HOLD = f"{GUEST_BIN_DIR}/hold"

@@ -30,15 +30,22 @@ Options
     ``--kernel BZIMAGE|TREE|debian:X.Y``, ``--modules DIR``, ``--kernel-tree DIR``,
     ``--kernel-config FILE``, ``--qemu BIN``, ``--accel auto|kvm|tcg``,
     ``--keep-vm-on-failure``, ``--topology NAME`` (run only that topology's
-    tests; ``-k NAME`` selects by topology name too).
+    tests; ``-k NAME`` selects by topology name too), ``--artifacts DIR`` (failure
+    bundles), ``--html-report PATH`` (one HTML page for the run, with plots),
+    ``--fail-on-kernel-problems`` (an otherwise green run fails on kernel problems).
 
 On failure the report carries the console tail, the guest's dmesg since the
-test began and, if the test used ``stats``, the statistics delta. With
-``--keep-vm-on-failure`` each kept VM has a name of its own (``pytest-TOPOLOGY-PID``) and is
-listed at the end of the run, also under pytest-xdist (the controller prints its workers' notes).
-SIGTERM or SIGHUP stops the session as Ctrl-C does, VMs shut down, exit status 128+N
-(:mod:`harness.plugin.signals`). A guest
-that panics fails its test; the next test of that topology gets a fresh VM.
+test began and, if the test used ``stats``, the statistics delta (in the
+failure text, so JUnit carries them too), and a bundle of everything needed to
+reproduce it is written (:mod:`harness.plugin.bundle`). Every test case has the
+JUnit properties topology, kernel_release, accel, qemu_version, boot_seconds.
+``stats.timeline(interval)`` samples memory per node while a block runs; the
+HTML report plots it. With ``--keep-vm-on-failure`` each kept VM has a name of its
+own (``pytest-TOPOLOGY-PID``) and is listed at the end of the run, also under
+pytest-xdist (the controller prints its workers' notes). SIGTERM or SIGHUP stops
+the session as Ctrl-C does, VMs shut down, exit status 128+N
+(:mod:`harness.plugin.signals`). A guest that panics fails its test; the next
+test of that topology gets a fresh VM.
 """
 
 from harness.plugin.fixtures import guest, numa_harness_pool, stats, vm

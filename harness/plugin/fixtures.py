@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,9 +15,13 @@ from harness.errors import HarnessError
 from harness.guest import background, workloads
 from harness.guest.background import Started
 from harness.guest.state import GuestState
-from harness.plugin.hooks import MACHINE, MARK, PROBLEMS_BEFORE, STATS, pool
+from harness.plugin import junit
+from harness.plugin.hooks import MACHINE, MARK, PROBLEMS_BEFORE, STATS, WORKLOADS, pool
 from harness.plugin.pool import VMPool
+from harness.runner import CommandOutput
 from harness.stats import Delta, Snapshot, snapshot
+from harness.stats import timeline as node_timeline
+from harness.vm.commands import command_error
 
 _COUNTER = itertools.count(1)
 R = TypeVar("R")
@@ -55,6 +60,7 @@ def vm(request: pytest.FixtureRequest, numa_harness_pool: VMPool) -> Iterator[Ma
     except HarnessError as e:
         pytest.fail(f"numa-harness: {e}", pytrace=False)
     item.stash[MACHINE] = m
+    junit.record(item, m)  # topology, kernel release, accelerator, QEMU version, boot time: JUnit properties
     item.stash[MARK] = mark
     item.stash[PROBLEMS_BEFORE] = (len(m.problems()), len(m.oom_kills()))
     yield m
@@ -69,8 +75,11 @@ class GuestPrograms:
     A refused syscall is data (``result.refused``), not an exception.
     """
 
-    def __init__(self, machine: Machine) -> None:
+    def __init__(self, machine: Machine, log: list[dict[str, Any]] | None = None) -> None:
         self.machine = machine
+        #: every command the programs ran and what it printed (a failed test's bundle keeps it)
+        self.log: list[dict[str, Any]] = [] if log is None else log
+        self._runner = _Recorder(machine, self.log)
 
     def place(self, size_mib: int, *, timeout: float = 300, **kw: Any) -> workloads.PlaceResult:
         """Allocate and touch ``size_mib`` under a policy; pages per node."""
@@ -97,23 +106,41 @@ class GuestPrograms:
         state reset. Raises WorkloadError if it exits first or the timeout passes (it is
         then ended).
         """
-        return background.start(self.machine, command, timeout=timeout)
+        return background.start(self._runner, command, timeout=timeout)
 
     def stop(self, pid: int) -> None:
         """End a program started with :meth:`start` (SIGTERM: it exits 0, freeing its memory)."""
-        background.stop(self.machine, pid)
+        background.stop(self._runner, pid)
 
     def _run(self, command: str, kind: type[R], timeout: float) -> R:
-        result = workloads.run(self.machine, command, timeout=timeout)
+        result = workloads.run(self._runner, command, timeout=timeout)
         if not isinstance(result, kind):
             raise workloads.WorkloadError(f"expected a {kind.__name__}, the program printed a {type(result).__name__}")
         return result
 
 
+class _Recorder:
+    """The machine as a :class:`~harness.runner.GuestRunner` that logs each command and its output."""
+
+    def __init__(self, machine: Machine, log: list[dict[str, Any]]) -> None:
+        self.machine, self.log = machine, log
+
+    def run(self, command: str, *, timeout: float = 120, check: bool = True) -> CommandOutput:
+        r = self.machine.run(command, timeout=timeout, check=False)
+        self.log.append({"command": command, "exit_status": r.exit_status, "stdout": r.stdout,
+                         "stderr": r.stderr[-4000:]})
+        err = command_error(r, r.oom_kills) if check else None  # what Machine.run(check=True) raises
+        if err is not None:
+            raise err
+        return r
+
+
 @pytest.fixture
-def guest(vm: Machine) -> GuestPrograms:
+def guest(request: pytest.FixtureRequest, vm: Machine) -> GuestPrograms:
     """Guest programs on the test's machine, returning their reports."""
-    return GuestPrograms(vm)
+    programs = GuestPrograms(vm)
+    request.node.stash[WORKLOADS] = programs.log
+    return programs
 
 
 class Stats:
@@ -127,17 +154,45 @@ class Stats:
     def __init__(self, machine: Machine) -> None:
         self.machine = machine
         self.before: Snapshot = self.snapshot()
+        #: the :meth:`timeline` runs of this test, for the HTML report's plots
+        self.timelines: list[node_timeline.Timeline] = []
+        self.last: Snapshot | None = None  # the latest snapshot taken through this object
 
     def snapshot(self, pid: int | None = None, cgroup: str | None = None, *, cxl: bool = False) -> Snapshot:
         """Every NUMA statistic of the guest now (counters folded first)."""
-        return snapshot(self.machine, pid=pid, cgroup=cgroup, cxl=cxl)
+        self.last = snapshot(self.machine, pid=pid, cgroup=cgroup, cxl=cxl)
+        return self.last
+
+    @contextmanager
+    def timeline(self, interval: float = 0.5, *, label: str = "", max_seconds: float = 900) -> Iterator[node_timeline.Timeline]:
+        """Sample memory per node in the guest every ``interval`` s while the block runs::
+
+            with stats.timeline(0.5, label="reclaim") as tl:
+                guest.pressure(...)
+            assert tl.change_kb(1) > 0
+
+        The samples are in the :class:`~harness.stats.timeline.Timeline` once the block ends (the
+        sampler stops by itself after ``max_seconds``); the HTML report plots every timeline.
+        """
+        out = f"/tmp/nh-timeline-{next(_COUNTER)}"
+        pid = node_timeline.parse_started(
+            self.machine.run(node_timeline.start_command(interval, max_seconds, out), timeout=30).stdout)
+        tl = node_timeline.Timeline(label or f"timeline {len(self.timelines) + 1}")
+        self.timelines.append(tl)
+        try:
+            yield tl
+        finally:
+            if self.machine.running:
+                r = self.machine.run(node_timeline.stop_command(pid, out), timeout=60, check=False)
+                tl.samples.extend(node_timeline.parse_samples(r.stdout))
 
     def delta(self, since: Snapshot | None = None) -> Delta:
         """What changed from ``since`` (default: the test's start) to now."""
         return (since or self.before).delta(self.snapshot())
 
     def describe_delta(self) -> str:
-        """The non-zero changes since the test began, for a failure report."""
+        """The non-zero changes since the test began, for a failure report (the snapshot it takes
+        is :attr:`last`, which a failed test's bundle keeps as the "after" snapshot)."""
         return self.delta().summary()
 
 

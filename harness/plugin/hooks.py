@@ -1,4 +1,6 @@
-"""The plugin's pytest hooks: options, markers, selection by topology, kernel-problem checks, failure reports."""
+"""The plugin's pytest hooks: options, markers, selection by topology, kernel-problem checks, failure reports
+(diagnostics read once by :mod:`.failure`, put into the report and JUnit by :mod:`.junit`, kept in a
+bundle by :mod:`.bundle`), and the run's record (:mod:`.runlog`: kernel problems, the HTML report)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,10 @@ import pytest
 
 from harness.boot import KernelSpec, Machine
 from harness.errors import HarnessError
+from harness.plugin import bundle, failure, junit
 from harness.plugin.pool import PoolOptions, VMPool
 from harness.plugin.problems import unexpected_problems
+from harness.plugin.runlog import NEW_PROBLEMS, RunLog, test_extra
 from harness.plugin.signals import SessionSignals
 
 POOL = pytest.StashKey[VMPool]()
@@ -24,6 +28,8 @@ WORKER_NOTES = pytest.StashKey[list[str]]()
 SIGNALS = pytest.StashKey[SessionSignals]()
 #: Where an xdist worker hands its closing notes (kept VMs) to the controller, which prints them.
 NOTES_KEY = "numa_harness_notes"
+WORKLOADS = pytest.StashKey[list[dict[str, Any]]]()
+RUNLOG = pytest.StashKey[RunLog]()
 
 MARKERS = (
     "topology(ref): run on this numa-harness topology (preset name or YAML path); one VM per topology per session",
@@ -51,11 +57,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="leave a VM that served a failed test running (harness ssh pytest-TOPOLOGY-PID; the run names it)")
     g.addoption("--topology", dest="nh_topology", action="append", metavar="NAME",
                 help="run only the tests of this topology (repeatable); -k NAME works too")
+    g.addoption("--artifacts", dest="nh_artifacts", metavar="DIR",
+                help="where a failed test's bundle goes, one folder per test: console log, dmesg, QEMU argv, "
+                     f"topology, .config, statistics, workload output, reproduce.sh (default: {bundle.DEFAULT_DIR} "
+                     "under pytest's basetemp)")
+    g.addoption("--html-report", dest="nh_html", metavar="PATH",
+                help="write one HTML page for the run: per test the verdict, diagnostics and plots of memory per "
+                     "node (stats.timeline), and the kernel problems seen across all tests")
+    g.addoption("--fail-on-kernel-problems", dest="nh_fail_problems", action="store_true",
+                help="fail an otherwise green run when the guest kernel reported a problem (WARN, oops, BUG, "
+                     "lockdep, hung task) that no test expected, also outside the tests (boot, set-up)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     for line in MARKERS:
         config.addinivalue_line("markers", line)
+    log = RunLog(config.option.nh_html, fail_on_problems=bool(config.option.nh_fail_problems),
+                 machines=lambda: pool(config).machines() if POOL in config.stash else [])
+    config.stash[RUNLOG] = log
+    config.pluginmanager.register(log, "numa-harness-runlog")
+
+
+def artifacts_root(config: pytest.Config) -> Path:
+    """``--artifacts``, else the default folder under pytest's basetemp."""
+    if config.option.nh_artifacts:
+        return Path(config.option.nh_artifacts).resolve()
+    return config._tmp_path_factory.getbasetemp() / bundle.DEFAULT_DIR  # type: ignore[attr-defined]
 
 
 def pool(config: pytest.Config) -> VMPool:
@@ -126,8 +153,9 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     marker = item.get_closest_marker("expect_kernel_problem")
     expected = set(marker.args) if marker else set()
     strict = bool(marker.kwargs.get("strict", True)) if marker else False
-    message = unexpected_problems(m.problems()[problems_before:], m.oom_kills()[ooms_before:], expected,
-                                  strict=strict)
+    new = m.problems()[problems_before:]
+    item.stash[NEW_PROBLEMS] = (m.name, new, expected)
+    message = unexpected_problems(new, m.oom_kills()[ooms_before:], expected, strict=strict)
     if message:
         pytest.fail(message, pytrace=False)
     return result
@@ -137,26 +165,36 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     m = item.stash.get(MACHINE, None)
-    if m is None or not report.failed or report.when == "teardown":
+    if m is None or report.when == "teardown":
+        return report
+    if not report.failed:
+        if report.when == "call":
+            report.numa_harness = test_extra(item, _timelines(item), None, None)  # type: ignore[attr-defined]
         return report
     pool(item.config).note_failure(m, item.nodeid)
-    tail = m.console_tail(40)
-    if tail:
-        report.sections.append(("numa-harness: console tail", f"{tail}\n(console log: {m.console_log})"))
-    mark = item.stash.get(MARK, None)
-    if mark and m.running:
-        try:
-            dmesg = m.dmesg_since(mark, timeout=20)
-        except HarnessError as e:
-            dmesg = f"(could not read dmesg: {e})"
-        report.sections.append(("numa-harness: guest dmesg since the test began", dmesg or "(nothing)"))
-    probe = item.stash.get(STATS, None)
-    if probe is not None and m.running:
-        try:
-            report.sections.append(("numa-harness: statistics delta since the test began", probe.describe_delta()))
-        except HarnessError as e:
-            report.sections.append(("numa-harness: statistics delta", f"(could not take a snapshot: {e})"))
+    f = failure.collect(m, item.stash.get(MARK, None), item.stash.get(STATS, None), item.stash.get(WORKLOADS, None))
+    console_log, where = str(m.console_log), None
+    try:
+        reproduce = bundle.reproduce_script(
+            python=bundle.python(), rootdir=str(item.config.rootpath), nodeid=item.nodeid,
+            options=bundle.machine_options(m, item.config.option.nh_qemu), env=bundle.kept_env())
+        where = bundle.write_bundle(artifacts_root(item.config), nodeid=item.nodeid, m=m, failure=f,
+                                    failure_text=str(report.longrepr), reproduce=reproduce,
+                                    properties=item.user_properties)
+        console_log = str(where / "console.log")
+    except OSError as e:
+        report.sections.append(("numa-harness: bundle", f"(could not write the failure bundle: {e})"))
+    sections = f.sections(console_log)
+    if where is not None:
+        sections.append(("numa-harness: failure bundle", f"{where}\nreproduce: {where / 'reproduce.sh'}"))
+    junit.attach(report, sections)
+    report.numa_harness = test_extra(item, _timelines(item), sections, where)  # type: ignore[attr-defined]
     return report
+
+
+def _timelines(item: pytest.Item) -> list[Any]:
+    probe = item.stash.get(STATS, None)
+    return list(getattr(probe, "timelines", []))
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -185,9 +223,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    """Restore the signal handlers; each KTAP/KUnit result a test case of its own in the JUnit file
+    (:func:`junit.split_ktap_cases`)."""
     signals = config.stash.get(SIGNALS, None)
     if signals is not None:
         signals.restore()
+    junit.split_ktap_file(getattr(config.option, "xmlpath", None))
 
 
 @pytest.hookimpl(optionalhook=True)

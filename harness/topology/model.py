@@ -29,7 +29,10 @@ class MachineSettings:
     maxmem: Size | None = fld("-m maxmem= for memory hotplug; needs slots", None)
     slots: int = fld("-m slots= (memory hotplug slots); 0 = none", 0)
     cpu: str = fld("QEMU CPU model; under TCG the harness adds -hypervisor so CXL regions commit on stock kernels", "max")
-    accel: Accel = fld("preferred accelerator: auto probes KVM with a real boot and falls back to TCG", "auto")
+    accel: Accel = fld("preferred accelerator: auto probes KVM with a real boot and falls back to TCG; tcg runs under "
+                       "TCG even where KVM works (CXL data-path topologies: KVM emulates CXL memory on every access "
+                       "and can fault), and wins over an --accel auto; the nightly matrix gives such a topology TCG",
+                       "auto")
     tcg_thread: TcgThread = fld("TCG threading: auto = one host thread per vCPU unless vCPUs outnumber host cores, "
                                 "then single (thread=single); or force single / multi", "auto")
     kernel_cmdline: str = fld("extra kernel command line appended at boot", "")

@@ -9,8 +9,16 @@ kernel image QEMU could not boot, a guest without its network driver (no
 
 from __future__ import annotations
 
-from harness.errors import BootError, GuestPanic, HarnessError, KernelProblem
-from harness.vm.console import KERNEL_STARTED, clean_line, guest_lines, guest_message, is_guest_failure, milestones_in
+from harness.errors import BootError, GuestPanic, HarnessError, KernelNeverRanInit, KernelProblem
+from harness.vm.console import (
+    INIT_RUNNING,
+    KERNEL_STARTED,
+    clean_line,
+    guest_lines,
+    guest_message,
+    is_guest_failure,
+    milestones_in,
+)
 from harness.vm.problems import STALL, Problem, describe_problems, find_kernel_problems
 
 CONSOLE_TAIL = 30
@@ -103,7 +111,9 @@ def diagnose(console: str, qemu_stderr: str, exit_status: int | None, *, console
     if failure:
         hint = MODULES_HINT if _network_driver_missing(console) else where or "see the console log"
         return BootError(f"the guest reported: {failure}", hint=hint, detail=console_tail(console))
-    started = KERNEL_STARTED in milestones_in(console)
+    seen = set(milestones_in(console))  # garbled lines and implied milestones included
+    started = KERNEL_STARTED in seen
+    never_init = started and INIT_RUNNING not in seen  # the kernel ran, then stopped short of /init
     if exit_status is not None:
         stderr = qemu_error_lines(qemu_stderr)
         detail = (f"QEMU said:\n{stderr}\n" if stderr else "") + console_tail(console)
@@ -111,8 +121,14 @@ def diagnose(console: str, qemu_stderr: str, exit_status: int | None, *, console
             return BootError(f"QEMU exited (status {exit_status}) before the kernel printed anything",
                              hint="the kernel image is probably truncated or not a bootable x86_64 bzImage; "
                                   "check the file given with --kernel", detail=detail)
+        if never_init and exit_status >= 0:  # QEMU ended by itself (a reset with -no-reboot), not killed
+            return KernelNeverRanInit(f"the kernel started but never ran init; QEMU exited (status {exit_status})",
+                                      hint=where, detail=detail)
         return BootError(f"QEMU exited unexpectedly (status {exit_status})", hint=where, detail=detail)
     if timed_out:
+        if never_init:
+            return KernelNeverRanInit(f"{timed_out}: the kernel started but never ran init",
+                                      hint=timeout_hint or where, detail=console_tail(console))
         if not started and not console.strip():
             timeout_hint = ("the kernel printed nothing: is the image a bootable x86_64 bzImage? "
                             + (timeout_hint or ""))

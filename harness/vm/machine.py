@@ -78,6 +78,7 @@ class VM(GuestLink):
         self._own_workdir = spec.workdir is None
         self.ssh_port = spec.ssh_port or 0
         self._proc: subprocess.Popen | None = None
+        self.qemu_argv: list[str] = []  # the full QEMU command line, once launched
 
     # -- start --------------------------------------------------------------------------
 
@@ -124,6 +125,7 @@ class VM(GuestLink):
         for _attempt in range(PORT_ATTEMPTS):
             self.ssh_port = given or pick_free_port()
             argv = build_qemu_argv(self.spec, self._files, self.ssh_port, cmdline)
+            self.qemu_argv = argv
             if self._launch(argv):
                 return
             stderr = self._qemu_stderr()

@@ -82,3 +82,21 @@ def test_auto_without_usable_device_does_not_probe(monkeypatch):
     monkeypatch.setattr(accel, "probe_kvm", lambda *a, **k: pytest.fail("probed"))
     c = choose_accel("auto", "q", Path("/k"), Path("/i"))
     assert c.accel == "tcg" and c.reason == "/dev/kvm does not exist; using TCG"
+
+
+def test_a_topology_that_says_tcg_is_not_overridden_by_auto():
+    from harness.boot.prepare import requested_accel
+
+    assert requested_accel(None, "tcg") == "tcg" and requested_accel("auto", "tcg") == "tcg"
+    assert requested_accel("auto", "auto") == "auto" and requested_accel(None, "auto") == "auto"
+    assert requested_accel("kvm", "tcg") == "kvm"  # an explicit --accel kvm is the user's word
+    assert requested_accel("tcg", "auto") == "tcg"
+
+
+def test_cxl_presets_that_use_cxl_memory_run_under_tcg():
+    from harness.topology import load, preset_names
+
+    for name in preset_names():
+        t = load(name).topology
+        if t.guest.regions:
+            assert t.machine.accel == "tcg", f"{name} uses CXL memory as RAM but does not ask for TCG"

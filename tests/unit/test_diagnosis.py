@@ -113,3 +113,32 @@ def test_signal_status(sig, status):
     from harness.vm.ssh import _signal_status
 
     assert _signal_status(sig) == status
+
+
+# --- exit statuses a bisect can use -------------------------------------------------------------
+
+def test_a_panic_at_boot_is_a_bad_kernel_not_a_skip():
+    from harness.errors import BAD_KERNEL
+
+    exc = diagnose(log("console_panic_sysrq.log"), "", 0)
+    assert exc is not None and exc.exit_code == BAD_KERNEL and BAD_KERNEL not in (0, 125) and 1 <= BAD_KERNEL <= 127
+
+
+def test_a_kernel_that_never_runs_init_is_bad_but_a_killed_qemu_is_not():
+    from harness.errors import BAD_KERNEL, KernelNeverRanInit
+
+    early = "\n".join(log("console_clean_boot.log").splitlines()[:50])
+    assert "init running" not in early.lower()
+    hung = diagnose(early, "", None, timed_out="init did not run within 60 s")
+    assert isinstance(hung, KernelNeverRanInit) and hung.exit_code == BAD_KERNEL
+    reset = diagnose(early, "", 0)  # -no-reboot: a reset before init ends QEMU with status 0
+    assert isinstance(reset, KernelNeverRanInit) and reset.exit_code == BAD_KERNEL
+    killed = diagnose(early, "qemu-system-x86_64: terminating on signal 9\n", -9)
+    assert killed is not None and killed.exit_code == 125
+
+
+def test_a_stall_alone_is_not_a_bad_kernel():
+    from harness.vm.problems import Problem
+
+    stall = Problem(kind="stall", line="rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:", index=0, start=0)
+    assert KernelProblem("stalled", problems=[stall]).exit_code == 125

@@ -48,6 +48,7 @@ def test_every_preset_and_data_file_is_in_the_wheel(wheel):
             if f.is_file() and not f.name.startswith("."):
                 assert f"{pkg}/{f.name}" in names, f"{pkg}/{f.name} is not in the wheel"
     assert "harness/qemu/features.yaml" in names
+    assert "harness/ci/matrix.yaml" in names  # harness matrix reads it from the installed package
 
 
 def test_entry_points_name_the_cli_and_the_pytest_plugin(wheel):
