@@ -63,10 +63,17 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 @command("validate")
 def cmd_validate(args: argparse.Namespace) -> int:
+    from harness.errors import TopologyError
+
     status = 0
     for ref in args.topologies:
         try:
             loaded = load(ref)
+        except TopologyError as e:  # every mistake in the file, one quickfix line each
+            for issue in e.issues:
+                err.print(escape(issue.quickfix()), soft_wrap=True)
+            status = HARNESS_FAILURE
+            continue
         except HarnessError as e:
             print_error(e)
             status = HARNESS_FAILURE

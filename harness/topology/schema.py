@@ -18,12 +18,14 @@ import difflib
 import re
 import types
 import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import MISSING, field
 from typing import Any, Literal, Union, get_args, get_origin
 
-from harness.units import Granularity, IdList, SchemaError, Size, format_size
+from harness.units import Granularity, IdList, SchemaError, SchemaErrors, Size, format_size
 
-__all__ = ["SchemaError", "fld", "load_struct", "reference_rows"]
+__all__ = ["Found", "SchemaError", "SchemaErrors", "fld", "load_struct", "reference_rows"]
 
 
 # --- field declaration ---------------------------------------------------------
@@ -43,6 +45,24 @@ def _yaml_key(f: dataclasses.Field) -> str:
 
 # --- loading -------------------------------------------------------------------
 
+class Found(list):
+    """Errors gathered while going on past each one: ``with found.item(): ...`` per independent
+    part, then :meth:`done` raises them all as one :class:`SchemaErrors` (if there are any)."""
+
+    @contextmanager
+    def item(self) -> Iterator[None]:
+        try:
+            yield
+        except SchemaErrors as e:
+            self.extend(e.errors)
+        except SchemaError as e:
+            self.append(e)
+
+    def done(self) -> None:
+        if self:
+            raise SchemaErrors(list(self))
+
+
 def load_struct(cls: type, data: Any, path: str = "") -> Any:
     """Build dataclass ``cls`` from YAML ``data``; ``path`` is where ``data`` sits in the file."""
     label = path or "top level"
@@ -52,19 +72,22 @@ def load_struct(cls: type, data: Any, path: str = "") -> Any:
         raise SchemaError(label, f"expected a mapping of keys, got {type(data).__name__} {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {_yaml_key(f): f for f in dataclasses.fields(cls) if f.init}
+    found = Found()
     for key in data:
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
             hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(fields)}"
-            raise SchemaError(_join(path, str(key)), f"unknown key '{key}'", hint=hint)
+            found.append(SchemaError(_join(path, str(key)), f"unknown key '{key}'", hint=hint))
     kwargs = {}
     for key, f in fields.items():
         sub = _join(path, key)
         if key in data:
-            kwargs[f.name] = convert(hints[f.name], data[key], sub)
+            with found.item():
+                kwargs[f.name] = convert(hints[f.name], data[key], sub)
         elif f.default is MISSING and f.default_factory is MISSING:
-            raise SchemaError(sub, f"required key '{key}' is missing",
-                              hint=f"add '{key}:' ({f.metadata.get('doc', '')})")
+            found.append(SchemaError(sub, f"required key '{key}' is missing",
+                                     hint=f"add '{key}:' ({f.metadata.get('doc', '')})"))
+    found.done()
     return cls(**kwargs)
 
 
@@ -93,12 +116,24 @@ def convert(tp: Any, value: Any, path: str) -> Any:
             return origin()
         if not isinstance(value, list):
             raise SchemaError(path, f"expected a list, got {value!r}", hint="write it as a YAML list: [a, b] or '- a' lines")
-        return origin(convert(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value))
+        found = Found()
+        items = []
+        for i, v in enumerate(value):
+            with found.item():
+                items.append(convert(item_tp, v, f"{path}[{i}]"))
+        found.done()
+        return origin(items)
     if origin is dict:
         ktp, vtp = get_args(tp)
         if not isinstance(value, dict):
             raise SchemaError(path, f"expected a mapping, got {value!r}")
-        return {convert(ktp, k, f"{path}.{k}"): convert(vtp, v, f"{path}.{k}") for k, v in value.items()}
+        found = Found()
+        out = {}
+        for k, v in value.items():
+            with found.item():
+                out[convert(ktp, k, f"{path}.{k}")] = convert(vtp, v, f"{path}.{k}")
+        found.done()
+        return out
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return load_struct(tp, value, path)
     if tp in (Size, Granularity, IdList):
