@@ -34,6 +34,16 @@ VALID_WINDOW_WAYS = VALID_WAYS      # CXL encodings QEMU (cxl_interleave_ways_en
 MAX_SMP = 4096
 _PCI_DRIVER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _QEMU_ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
+#: QEMU itself takes ids of any length, but the harness builds names from them: backend ids
+#: (``hmem-ID``), and a file-backed device's files ``ID-pmem.raw``, which NAME_MAX (255 bytes)
+#: caps. 128 leaves room for both; an id longer than that is a mistake, not a name.
+MAX_ID_LENGTH = 128
+#: The kernel's command line limit on x86 (COMMAND_LINE_SIZE, arch/x86/include/asm/setup.h:
+#: 2048 bytes with its terminating NUL); a longer one is cut short at boot, silently.
+COMMAND_LINE_SIZE = 2048
+#: Room kept for the parameters the harness adds after the topology's own: console, panic,
+#: the guest's address, its SSH key and module list (at most ~260 bytes for the stock presets).
+HARNESS_CMDLINE_RESERVE = 384
 
 
 def validate(t: Topology) -> None:
@@ -51,7 +61,7 @@ def validate_all(t: Topology) -> list[SchemaError]:
     reported) adds nothing; without an earlier error such a crash is a bug and propagates.
     """
     found = Found()
-    for check in (_check_nodes, _check_machine, _check_slit, _check_hmat, _check_ids, _check_cxl,
+    for check in (_check_nodes, _check_machine, _check_slit, _check_hmat, _check_initiators_need_hmat, _check_ids, _check_cxl,
                   _check_initiators, _check_guest, _check_expect):
         try:
             with found.item():
@@ -175,6 +185,37 @@ def _check_machine(t: Topology) -> None:
     m = t.machine
     if m.smp < 1:
         raise SchemaError("machine.smp", "needs at least 1 vCPU")
+    found = Found()
+    with found.item():
+        _check_cmdline(m.kernel_cmdline)
+    with found.item():
+        if m.cpu.split(",")[0] == "host" and m.accel == "tcg":
+            raise SchemaError("machine.cpu", "cpu: host needs KVM, and machine.accel is tcg (QEMU refuses -cpu host under TCG)",
+                              hint="use cpu: max (the default) under TCG, or accel: kvm on a host where KVM works")
+    with found.item():
+        _check_memory(t)
+    found.done()
+
+
+def _check_cmdline(line: str) -> None:
+    """The topology's kernel_cmdline fits beside the harness's own parameters, and its quotes
+    pair up: the kernel reads a double quote as opening a value that runs to the next one
+    (lib/cmdline.c, next_arg), so an odd one swallows every parameter after it, the harness's
+    SSH key included."""
+    room = COMMAND_LINE_SIZE - 1 - HARNESS_CMDLINE_RESERVE
+    size = len(line.encode())
+    if size > room:
+        raise SchemaError("machine.kernel_cmdline", f"is {size} bytes; the kernel takes {COMMAND_LINE_SIZE - 1} in all and "
+                          f"the harness needs up to {HARNESS_CMDLINE_RESERVE} of them, which leaves {room}",
+                          hint="drop parameters you do not need; the kernel would silently cut the line short")
+    if line.count('"') % 2:
+        raise SchemaError("machine.kernel_cmdline", 'has an unbalanced double quote (")',
+                          hint='close the quote: the kernel would read every parameter after it, the harness\'s own '
+                               'included, as part of one value')
+
+
+def _check_memory(t: Topology) -> None:
+    m = t.machine
     total = t.total_memory
     if m.memory is not None and m.memory != total:
         parts = " + ".join(format_size(n.memory) for n in t.nodes)
@@ -225,6 +266,18 @@ def _check_slit(t: Topology) -> None:
     found.done()
 
 
+def _check_initiators_need_hmat(t: Topology) -> None:
+    if t.hmat:
+        return
+    found = Found()
+    for i, n in enumerate(t.nodes):
+        if n.initiator is not None:
+            found.append(SchemaError(f"nodes[{i}].initiator", "initiator is HMAT data, and there is no hmat: section "
+                                     "(QEMU refuses initiator= without -machine hmat=on)",
+                                     hint="add hmat: {links: [...]} with this node's latency, or drop initiator"))
+    found.done()
+
+
 def _check_hmat(t: Topology) -> None:
     found = Found()
     with found.item():
@@ -251,6 +304,11 @@ def _check_hmat(t: Topology) -> None:
                 if (link.initiator, link.target) in seen:
                     raise SchemaError(p, f"initiator {link.initiator} → target {link.target} is listed twice")
                 seen.add((link.initiator, link.target))
+                if link.bandwidth is not None and (link.bandwidth == 0 or link.bandwidth % MiB):
+                    raise SchemaError(f"{p}.bandwidth", f"bandwidth {format_size(link.bandwidth) if link.bandwidth else 0} "
+                                      "is not a whole, non-zero number of MiB per second (QEMU needs 1 MiB alignment)",
+                                      hint="e.g. bandwidth: 20G or 512M")
+        found.extend(_hmat_ranges(t))
         for i, c in enumerate(t.hmat.caches):
             with found.item():
                 p = f"hmat.caches[{i}]"
@@ -266,6 +324,59 @@ def _check_hmat(t: Topology) -> None:
                     raise SchemaError(f"nodes[{i}].initiator", f"memory-only node {n.id} needs an initiator when hmat is given (QEMU requires it)",
                                       hint=f"add initiator: {min(_cpu_nodes(t))}")
     found.done()
+
+
+#: ACPI HMAT stores each latency/bandwidth entry as a 16-bit multiple of one 64-bit base
+#: unit per table, 0xFFFF meaning "no data" (ACPI 6.3, 5.2.27.4, System Locality Latency and
+#: Bandwidth Information Structure). QEMU (hw/core/numa.c, parse_numa_hmat_lb) takes the base
+#: as the largest power of ten dividing every latency (in ns; the option is a uint64) and the
+#: largest power of two dividing every bandwidth (in MiB/s, which must be whole), and refuses
+#: an entry whose value over that base reaches 65535 ("should not differ from previously
+#: entered min or max values on more than 65534"; seen with QEMU 10.0: latencies 10 and
+#: 655350 refused, bandwidths 1M and 65535M refused). Checked here once for the whole table,
+#: so the answer does not depend on the order of the links.
+HMAT_ENTRY_MAX = 0xFFFF - 1
+UINT64_MAX = (1 << 64) - 1
+
+
+def _hmat_ranges(t: Topology) -> list[SchemaError]:
+    if not t.hmat:
+        return []
+    errors: list[SchemaError] = []
+    lat = [(i, lk.latency) for i, lk in enumerate(t.hmat.links) if lk.latency is not None and lk.latency > 0]
+    bw = [(i, lk.bandwidth // MiB) for i, lk in enumerate(t.hmat.links)
+          if lk.bandwidth is not None and lk.bandwidth > 0 and not lk.bandwidth % MiB]
+    for i, v in lat:
+        if v > UINT64_MAX:
+            errors.append(SchemaError(f"hmat.links[{i}].latency", f"latency {v} ns does not fit QEMU's 64-bit latency option",
+                                      hint="latencies are nanoseconds: tens to a few thousands"))
+    lat = [(i, v) for i, v in lat if v <= UINT64_MAX]
+    if lat:
+        base = min(_pow10_dividing(v) for _, v in lat)
+        for i, v in lat:
+            if v // base > HMAT_ENTRY_MAX:
+                errors.append(SchemaError(f"hmat.links[{i}].latency",
+                                          f"latency {v} ns is more than {HMAT_ENTRY_MAX} × {base} ns, the range HMAT can "
+                                          f"encode next to the table's other latencies (QEMU refuses it)",
+                                          hint=f"keep latencies within {HMAT_ENTRY_MAX} × the finest one's unit, "
+                                               "e.g. round them to tens of ns"))
+    if bw:
+        shift = min((v & -v).bit_length() - 1 for _, v in bw)
+        for i, v in bw:
+            if v >> shift > HMAT_ENTRY_MAX:
+                errors.append(SchemaError(f"hmat.links[{i}].bandwidth",
+                                          f"bandwidth {format_size(v * MiB)}/s is more than {HMAT_ENTRY_MAX} × "
+                                          f"{format_size(MiB << shift)}/s, the range HMAT can encode next to the table's "
+                                          "other bandwidths (QEMU refuses it)",
+                                          hint="keep bandwidths within 65534 × the finest one's unit, e.g. round them to whole G"))
+    return errors
+
+
+def _pow10_dividing(v: int) -> int:
+    base = 1
+    while v % (base * 10) == 0:
+        base *= 10
+    return base
 
 
 # --- ids -----------------------------------------------------------------------
@@ -293,6 +404,9 @@ def _check_ids(t: Topology) -> None:
         first: dict[str, str] = {}
         for path, ident in _all_ids(t):
             with found.item():
+                if len(ident) > MAX_ID_LENGTH:
+                    raise SchemaError(path, f"id {ident[:20]!r}... is {len(ident)} characters long; ids are at most {MAX_ID_LENGTH}",
+                                      hint="ids are names: give it a short one")
                 if not _QEMU_ID_RE.match(ident):
                     raise SchemaError(path, f"id {ident!r} is not a valid QEMU id",
                                       hint="start with a letter; use letters, digits, '-', '.', '_'")

@@ -92,6 +92,7 @@ nodes:
     cpus: null
     initiator: 0
     memory: 512M
+hmat: {links: [{initiator: 0, target: 1, latency: 20}]}
 """
 
 
