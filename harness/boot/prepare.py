@@ -11,11 +11,11 @@ prepares every VM through :func:`prepare`, then boots it.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import KernelError
+from harness.errors import KernelError, UsageError
 from harness.image.build import Image, build_initramfs
 from harness.kernel.config import check_config, read_config
 from harness.kernel.debian import debian_kernel, default_kernel, parse_debian_name
@@ -134,11 +134,19 @@ def cxl_commits_under_hypervisor(k: Kernel) -> bool:
         return False
 
 
+def check_qemu_args(args: Sequence[str]) -> None:
+    """UsageError for extra QEMU arguments a harness boot cannot honour."""
+    if "-S" in args:
+        raise UsageError("--qemu-arg=-S: the harness starts QEMU paused itself and resumes it to boot",
+                         hint="for gdb from the first instruction run `harness qemu-cmd TOPOLOGY --full --qemu-arg=-s "
+                              "--qemu-arg=-S` by hand; --qemu-arg=-s alone lets gdb attach to a booted guest (port 1234)")
+
+
 def prepare(topology: str | Path, *, kernel: KernelSpec | None = None, accel: str | None = None,
             qemu: str | None = None, name: str | None = None, workdir: Path | None = None,
             detach: bool = False, ssh_port: int | None = None, timeouts: Timeouts | None = None,
             step: Callable[[str], None] | None = None, progress: Progress = None,
-            tcg_thread: str | None = None) -> Prepared:
+            tcg_thread: str | None = None, qemu_args: Sequence[str] = ()) -> Prepared:
     """Check and build everything for booting ``topology``; raise a HarnessError on the first problem.
 
     ``kernel=None`` means ``$NUMA_HARNESS_KERNEL`` (a bzImage or a build tree) if set, as on the
@@ -146,9 +154,12 @@ def prepare(topology: str | Path, *, kernel: KernelSpec | None = None, accel: st
 
     ``step(title)`` is called as each stage starts (for the CLI's progress display),
     ``progress(message)`` with finer detail inside a stage. ``tcg_thread`` (auto, single,
-    multi) overrides the topology's machine.tcg_thread.
+    multi) overrides the topology's machine.tcg_thread. ``qemu_args`` are appended to QEMU's
+    command line as given (``-s``, ``-trace ...``); ``-S`` is refused (the harness starts QEMU
+    paused itself and resumes it to boot).
     """
     say = step or (lambda _t: None)
+    check_qemu_args(qemu_args)
     say("topology")
     loaded = load(topology)
     t = loaded.topology
@@ -177,6 +188,7 @@ def prepare(topology: str | Path, *, kernel: KernelSpec | None = None, accel: st
     make_backing_dirs(t, files)
     spec = BootSpec(machine_argv=argv, kernel=k.image, initrd=image.path, append=kernel_cmdline(t),
                     modules=list(needs.modules), qemu_binary=binary, workdir=workdir, ssh_port=ssh_port,
-                    timeouts=timeouts or Timeouts(), detach=detach, name=name or loaded.name)
+                    timeouts=timeouts or Timeouts(), detach=detach, name=name or loaded.name,
+                    qemu_args=list(qemu_args))
     return Prepared(loaded=loaded, kernel=k, image=image, accel=choice, qemu=binary, spec=spec, warnings=warnings,
                     tcg_thread=threading)

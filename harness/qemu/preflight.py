@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from harness.errors import QemuError
+from harness.hints import APT_QEMU
 from harness.paths import cache_dir
 from harness.resources import qemu_features_file
 
@@ -81,7 +82,7 @@ def find_binary(explicit: str | None = None) -> str:
     path = shutil.which(name) if "/" not in name else (name if os.access(name, os.X_OK) else None)
     if not path:
         raise QemuError(f"QEMU binary '{name}' not found (from {where})",
-                        hint="run scripts/install-host-deps, or point --qemu / $NUMA_HARNESS_QEMU at qemu-system-x86_64")
+                        hint=f"{APT_QEMU}; or point --qemu / $NUMA_HARNESS_QEMU at qemu-system-x86_64")
     return os.path.realpath(path)
 
 
@@ -225,7 +226,7 @@ def check_min_version(caps: Capabilities) -> None:
     """QemuError if ``caps`` is older than the harness supports at all."""
     if caps.version[:2] < MIN_VERSION:
         raise QemuError(f"QEMU {caps.version_text} at {caps.binary} is too old: numa-harness needs QEMU >= {'.'.join(map(str, MIN_VERSION))}",
-                        hint="run scripts/install-host-deps (Debian 12: QEMU 10 from bookworm-backports), or point --qemu at a newer build")
+                        hint=f"{APT_QEMU}; or point --qemu at a newer build")
 
 
 def check_version(binary: str) -> Capabilities:
@@ -306,7 +307,7 @@ def _missing(caps: Capabilities, feat: Feature | None, what: str | None = None) 
     need = ".".join(map(str, feat.min_version))
     lacks = f" (it lacks {what})" if what else ""
     return QemuError(f"the topology needs {feat.name}, which needs QEMU >= {need}; {caps.binary} is {caps.version_text}{lacks}",
-                     hint="run scripts/install-host-deps or point --qemu at a newer QEMU")
+                     hint=f"{APT_QEMU}; or point --qemu at a newer QEMU")
 
 
 def preflight(argv: list[str], binary: str | None = None, progress: Callable[[str], None] | None = None) -> Capabilities:
