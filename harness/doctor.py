@@ -139,7 +139,8 @@ def _guest_tools() -> list[Finding]:
     opt = sorted(set(missing_optional.values()))
     out.append(Finding("optional-tools", not missing_optional, False,
                        "all present" if not missing_optional else f"missing: {', '.join(sorted(missing_optional))} "
-                       "(daxctl: pmem namespaces; bash-static: kernel selftests; ssh: harness ssh-config)",
+                       "(daxctl: pmem namespaces; bash-static: kernel selftests; ssh: harness ssh-config; "
+                       "sftp-server: scp and sftp into the guest)",
                        fix=apt_install(*opt) if opt else None, data={"missing": missing_optional}))
     return out
 

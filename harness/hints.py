@@ -7,7 +7,7 @@ with these same lines.
 #: Debian/Ubuntu packages of the guest tools copied into the initramfs and of the guest
 #: programs' build (static C); what ``harness doctor`` checks one by one.
 GUEST_PACKAGES = ("busybox-static", "dropbear-bin", "numactl", "ndctl", "daxctl", "kmod", "cpio", "xz-utils", "zstd",
-                  "openssh-client", "gcc", "make", "libc6-dev", "bash-static")
+                  "openssh-client", "openssh-sftp-server", "gcc", "make", "libc6-dev", "bash-static")
 #: What ``harness kernel build`` needs on top.
 KERNEL_BUILD_PACKAGES = ("flex", "bison", "bc", "libelf-dev", "libssl-dev")
 

@@ -37,10 +37,12 @@ GUEST_PROGRAMS: tuple[tuple[str, str, bool], ...] = (
     ("/usr/bin/ndctl", "ndctl", True),
     ("/usr/bin/daxctl", "daxctl", False),
     ("/bin/bash-static", "bash-static", False),
+    # dropbear runs it for SFTP, which OpenSSH's scp (9.0 and later) and sftp speak
+    ("/usr/lib/sftp-server", "openssh-sftp-server", False),
 )
 BUSYBOX_PACKAGE = "busybox-static"
 HOST_DEPS_HINT = DOCTOR
-HOST_BIN_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
+HOST_BIN_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/lib/openssh")
 CMD_TIMEOUT = 120
 MAKE_TIMEOUT = 900
 
