@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import KernelError, UsageError
+from harness.errors import KernelError, TopologyError, UsageError
 from harness.image.build import Image, build_initramfs
 from harness.kernel.config import check_config, read_config
 from harness.kernel.debian import debian_kernel, default_kernel, parse_debian_name
@@ -27,8 +27,10 @@ from harness.qemu.argv import backing_path, device_files, kernel_cmdline, machin
 from harness.qemu.limits import TcgThreading, check_limits, choose_tcg_thread, host_cores, host_memory
 from harness.qemu.preflight import check_version, find_binary, preflight
 from harness.topology import Loaded, load
+from harness.topology.validate import COMMAND_LINE_SIZE
 from harness.vm.accel import AccelChoice, choose_accel
 from harness.vm.machine import BootSpec, Timeouts
+from harness.vm.spec import kernel_cmdline as full_cmdline
 
 Progress = Callable[[str], None] | None
 
@@ -134,6 +136,23 @@ def cxl_commits_under_hypervisor(k: Kernel) -> bool:
         return False
 
 
+#: An ed25519 public key as the guest's command line carries it (each VM makes its own).
+_KEY_OF_ITS_LENGTH = "ssh-ed25519 " + "A" * 68
+
+
+def check_cmdline_size(loaded: Loaded, append: str, modules: list[str]) -> None:
+    """TopologyError if the topology's parameters and the harness's own (console, the guest's
+    address, SSH key, module list) exceed what the kernel reads: validation keeps a margin for
+    the harness's part; this is the exact count, once the modules are known."""
+    line = full_cmdline(append, modules, _KEY_OF_ITS_LENGTH)
+    size = len(line.encode())
+    if size > COMMAND_LINE_SIZE - 1:
+        raise TopologyError(str(loaded.path), "machine.kernel_cmdline",
+                            f"with the harness's own parameters the kernel command line is {size} bytes; the kernel "
+                            f"reads {COMMAND_LINE_SIZE - 1} and would silently drop the rest (the harness's SSH key "
+                            "among it)", hint="shorten machine.kernel_cmdline")
+
+
 def check_qemu_args(args: Sequence[str]) -> None:
     """UsageError for extra QEMU arguments a harness boot cannot honour."""
     if "-S" in args:
@@ -168,6 +187,7 @@ def prepare(topology: str | Path, *, kernel: KernelSpec | None = None, accel: st
     say("kernel")
     k = resolve_kernel(kernel or KernelSpec.from_env(), progress)  # $NUMA_HARNESS_KERNEL, as the CLI
     needs = guest_needs(t)
+    check_cmdline_size(loaded, kernel_cmdline(t), list(needs.modules))
     warnings = []
     if k.config is None:
         warnings.append(f"no .config known for {k.origin}: the kernel options the topology needs were not checked "

@@ -121,3 +121,16 @@ def test_cpu_help_is_read_and_unknown_flags_and_models_refused():
         check_cpu("Skylake-Clent", caps)
     old = Capabilities(binary="qemu", version=(10, 0, 2), devices=set(), objects=set())  # CPU list not read
     check_cpu("max,+avx9", old)
+
+
+def test_exact_command_line_size_once_the_modules_are_known():
+    """Validation keeps a margin for the harness's own parameters; preparing a boot counts them."""
+    from harness.boot.prepare import check_cmdline_size
+    from harness.kernel.needs import guest_needs
+    from harness.topology import load
+
+    loaded = load("cxl-single")
+    modules = list(guest_needs(loaded.topology).modules)
+    check_cmdline_size(loaded, "x" * 1663, modules)  # what validation lets through fits with the real modules
+    with pytest.raises(TopologyError, match="kernel command line is 2[0-9]{3} bytes; the kernel reads 2047"):
+        check_cmdline_size(loaded, "x" * 1663, modules + [f"extra_module_{i}" for i in range(30)])
