@@ -156,9 +156,9 @@ def check_cmdline_size(loaded: Loaded, append: str, modules: list[str]) -> None:
 def check_qemu_args(args: Sequence[str]) -> None:
     """UsageError for extra QEMU arguments a harness boot cannot honour."""
     if "-S" in args:
-        raise UsageError("--qemu-arg=-S: the harness starts QEMU paused itself and resumes it to boot",
-                         hint="for gdb from the first instruction run `harness qemu-cmd TOPOLOGY --full --qemu-arg=-s "
-                              "--qemu-arg=-S` by hand; --qemu-arg=-s alone lets gdb attach to a booted guest (port 1234)")
+        raise UsageError("--qemu-arg -S: the harness starts QEMU paused itself and resumes it to boot",
+                         hint="for gdb from the first instruction run `harness qemu-cmd TOPOLOGY --full --qemu-arg -s "
+                              "--qemu-arg -S` by hand; --qemu-arg -s alone lets gdb attach to a booted guest (port 1234)")
 
 
 def prepare(topology: str | Path, *, kernel: KernelSpec | None = None, accel: str | None = None,

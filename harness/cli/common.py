@@ -76,8 +76,8 @@ def machine_options(p: argparse.ArgumentParser, *, one_vm: bool = True) -> None:
 
 def qemu_arg_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--qemu-arg", action="append", default=[], metavar="ARG",
-                   help="an extra QEMU argument, appended to the command line (repeat it: --qemu-arg=-s "
-                        "--qemu-arg=-S, --qemu-arg=-trace --qemu-arg='cxl_*'); write it with '=' when it starts with '-'")
+                   help="an extra QEMU argument, appended to the command line (repeat it: --qemu-arg -s, "
+                        "--qemu-arg -trace --qemu-arg 'cxl_*')")
 
 
 # --- a guest command ----------------------------------------------------------------

@@ -265,6 +265,21 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
+def _join_qemu_args(words: list[str]) -> list[str]:
+    """``--qemu-arg -s`` -> ``--qemu-arg=-s``: QEMU options start with '-', which argparse would
+    take for an option of ours."""
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        if words[i] == "--qemu-arg" and i + 1 < len(words):
+            out.append(f"--qemu-arg={words[i + 1]}")
+            i += 2
+        else:
+            out.append(words[i])
+            i += 1
+    return out
+
+
 def _command_word(words: list[str]) -> str | None:
     """The command a command line runs (its first word), when that is all it needs; None means
     build the whole parser (help, a mistyped command, no command)."""
@@ -283,6 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if words == ["--version"]:  # the fastest answer there is
         print(f"numa-harness {__version__}")
         return 0
+    words = _join_qemu_args(words)
     args = build_parser(_command_word(words)).parse_args(words)
     if hasattr(args, "cmd"):
         args.cmd = guest_cmd

@@ -143,6 +143,12 @@ def test_input_the_validator_let_through_is_one_line_before_anything_runs(h: Har
     assert f"{topo}:" in text(v) and ": error: " in text(v)
 
 
+def test_a_second_pause_for_qemu_is_refused_before_anything_runs(h: Harness):
+    r = h.run("run", "numa-basic", "--qemu-arg", "-s", "--qemu-arg", "-S", "--", "true")
+    assert_one_line_error(r, 125, "--qemu-arg -S: the harness starts QEMU paused itself")
+    assert h.qemus() == [] and list(h.tmp.iterdir()) == []
+
+
 def test_yaml_merge_of_a_non_mapping_is_our_one_line(h: Harness, tmp_path: Path):
     topo = tmp_path / "merge.yaml"
     topo.write_text("description: m\nnodes:\n  - {<<: 5, id: 0, cpus: 0-1, memory: 1G}\n")

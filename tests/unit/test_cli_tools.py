@@ -184,6 +184,9 @@ def test_qemu_cmd_passes_extra_arguments(capsys):
                  "--qemu-arg=cxl_*"]) == 0
     argv = json.loads(capsys.readouterr().out)
     assert argv[-3:] == ["-s", "-trace", "cxl_*"]
+    assert main(["qemu-cmd", "numa-basic", "--json", "--no-check", "--qemu-arg", "-s", "--qemu-arg", "-trace",
+                 "--qemu-arg", "cxl_*"]) == 0  # the way people type it: QEMU's '-' options after a space
+    assert json.loads(capsys.readouterr().out)[-3:] == ["-s", "-trace", "cxl_*"]
 
 
 def test_harness_refuses_a_second_pause(capsys):
