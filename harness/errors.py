@@ -25,7 +25,7 @@ Errors about the guest a test can assert on:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:  # only for annotations: errors must import nothing of the harness
     from harness.vm.problems import OomKill, Problem
@@ -65,14 +65,52 @@ class UsageError(HarnessError):
     """A command-line argument or library parameter is not acceptable."""
 
 
-class TopologyError(HarnessError):
-    """A topology file is wrong. Names the file, the YAML path and the fix."""
+class TopologyIssue(NamedTuple):
+    """One mistake in a topology file: where (1-based line and column, when known) and what."""
 
-    def __init__(self, file: str, path: str, message: str, *, hint: str | None = None):
+    file: str
+    line: int | None
+    column: int | None
+    path: str
+    message: str
+    hint: str | None = None
+
+    def quickfix(self) -> str:
+        """``FILE:LINE:COL: error: PATH: MESSAGE (HINT)``, the form editors' quickfix lists read."""
+        where = f"{self.file}:{self.line}:{self.column}" if self.line is not None else self.file
+        what = f"{self.path}: {self.message}" if self.path else self.message
+        return f"{where}: error: {what}" + (f" ({self.hint})" if self.hint else "")
+
+
+class TopologyError(HarnessError):
+    """A topology file is wrong. Names the file, the YAML path and the fix.
+
+    ``issues`` holds every mistake found in the file (the first is the one this error
+    describes), each with its line and column when known.
+    """
+
+    def __init__(self, file: str, path: str, message: str, *, hint: str | None = None,
+                 line: int | None = None, column: int | None = None):
         self.file = file
         self.path = path
         loc = f"{file}: {path}" if path else file
         super().__init__(f"{loc}: {message}", hint=hint)
+        self.issues = [TopologyIssue(file, line, column, path if not path.startswith("line ") else "", message, hint)]
+
+    @classmethod
+    def of(cls, issues: list[TopologyIssue]) -> TopologyError:
+        """The error for a file with ``issues`` (at least one): ``FILE:LINE:COL: PATH: MESSAGE``,
+        saying how many more there are."""
+        first = issues[0]
+        e = cls(first.file, first.path, first.message, hint=first.hint, line=first.line, column=first.column)
+        where = f"{first.file}:{first.line}:{first.column}" if first.line is not None else first.file
+        e.message = f"{where}: {first.path}: {first.message}" if first.path else f"{where}: {first.message}"
+        if len(issues) > 1:
+            more = f"{len(issues) - 1} more error{'s' if len(issues) > 2 else ''}: harness validate {first.file} lists them all"
+            e.hint = f"{first.hint}; {more}" if first.hint else more
+        e.args = (e.message,)
+        e.issues = list(issues)
+        return e
 
 
 class QemuError(HarnessError):

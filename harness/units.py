@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["Granularity", "IdList", "SchemaError", "Size", "format_size"]
+__all__ = ["Granularity", "IdList", "SchemaError", "SchemaErrors", "Size", "format_size"]
 
 
 class SchemaError(Exception):
@@ -25,6 +25,23 @@ class SchemaError(Exception):
         self.path = path
         self.message = message
         self.hint = hint
+
+
+class SchemaErrors(SchemaError):
+    """Several :class:`SchemaError` found in one pass, so a file can be fixed in one go.
+
+    Behaves as its first error (``path``, ``message``, ``hint``); ``errors`` holds them all, flat.
+    """
+
+    errors: list[SchemaError]
+
+    def __init__(self, errors: list[SchemaError]):
+        flat: list[SchemaError] = []
+        for e in errors:
+            flat.extend(e.errors if isinstance(e, SchemaErrors) else [e])
+        first = flat[0]
+        super().__init__(first.path, first.message, first.hint)
+        self.errors = flat
 
 
 # --- value types ---------------------------------------------------------------

@@ -13,7 +13,7 @@ pytest and no terminal output; it is a context manager that shuts the VM down on
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,7 +152,7 @@ def boot(topology: str | Path, *, kernel: KernelSpec | None = None, accel: str |
          ssh_port: int | None = None, timeouts: Timeouts | None = None, tcg_thread: str | None = None,
          setup: bool = True, baseline: bool = True, step: Callable[[str], None] | None = None,
          progress: Progress = None, on_milestone: Callable[[str], None] | None = None,
-         on_prepared: Callable[[Prepared], None] | None = None) -> Machine:
+         on_prepared: Callable[[Prepared], None] | None = None, qemu_args: Sequence[str] = ()) -> Machine:
     """Prepare, start and set up a machine of ``topology``; use it as ``with boot(...) as m:``.
 
     ``kernel=None`` means ``$NUMA_HARNESS_KERNEL`` if set, else the distribution's kernel (as
@@ -165,7 +165,8 @@ def boot(topology: str | Path, *, kernel: KernelSpec | None = None, accel: str |
     """
     say = step or (lambda _t: None)
     p = prepare(topology, kernel=kernel, accel=accel, qemu=qemu, name=name, workdir=workdir, detach=detach,
-                ssh_port=ssh_port, timeouts=timeouts, step=step, progress=progress, tcg_thread=tcg_thread)
+                ssh_port=ssh_port, timeouts=timeouts, step=step, progress=progress, tcg_thread=tcg_thread,
+                qemu_args=qemu_args)
     say("booting")
     if on_prepared is not None:
         on_prepared(p)

@@ -11,11 +11,11 @@ prepares every VM through :func:`prepare`, then boots it.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import KernelError
+from harness.errors import KernelError, TopologyError, UsageError
 from harness.image.build import Image, build_initramfs
 from harness.kernel.config import check_config, read_config
 from harness.kernel.debian import debian_kernel, default_kernel, parse_debian_name
@@ -27,8 +27,10 @@ from harness.qemu.argv import backing_path, device_files, kernel_cmdline, machin
 from harness.qemu.limits import TcgThreading, check_limits, choose_tcg_thread, host_cores, host_memory
 from harness.qemu.preflight import check_version, find_binary, preflight
 from harness.topology import Loaded, load
+from harness.topology.validate import COMMAND_LINE_SIZE
 from harness.vm.accel import AccelChoice, choose_accel
 from harness.vm.machine import BootSpec, Timeouts
+from harness.vm.spec import kernel_cmdline as full_cmdline
 
 Progress = Callable[[str], None] | None
 
@@ -143,11 +145,36 @@ def requested_accel(asked: str | None, topology_accel: str) -> str:
     return asked
 
 
+#: An ed25519 public key as the guest's command line carries it (each VM makes its own).
+_KEY_OF_ITS_LENGTH = "ssh-ed25519 " + "A" * 68
+
+
+def check_cmdline_size(loaded: Loaded, append: str, modules: list[str]) -> None:
+    """TopologyError if the topology's parameters and the harness's own (console, the guest's
+    address, SSH key, module list) exceed what the kernel reads: validation keeps a margin for
+    the harness's part; this is the exact count, once the modules are known."""
+    line = full_cmdline(append, modules, _KEY_OF_ITS_LENGTH)
+    size = len(line.encode())
+    if size > COMMAND_LINE_SIZE - 1:
+        raise TopologyError(str(loaded.path), "machine.kernel_cmdline",
+                            f"with the harness's own parameters the kernel command line is {size} bytes; the kernel "
+                            f"reads {COMMAND_LINE_SIZE - 1} and would silently drop the rest (the harness's SSH key "
+                            "among it)", hint="shorten machine.kernel_cmdline")
+
+
+def check_qemu_args(args: Sequence[str]) -> None:
+    """UsageError for extra QEMU arguments a harness boot cannot honour."""
+    if "-S" in args:
+        raise UsageError("--qemu-arg -S: the harness starts QEMU paused itself and resumes it to boot",
+                         hint="for gdb from the first instruction run `harness qemu-cmd TOPOLOGY --full --qemu-arg -s "
+                              "--qemu-arg -S` by hand; --qemu-arg -s alone lets gdb attach to a booted guest (port 1234)")
+
+
 def prepare(topology: str | Path, *, kernel: KernelSpec | None = None, accel: str | None = None,
             qemu: str | None = None, name: str | None = None, workdir: Path | None = None,
             detach: bool = False, ssh_port: int | None = None, timeouts: Timeouts | None = None,
             step: Callable[[str], None] | None = None, progress: Progress = None,
-            tcg_thread: str | None = None) -> Prepared:
+            tcg_thread: str | None = None, qemu_args: Sequence[str] = ()) -> Prepared:
     """Check and build everything for booting ``topology``; raise a HarnessError on the first problem.
 
     ``kernel=None`` means ``$NUMA_HARNESS_KERNEL`` (a bzImage or a build tree) if set, as on the
@@ -155,9 +182,12 @@ def prepare(topology: str | Path, *, kernel: KernelSpec | None = None, accel: st
 
     ``step(title)`` is called as each stage starts (for the CLI's progress display),
     ``progress(message)`` with finer detail inside a stage. ``tcg_thread`` (auto, single,
-    multi) overrides the topology's machine.tcg_thread.
+    multi) overrides the topology's machine.tcg_thread. ``qemu_args`` are appended to QEMU's
+    command line as given (``-s``, ``-trace ...``); ``-S`` is refused (the harness starts QEMU
+    paused itself and resumes it to boot).
     """
     say = step or (lambda _t: None)
+    check_qemu_args(qemu_args)
     say("topology")
     loaded = load(topology)
     t = loaded.topology
@@ -166,6 +196,7 @@ def prepare(topology: str | Path, *, kernel: KernelSpec | None = None, accel: st
     say("kernel")
     k = resolve_kernel(kernel or KernelSpec.from_env(), progress)  # $NUMA_HARNESS_KERNEL, as the CLI
     needs = guest_needs(t)
+    check_cmdline_size(loaded, kernel_cmdline(t), list(needs.modules))
     warnings = []
     if k.config is None:
         warnings.append(f"no .config known for {k.origin}: the kernel options the topology needs were not checked "
@@ -186,6 +217,7 @@ def prepare(topology: str | Path, *, kernel: KernelSpec | None = None, accel: st
     make_backing_dirs(t, files)
     spec = BootSpec(machine_argv=argv, kernel=k.image, initrd=image.path, append=kernel_cmdline(t),
                     modules=list(needs.modules), qemu_binary=binary, workdir=workdir, ssh_port=ssh_port,
-                    timeouts=timeouts or Timeouts(), detach=detach, name=name or loaded.name)
+                    timeouts=timeouts or Timeouts(), detach=detach, name=name or loaded.name,
+                    qemu_args=list(qemu_args))
     return Prepared(loaded=loaded, kernel=k, image=image, accel=choice, qemu=binary, spec=spec, warnings=warnings,
                     tcg_thread=threading, qemu_version=caps.version_text)

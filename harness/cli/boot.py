@@ -9,7 +9,6 @@ behind.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -21,12 +20,19 @@ from rich.status import Status
 from rich.table import Table
 
 from harness.boot import KernelSpec, Machine, Prepared, boot
-from harness.errors import BAD_KERNEL, BAD_KERNEL_KINDS, HarnessError, UsageError
+from harness.cli.common import (  # noqa: F401  (re-exported: the commands' shared argument types and options)
+    boot_options,
+    guest_command,
+    machine_options,
+    port,
+    report_command_end,
+    seconds,
+    stream_output,
+    vm_name,
+)
+from harness.errors import BAD_KERNEL, BAD_KERNEL_KINDS
 from harness.stats import Snapshot, snapshot
 from harness.units import format_size
-from harness.vm.problems import OomKill
-from harness.vm.ssh import CommandResult
-from harness.vm.state import check_vm_name
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -158,6 +164,7 @@ def boot_machine(args: argparse.Namespace, *, baseline: bool = False,
     with steps() as st:
         m = boot(args.topology, kernel=kspec, accel=args.accel, qemu=args.qemu, ssh_port=args.ssh_port,
                  tcg_thread=args.tcg_thread, setup=not args.no_setup, baseline=baseline,
+                 qemu_args=getattr(args, "qemu_arg", None) or (),
                  step=st.step, progress=st.detail, on_milestone=st.milestone, on_prepared=prepared, **kw)
         try:
             notes = _boot_notes(m)
@@ -185,12 +192,6 @@ def _boot_notes(m: Machine) -> list[str]:
     return notes
 
 
-def stream_output(stream: str, data: bytes) -> None:
-    f = sys.stdout if stream == "stdout" else sys.stderr
-    f.buffer.write(data)
-    f.flush()
-
-
 def cmd_boot(args: argparse.Namespace) -> int:
     with boot_machine(args) as m:
         vm = m.vm
@@ -209,27 +210,6 @@ def cmd_boot(args: argparse.Namespace) -> int:
     return 0
 
 
-def guest_command(words: list[str]) -> str:
-    """The words after ``--`` -> one shell command line (a single word is used as written)."""
-    if not words:
-        raise HarnessError("no guest command given", hint="harness run TOPOLOGY -- CMD ...")
-    return words[0] if len(words) == 1 else shlex.join(words)
-
-
-def report_command_end(result: CommandResult) -> int:
-    """Say why a guest command was killed (if it was); its exit status for the CLI."""
-    if result.signal is not None:
-        oom: OomKill | None = result.oom_kills[-1] if result.oom_kills else None
-        if result.signal == "KILL" and oom is not None:
-            err.print(f"[red]error:[/red] guest command killed by the OOM killer (SIGKILL, exit {result.exit_status}): "
-                      f"{oom.message_line}", markup=True, soft_wrap=True)
-            err.print(oom.describe(), markup=False)
-        else:
-            err.print(f"[red]error:[/red] guest command killed by SIG{result.signal} (exit {result.exit_status})",
-                      markup=True)
-    return result.exit_status
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     """Exit with the guest command's status; :data:`BAD_KERNEL` when the kernel oopsed or hit a BUG
     (at boot or during the command), so ``git bisect run`` marks it bad; 125 when the harness could
@@ -244,61 +224,6 @@ def cmd_run(args: argparse.Namespace) -> int:
                   f"(exit {BAD_KERNEL}: a bad kernel)", soft_wrap=True)
         return BAD_KERNEL
     return report_command_end(result)
-
-
-# --- argument types (checked while parsing, before anything boots) --------------
-
-def vm_name(text: str) -> str:
-    try:
-        return check_vm_name(text)
-    except UsageError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port {value} is not in 1-65535")
-    return value
-
-
-def seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"timeout must be a positive number of seconds, not {text}")
-    return value
-
-
-# --- registration ---------------------------------------------------------------
-
-def boot_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("topology", metavar="TOPOLOGY", help="preset name or path to a .yaml file")
-    machine_options(p)
-
-
-def machine_options(p: argparse.ArgumentParser, *, one_vm: bool = True) -> None:
-    """The kernel, accelerator and machine options of every command that boots a guest.
-
-    ``one_vm=False`` (a command that boots several VMs, each set up its own way) leaves
-    out ``--ssh-port`` and ``--no-setup``."""
-    p.add_argument("--kernel", help="bzImage to boot, a build tree, or debian:X.Y (Debian's X.Y kernel, fetched and cached); default: the distribution kernel, fetched and cached [$NUMA_HARNESS_KERNEL]")
-    p.add_argument("--modules", help="modules_install root for --kernel [$NUMA_HARNESS_MODULES]")
-    p.add_argument("--kernel-config", help="the .config of --kernel, to check the options the topology needs")
-    p.add_argument("--kernel-tree", help="a kernel build tree (KSRC or O=): bzImage, .config, modules")
-    p.add_argument("--accel", choices=["auto", "kvm", "tcg"], help="accelerator (default: the topology's, normally auto) [$NUMA_HARNESS_ACCEL]")
-    p.add_argument("--qemu", help="QEMU binary [$NUMA_HARNESS_QEMU]")
-    p.add_argument("--tcg-thread", choices=["auto", "single", "multi"],
-                   help="TCG threading (default: the topology's machine.tcg_thread, normally auto: single when vCPUs "
-                        "outnumber host cores) [$NUMA_HARNESS_TCG_THREAD]")
-    if one_vm:
-        p.add_argument("--ssh-port", type=port, help="host port for the guest's SSH (default: a free one)")
-        p.add_argument("--no-setup", action="store_true", help="skip the topology's guest set-up (CXL regions, demotion)")
 
 
 def register(sub: argparse._SubParsersAction, command: Callable) -> None:

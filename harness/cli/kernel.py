@@ -160,27 +160,36 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     origin, cfg = _kernel_config(args)
     topologies = args.topologies or ([] if args.tests else preset_names())
-    out.print(f"kernel config of {origin}", soft_wrap=True)
-    table = Table()
-    table.add_column("for", style="bold cyan")
-    table.add_column("missing")
-    lacking = 0
+    rows: list[dict] = []  # the --json "checks", one per topology and per marker
     for ref in topologies:
-        needs = guest_needs(load(ref).topology)
+        t = load(ref).topology
+        needs = guest_needs(t)
         miss = describe_missing(missing_options(cfg, needs.config), needs.why)
-        lacking += bool(miss)
-        table.add_row(ref, "\n".join(miss) if miss else "[green]nothing[/green]")
-        advice = recommended_missing(load(ref).topology, cfg)
-        if advice:
-            table.add_row("", f"[yellow]recommended:[/yellow] {advice}")
+        rows.append({"kind": "topology", "name": ref, "missing": miss, "recommended": recommended_missing(t, cfg) or None})
+    notes = []
     for tests in args.tests or []:
         reqs = scan_requires_kconfig(Path(tests))
         if not reqs:
-            out.print(f"[dim]no requires_kconfig(...) markers under {tests}[/dim]")
+            notes.append(f"no requires_kconfig(...) markers under {tests}")
         for req in reqs:
             miss = describe_missing(missing_options(cfg, {o: "m" for o in req.options}))
-            lacking += bool(miss)
-            table.add_row(f"{req.where} ({req.test})", "\n".join(miss) if miss else "[green]nothing[/green]")
+            rows.append({"kind": "marker", "name": f"{req.where} ({req.test})", "missing": miss, "recommended": None})
+    lacking = sum(bool(r["missing"]) for r in rows)
+    if args.json:
+        from harness.cli.main import print_json
+
+        print_json({"kernel": origin, "ok": not lacking, "checks": rows})
+        return 1 if lacking else 0
+    out.print(f"kernel config of {origin}", soft_wrap=True)
+    for note in notes:
+        out.print(f"[dim]{note}[/dim]")
+    table = Table()
+    table.add_column("for", style="bold cyan")
+    table.add_column("missing")
+    for r in rows:
+        table.add_row(r["name"], "\n".join(r["missing"]) if r["missing"] else "[green]nothing[/green]")
+        if r["recommended"]:
+            table.add_row("", f"[yellow]recommended:[/yellow] {r['recommended']}")
     out.print(table)
     return 1 if lacking else 0
 
@@ -267,6 +276,7 @@ def register(sub: argparse._SubParsersAction, command: Callable) -> None:
     c.add_argument("--kernel-config", help="a kernel .config file")
     c.add_argument("--tests", action="append", metavar="DIR",
                    help="also check every requires_kconfig(...) marker in this test directory (repeatable)")
+    c.add_argument("--json", action="store_true", help="print the result as JSON")
 
     f = ks.add_parser("fetch", help="download Debian's kernel of a series into the cache (debian:7.2)")
     f.add_argument("name", nargs="?", default="default", metavar="NAME",

@@ -56,6 +56,14 @@ def results_table(outcomes: Sequence[Outcome], *, cases: bool = True, title: str
     return table
 
 
+def outcome_json(o: Outcome) -> dict:
+    """One test's result with its KTAP cases, as ``selftest --json`` prints it."""
+    return {"suite": o.suite, "test": o.test, "status": o.status, "seconds": round(o.seconds, 1), "reason": o.reason,
+            "cases": [{"case": path, "status": r.status, "reason": r.reason or None, "diagnostics": list(r.diagnostics)}
+                      for path, r in case_results(o)],
+            "output": o.output}
+
+
 def failure_output(o: Outcome, lines: int = 40) -> str:
     text = o.output.rstrip("\n").splitlines()
     return "\n".join(text[-lines:]) if text else "(no output)"
@@ -96,12 +104,17 @@ def report(outcomes: Sequence[Outcome], args: argparse.Namespace, title: str = "
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_text(o.output)
         err.print(f"[dim]outputs saved under {args.save}[/dim]")
-    out.print(results_table(outcomes, cases=not args.brief, title=title))
     failed = [o for o in outcomes if o.status == "fail"]
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("pass", "skip", "fail")}
+    if getattr(args, "json", False):
+        from harness.cli.main import print_json
+
+        print_json({"ok": not failed, "counts": counts, "tests": [outcome_json(o) for o in outcomes]})
+        return 1 if failed else 0
+    out.print(results_table(outcomes, cases=not args.brief, title=title))
     for o in failed:
         err.print(f"\n[bold red]{o.suite}/{o.test}[/bold red]: {escape(o.reason)}; its output:")
         err.print(failure_output(o), markup=False)
-    counts = {s: sum(o.status == s for o in outcomes) for s in ("pass", "skip", "fail")}
     out.print(f"{counts['pass']} passed, {counts['skip']} skipped, {counts['fail']} failed")
     return 1 if failed else 0
 
@@ -152,6 +165,7 @@ def register(sub: argparse._SubParsersAction, command: Callable) -> None:
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                    help=f"seconds each test (with --kunit: each module's load) may take (default {DEFAULT_TIMEOUT})")
     p.add_argument("--brief", action="store_true", help="one row per test, not per KTAP result")
+    p.add_argument("--json", action="store_true", help="print the results as JSON (progress still goes to stderr)")
     p.add_argument("--guest-setup", metavar="CMD",
                    help="a guest shell command run once before the tests (e.g. 'echo 32 > /proc/sys/vm/nr_hugepages')")
     p.add_argument("--save", metavar="DIR", help="write each test's output to DIR/SUITE/TEST.out")

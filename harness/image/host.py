@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 
 from harness.cachefs import CACHE_HINT, cache_errors, locked
 from harness.errors import CacheError, ImageError
+from harness.hints import DOCTOR, install
 from harness.paths import cache_dir
 from harness.resources import guest_programs_dir
 
@@ -36,10 +37,12 @@ GUEST_PROGRAMS: tuple[tuple[str, str, bool], ...] = (
     ("/usr/bin/ndctl", "ndctl", True),
     ("/usr/bin/daxctl", "daxctl", False),
     ("/bin/bash-static", "bash-static", False),
+    # dropbear runs it for SFTP, which OpenSSH's scp (9.0 and later) and sftp speak
+    ("/usr/lib/sftp-server", "openssh-sftp-server", False),
 )
 BUSYBOX_PACKAGE = "busybox-static"
-HOST_DEPS_HINT = "run scripts/install-host-deps"
-HOST_BIN_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
+HOST_DEPS_HINT = DOCTOR
+HOST_BIN_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/lib/openssh")
 CMD_TIMEOUT = 120
 MAKE_TIMEOUT = 900
 
@@ -66,7 +69,7 @@ def parse_ldd(text: str) -> list[str]:
 
 def _missing_tool(name: str, package: str) -> ImageError:
     return ImageError(f"host program `{name}` not found (Debian package {package})",
-                      hint=f"{HOST_DEPS_HINT}, or `apt-get install {package}`")
+                      hint=install(package))
 
 
 def find_host_program(name: str, package: str, required: bool = True) -> Path | None:
@@ -236,3 +239,33 @@ def host_key(progress: Progress = None) -> Path:
                 raise ImageError("dropbearkey failed to generate a host key", detail=proc.stderr.strip())
             os.replace(tmp, key)
     return key
+
+
+def host_public_key() -> str | None:
+    """The guest's SSH host key as an OpenSSH public key line (``ssh-ed25519 AAAA...``), for a
+    known_hosts entry; None if there is no host key yet or dropbearkey cannot read it.
+    Kept next to the key once read."""
+    key = cache_dir() / "hostkey" / "dropbear_ed25519_host_key"
+    pub = key.with_name(key.name + ".pub")
+    try:
+        if pub.is_file() and pub.stat().st_mtime >= key.stat().st_mtime:
+            return pub.read_text().strip() or None
+    except OSError:
+        return None
+    if not key.is_file():
+        return None
+    keygen = find_host_program("dropbearkey", "dropbear-bin", required=False)
+    if keygen is None:
+        return None
+    proc = run_tool([str(keygen), "-y", "-f", str(key)], "reading the ssh host key")
+    line = next((ln.strip() for ln in proc.stdout.splitlines() if ln.startswith("ssh-")), None)
+    if proc.returncode != 0 or line is None:
+        return None
+    line = " ".join(line.split()[:2])  # type and key; the comment names the host that made it
+    try:
+        tmp = pub.with_name(f".{pub.name}.{os.getpid()}")
+        tmp.write_text(line + "\n")
+        os.replace(tmp, pub)
+    except OSError:
+        pass
+    return line

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from harness.errors import KernelError
+from harness.hints import KERNEL_BUILD_PACKAGES, install
 from harness.kernel.config import _satisfies, parse_config
 from harness.kernel.kconfig import explain, read_kconfig_tree
 from harness.kernel.series import PatchResult, SeriesResult, apply_series
@@ -216,7 +217,7 @@ def check_build_host(src: Path) -> None:
     missing += [pkg for header, pkg in BUILD_HEADERS.items() if not Path(header).is_file()]
     if missing:
         raise KernelError(f"a kernel build needs host packages that are missing: {' '.join(sorted(set(missing)))}",
-                          hint="run scripts/install-host-deps")
+                          hint=install(*KERNEL_BUILD_PACKAGES))
 
 
 #: Lines of make output worth showing as "what it is doing now" (CC, LD, AR, ... lines).
@@ -246,7 +247,7 @@ def run_logged(argv: Sequence[str], log: Path, *, timeout: float, what: str,
             proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                     errors="replace", env=full_env, cwd=cwd, start_new_session=True)
         except FileNotFoundError as e:
-            raise KernelError(f"{what}: {argv[0]} not found", hint="run scripts/install-host-deps") from e
+            raise KernelError(f"{what}: {argv[0]} not found", hint=install(*KERNEL_BUILD_PACKAGES)) from e
         timed_out = threading.Event()
 
         def kill() -> None:

@@ -359,6 +359,16 @@ def default_kernel(progress: Progress = None) -> Kernel:
     return k
 
 
+def cached_default_kernel() -> Kernel | None:
+    """The default kernel if the cache already holds it (no apt, no download), else None."""
+    kdir = cache_dir() / "kernels"
+    try:
+        package = json.loads((kdir / "default.json").read_text()).get("package")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return _cached(kdir / package) if isinstance(package, str) and package else None
+
+
 def _cached(dest: Path) -> Kernel | None:
     m = read_manifest(dest)
     return kernel_from_manifest(dest, m) if m else None

@@ -24,10 +24,11 @@ from pathlib import Path
 
 from harness.cachefs import cache_error, cache_errors
 from harness.errors import KernelError
+from harness.hints import DOCTOR, install
 from harness.kernel.model import Kernel
 
 MANIFEST = "numa-harness-kernel.json"
-INSTALL_HINT = "run scripts/install-host-deps (it adds bookworm-backports), or pass --kernel PATH/bzImage"
+INSTALL_HINT = f"{DOCTOR}; or pass --kernel PATH/bzImage"
 CMD_TIMEOUT = 600
 MAKE_TIMEOUT = 3600
 COMPRESSED_MODULE_SUFFIXES = (".ko.xz", ".ko.zst", ".ko.gz")
@@ -76,7 +77,7 @@ def decompress_modules(modules_dir: Path, workers: int = 4) -> int:
         zstd = which("zstd")
         if zstd is None:
             raise KernelError("modules are zstd-compressed but `zstd` is not installed",
-                              hint="install the zstd package (scripts/install-host-deps)")
+                              hint=install("zstd"))
         for i in range(0, len(zst), 500):
             run_tool([zstd, "-d", "-q", "--rm", "-f", *map(str, zst[i:i + 500])], what="decompressing modules")
 
@@ -95,7 +96,7 @@ def run_depmod(root: Path, release: str) -> None:
     """``depmod -b ROOT RELEASE``: regenerate modules.dep & co. for the tree under ROOT."""
     depmod = which("depmod")
     if depmod is None:
-        raise KernelError("`depmod` not found", hint="install the kmod package (scripts/install-host-deps)")
+        raise KernelError("`depmod` not found", hint=install("kmod"))
     run_tool([depmod, "-b", str(root), release], what="indexing kernel modules")
 
 

@@ -8,6 +8,7 @@ kernel command line is composed by the caller (:mod:`harness.vm`), which knows t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from .ids import CONSOLE_ID, NET_ID, QMP_ID
@@ -24,10 +25,11 @@ def _direct_kernel(kernel: Path, initrd: Path, append: str) -> list[str]:
 
 def vm_argv(qemu_binary: str, machine: list[str], *, kernel: Path, initrd: Path, append: str,
             console_sock: Path, console_log: Path, qmp_sock: Path, ssh_port: int,
-            name: str | None = None) -> list[str]:
+            name: str | None = None, extra: Sequence[str] = (), paused: bool = True) -> list[str]:
     """A harness VM's full command line: ``machine``, then the kernel, the serial console on a
     socket (logged to ``console_log``), QMP on ``qmp_sock``, guest port 22 forwarded to
-    127.0.0.1:``ssh_port``; paused (``-S``) until QMP ``cont``."""
+    127.0.0.1:``ssh_port``, the user's ``extra`` arguments; paused (``-S``) until QMP ``cont``
+    unless ``paused`` is false (a command line a person runs by hand)."""
     check_machine_argv(machine)
     argv = [qemu_binary, *machine]
     if name:
@@ -41,8 +43,10 @@ def vm_argv(qemu_binary: str, machine: list[str], *, kernel: Path, initrd: Path,
         "-mon", f"chardev={QMP_ID},mode=control",
         "-netdev", kv("user", id=NET_ID, restrict=True, hostfwd=f"tcp:127.0.0.1:{ssh_port}-:22"),
         "-device", kv("virtio-net-pci", netdev=NET_ID, bus="pcie.0"),  # explicit: else QEMU may pick a CXL bus
-        "-S",
     ]
+    argv += list(extra)
+    if paused:
+        argv.append("-S")
     return argv
 
 

@@ -58,6 +58,9 @@ def check_limits(t: Topology, *, qemu_version: tuple[int, ...], host_memory: int
         raise QemuError(f"the topology needs {format_size(_round_mib(need))} of host memory for its RAM-backed memory, "
                         f"but this host has {format_size(_round_mib(host_memory))}",
                         hint="shrink nodes[].memory / cxl.devices[] capacities, or back them with files (backend: file)")
+    if accel == "tcg" and t.machine.cpu.split(",")[0] == "host":
+        raise QemuError("machine.cpu is host, which needs KVM, and this boot runs under TCG (QEMU refuses -cpu host there)",
+                        hint="use cpu: max (the default), or --accel kvm on a host where KVM works (harness doctor says)")
     if accel == "tcg":
         top = max(t.total_memory, t.machine.maxmem or 0) + PCI_HOLE
         if t.cxl:

@@ -9,6 +9,7 @@ data: ``qemu/features.yaml``.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from harness.errors import QemuError
+from harness.hints import APT_QEMU
 from harness.paths import cache_dir
 from harness.resources import qemu_features_file
 
@@ -48,6 +50,8 @@ class Capabilities:
     objects: set[str]
     device_props: dict[str, set[str]] = field(default_factory=dict)
     object_props: dict[str, set[str]] = field(default_factory=dict)
+    cpu_models: set[str] = field(default_factory=set)   # from -cpu help, read when an argv has -cpu
+    cpu_flags: set[str] = field(default_factory=set)
 
     @property
     def version_text(self) -> str:
@@ -78,7 +82,7 @@ def find_binary(explicit: str | None = None) -> str:
     path = shutil.which(name) if "/" not in name else (name if os.access(name, os.X_OK) else None)
     if not path:
         raise QemuError(f"QEMU binary '{name}' not found (from {where})",
-                        hint="run scripts/install-host-deps, or point --qemu / $NUMA_HARNESS_QEMU at qemu-system-x86_64")
+                        hint=f"{APT_QEMU}; or point --qemu / $NUMA_HARNESS_QEMU at qemu-system-x86_64")
     return os.path.realpath(path)
 
 
@@ -99,6 +103,28 @@ def parse_props(text: str) -> set[str]:
 
 # --- probing (I/O) --------------------------------------------------------------
 
+def parse_cpu_help(text: str) -> tuple[set[str], set[str]]:
+    """(CPU models, CPUID flags) from ``-cpu help``: the indented names under ``Available
+    CPUs:`` (older QEMU: ``x86 NAME  description`` lines), then the words under ``Recognized
+    CPUID flags:``."""
+    models: set[str] = set()
+    flags: set[str] = set()
+    section = ""
+    for line in text.splitlines():
+        if line and not line[0].isspace():
+            section = "flags" if line.startswith("Recognized CPUID flags") else (
+                "models" if line.startswith("Available CPUs") else "")
+            m = re.match(r"^x86\s+(\S+)", line)
+            if m:
+                models.add(m.group(1))
+            continue
+        if section == "flags":
+            flags.update(line.split())
+        elif section == "models" and line.split():
+            models.add(line.split()[0])
+    return models, flags
+
+
 def _run_help(binary: str, *args: str) -> str:
     """Output of ``binary ARGS`` (stdout + stderr). Help queries get ``-machine none`` so
     QEMU lists types without building a default machine."""
@@ -118,9 +144,10 @@ def _cache_file(binary: str) -> Path:
     return cache_dir() / "qemu-caps" / f"{key}.json"
 
 
-def capabilities(binary: str, *, needed_types: frozenset[tuple[str, str]] | set[tuple[str, str]] = frozenset()) -> Capabilities:
+def capabilities(binary: str, *, needed_types: frozenset[tuple[str, str]] | set[tuple[str, str]] = frozenset(),
+                 cpus: bool = False) -> Capabilities:
     """What ``binary`` supports; per-type property lists are probed for ``needed_types``
-    (("device"|"object", type)) and cached alongside the rest."""
+    (("device"|"object", type)), and its CPU models and flags when ``cpus``; all cached alongside the rest."""
     cf = _cache_file(binary)
     data: dict = {}
     if cf.is_file():
@@ -145,6 +172,10 @@ def capabilities(binary: str, *, needed_types: frozenset[tuple[str, str]] | set[
         if tp not in table and tp in known:
             table[tp] = sorted(parse_props(_run_help(binary, f"-{kind}", f"{tp},help")))
             changed = True
+    if cpus and "cpus" not in data:
+        models, flags = parse_cpu_help(_run_help(binary, "-cpu", "help"))
+        data["cpus"] = {"models": sorted(models), "flags": sorted(flags)}
+        changed = True
     if changed:
         try:
             cf.parent.mkdir(parents=True, exist_ok=True)
@@ -156,7 +187,9 @@ def capabilities(binary: str, *, needed_types: frozenset[tuple[str, str]] | set[
     return Capabilities(binary=binary, version=tuple(data["version"]), devices=set(data["devices"]),
                         objects=set(data["objects"]),
                         device_props={k: set(v) for k, v in data["device_props"].items()},
-                        object_props={k: set(v) for k, v in data["object_props"].items()})
+                        object_props={k: set(v) for k, v in data["object_props"].items()},
+                        cpu_models=set(data.get("cpus", {}).get("models", ())),
+                        cpu_flags=set(data.get("cpus", {}).get("flags", ())))
 
 
 # --- checking an argv (pure, given Capabilities) --------------------------------
@@ -193,7 +226,7 @@ def check_min_version(caps: Capabilities) -> None:
     """QemuError if ``caps`` is older than the harness supports at all."""
     if caps.version[:2] < MIN_VERSION:
         raise QemuError(f"QEMU {caps.version_text} at {caps.binary} is too old: numa-harness needs QEMU >= {'.'.join(map(str, MIN_VERSION))}",
-                        hint="run scripts/install-host-deps (Debian 12: QEMU 10 from bookworm-backports), or point --qemu at a newer build")
+                        hint=f"{APT_QEMU}; or point --qemu at a newer build")
 
 
 def check_version(binary: str) -> Capabilities:
@@ -203,9 +236,30 @@ def check_version(binary: str) -> Capabilities:
     return caps
 
 
+def check_cpu(value: str, caps: Capabilities) -> None:
+    """QemuError if ``-cpu value`` names a model or a ``+flag``/``-flag`` this QEMU does not
+    know (QEMU would refuse it only once the machine is being built). Properties written
+    ``name=value`` are left to QEMU. Nothing is checked when the CPU list was not read."""
+    if not caps.cpu_flags:
+        return
+    model, *opts = value.split(",")
+    if caps.cpu_models and model not in caps.cpu_models and model not in ("host", "max", "base"):
+        close = difflib.get_close_matches(model, sorted(caps.cpu_models), n=1)
+        raise QemuError(f"machine.cpu: QEMU {caps.version_text} knows no CPU model '{model}'",
+                        hint=(f"did you mean '{close[0]}'? " if close else "") + f"{caps.binary} -cpu help lists them")
+    for opt in opts:
+        if opt[:1] in "+-" and opt[1:] not in caps.cpu_flags:
+            close = difflib.get_close_matches(opt[1:], sorted(caps.cpu_flags), n=1)
+            raise QemuError(f"machine.cpu '{value}': QEMU {caps.version_text} knows no CPU flag '{opt[1:]}'",
+                            hint=(f"did you mean '{close[0]}'? " if close else "") + f"{caps.binary} -cpu help lists them")
+
+
 def check_argv(argv: list[str], caps: Capabilities, features: list[Feature]) -> None:
     """Raise QemuError naming the first feature ``caps`` lacks for ``argv``."""
     check_min_version(caps)
+    for opt, val in zip(argv, argv[1:]):
+        if opt == "-cpu":
+            check_cpu(val, caps)
     for kind, tp, props in argv_uses(argv):
         for feat in features:
             if _feature_applies(feat, kind, tp, props) and caps.version < feat.min_version:
@@ -253,7 +307,7 @@ def _missing(caps: Capabilities, feat: Feature | None, what: str | None = None) 
     need = ".".join(map(str, feat.min_version))
     lacks = f" (it lacks {what})" if what else ""
     return QemuError(f"the topology needs {feat.name}, which needs QEMU >= {need}; {caps.binary} is {caps.version_text}{lacks}",
-                     hint="run scripts/install-host-deps or point --qemu at a newer QEMU")
+                     hint=f"{APT_QEMU}; or point --qemu at a newer QEMU")
 
 
 def preflight(argv: list[str], binary: str | None = None, progress: Callable[[str], None] | None = None) -> Capabilities:
@@ -261,6 +315,6 @@ def preflight(argv: list[str], binary: str | None = None, progress: Callable[[st
     path = find_binary(binary)
     if progress:
         progress(f"checking {path}")
-    caps = capabilities(path, needed_types=needed_types(argv))
+    caps = capabilities(path, needed_types=needed_types(argv), cpus="-cpu" in argv)
     check_argv(argv, caps, load_features())
     return caps

@@ -11,16 +11,17 @@ the last one).
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from harness.errors import TopologyError
+from harness.errors import TopologyError, TopologyIssue
 from harness.resources import presets_dir
 
 from .model import Topology
-from .schema import SchemaError, load_struct
+from .schema import SchemaError, SchemaErrors, load_struct
 from .validate import validate
 
 #: A topology is a few KiB; anything past this is a wrong file, not a machine.
@@ -65,8 +66,14 @@ def resolve(ref: str | Path) -> Path:
     raise TopologyError(str(ref), "", "is neither a file nor a preset", hint=hint)
 
 
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (naming both lines) and deep nesting."""
+    """SafeLoader that refuses duplicate keys (naming both lines) and deep nesting.
+
+    YAML merge keys (``<<: *anchor``) work as in PyYAML: a mapping's own keys override merged
+    ones, which is not a duplicate. A merge of a non-mapping is refused in one line."""
 
     _depth = 0
 
@@ -83,15 +90,15 @@ class _Loader(yaml.SafeLoader):
         if isinstance(node, yaml.MappingNode):
             seen: dict[object, tuple[int, int]] = {}
             for key_node, _value in node.value:
-                if not isinstance(key_node, yaml.ScalarNode):
-                    continue
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
+                    continue  # a merge key (<<) is flattened by SafeLoader; keys written here override it
                 key = self.construct_object(key_node, deep=deep)
                 try:
                     first = seen.get(key)
                 except TypeError:
                     continue
                 here = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-                if first is not None and key_node.tag != "tag:yaml.org,2002:merge":
+                if first is not None:
                     raise _DuplicateKey(str(key), first, here)
                 seen[key] = here
         return super().construct_mapping(node, deep=deep)
@@ -159,6 +166,7 @@ def parse(text: str | bytes, file: str) -> Topology:
         text = _decode(text, file)
     elif len(text) > MAX_FILE_BYTES:
         raise _too_big(file, len(text.encode("utf-8", "replace")))
+    marks: dict[str, tuple[int, int]] = {}
     try:
         loader = _Loader(text)
         try:
@@ -168,29 +176,93 @@ def parse(text: str | bytes, file: str) -> Topology:
                     raise TopologyError(file, "", f"YAML aliases expand to more than {MAX_YAML_NODES} values",
                                         hint="write the topology out without alias chains")
                 data = loader.construct_document(node)
+                marks = yaml_marks(node)  # after construction: merge keys (<<) are flattened by then
             else:
                 data = None
         finally:
             loader.dispose()
     except _DuplicateKey as e:
         raise TopologyError(file, f"line {e.second[0]}", f"key '{e.key}' is given twice ({e.where()})",
-                            hint="keep one; YAML would silently use the last") from None
+                            hint="keep one; YAML would silently use the last", line=e.second[0], column=e.second[1]) from None
     except _TooDeep as e:
         raise TopologyError(file, f"line {e.line}", f"nested more than {MAX_YAML_DEPTH} levels deep",
-                            hint="a topology is a few levels deep; check the brackets") from None
+                            hint="a topology is a few levels deep; check the brackets", line=e.line, column=1) from None
     except RecursionError:
         raise TopologyError(file, "", "nested too deeply to read", hint="a topology is a few levels deep; check the brackets") from None
+    except yaml.constructor.ConstructorError as e:
+        mark = e.problem_mark
+        if e.problem and "for merging" in e.problem and mark is not None:
+            # YAML merge keys work (PyYAML merges mappings); only a merge of something else is refused.
+            raise TopologyError(file, f"line {mark.line + 1}, column {mark.column + 1}",
+                                "'<<:' merges a mapping into this one, and this is not a mapping",
+                                hint="write '<<: *anchor' naming an anchored mapping (&anchor), or a list of them",
+                                line=mark.line + 1, column=mark.column + 1) from None
+        raise _yaml_error(file, e) from None
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise TopologyError(file, where, f"not valid YAML: {problem}") from None
+        raise _yaml_error(file, e) from None
     try:
         topo = load_struct(Topology, data, "")
         validate(topo)
+    except SchemaErrors as e:
+        raise TopologyError.of([_issue(file, x, marks) for x in e.errors]) from None
     except SchemaError as e:
-        raise TopologyError(file, e.path, e.message, hint=e.hint) from None
+        raise TopologyError.of([_issue(file, e, marks)]) from None
     return topo
+
+
+def _yaml_error(file: str, e: yaml.YAMLError) -> TopologyError:
+    mark = getattr(e, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    return TopologyError(file, where, f"not valid YAML: {problem}",
+                         line=mark.line + 1 if mark else None, column=mark.column + 1 if mark else None)
+
+
+def _issue(file: str, e: SchemaError, marks: dict[str, tuple[int, int]]) -> TopologyIssue:
+    """The error with the line and column of its YAML path (or of the nearest enclosing one)."""
+    path = e.path
+    while path and path not in marks:
+        last = _LAST_STEP.search(path)
+        path = path[:last.start()] if last else ""
+    if e.message.startswith("unknown key") and f"{path}:key" in marks:
+        path = f"{path}:key"  # point at the key, not its value
+    line, col = marks.get(path, (None, None))
+    return TopologyIssue(file, line, col, e.path, e.message, e.hint)
+
+
+#: The last step of a YAML path: ``.key`` or ``[3]``.
+_LAST_STEP = re.compile(r"(\.[^.\[\]]+|\[\d+\])$")
+
+
+def yaml_marks(root: yaml.Node) -> dict[str, tuple[int, int]]:
+    """YAML path (``nodes[0].cpus``, as errors name them) -> 1-based (line, column) in the file.
+
+    A scalar value is located at the value; a mapping or list at its key (``nodes:``), where
+    an editor's cursor should go; a list item at its ``-`` entry. ``""`` is the document;
+    ``PATH:key`` is where the key itself is written."""
+    marks: dict[str, tuple[int, int]] = {"": (root.start_mark.line + 1, root.start_mark.column + 1)}
+    seen: set[int] = set()
+
+    def walk(node: yaml.Node, path: str, key_mark: yaml.Mark | None) -> None:
+        at = node.start_mark if isinstance(node, yaml.ScalarNode) or key_mark is None else key_mark
+        marks.setdefault(path, (at.line + 1, at.column + 1))
+        if key_mark is not None:
+            marks.setdefault(f"{path}:key", (key_mark.line + 1, key_mark.column + 1))
+        if id(node) in seen:  # an alias: its insides were located where the anchor is
+            return
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            # Flattened merge keys come first, the mapping's own keys (which win) last: own first here.
+            for k, v in reversed(node.value):
+                if isinstance(k, yaml.ScalarNode):
+                    walk(v, f"{path}.{k.value}" if path else str(k.value), k.start_mark)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, f"{path}[{i}]", None)
+
+    walk(root, "", None)
+    marks[""] = (root.start_mark.line + 1, root.start_mark.column + 1)
+    return marks
 
 
 def _too_big(file: str, n: int) -> TopologyError:

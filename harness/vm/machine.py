@@ -36,6 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness.errors import BootError, GuestCommandError
+from harness.hints import APT_QEMU
 from harness.vm import console as con
 from harness.vm import process
 from harness.vm.diagnosis import qemu_error_lines
@@ -145,7 +146,7 @@ class VM(GuestLink):
             self._proc = popen_qemu(argv, self._files.qemu_log, detach=self.spec.detach)
         except OSError as e:
             raise BootError(f"cannot run {argv[0]}: {e.strerror}",
-                            hint="install QEMU (scripts/install-host-deps) or pass --qemu") from e
+                            hint=f"{APT_QEMU}; or pass --qemu") from e
         self.pid = self._proc.pid
         self._started_at = time.monotonic()
         if self.spec.detach:

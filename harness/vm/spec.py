@@ -56,6 +56,7 @@ class BootSpec:
     timeouts: Timeouts = field(default_factory=Timeouts)
     detach: bool = False  # background VM (harness up): survives the starting process
     name: str | None = None  # -name, and the name in state files
+    qemu_args: list[str] = field(default_factory=list)  # the user's own extra QEMU arguments (--qemu-arg)
 
 
 def kernel_cmdline(append: str, modules: list[str], ssh_key_body: str) -> str:
@@ -98,12 +99,13 @@ class WorkFiles:
         return self.workdir / "id_ed25519"
 
 
-def build_qemu_argv(spec: BootSpec, files: WorkFiles, ssh_port: int, cmdline: str) -> list[str]:
+def build_qemu_argv(spec: BootSpec, files: WorkFiles, ssh_port: int, cmdline: str, *, paused: bool = True) -> list[str]:
     """QEMU's full command line for ``spec`` (pure): the spec's machine, then the boot part
-    :func:`harness.qemu.bootargs.vm_argv` adds with this VM's work files and SSH port."""
+    :func:`harness.qemu.bootargs.vm_argv` adds with this VM's work files and SSH port, then
+    the user's ``spec.qemu_args``. ``paused=False``: no ``-S`` (nobody will send ``cont``)."""
     return vm_argv(spec.qemu_binary, spec.machine_argv, kernel=spec.kernel, initrd=spec.initrd, append=cmdline,
                    console_sock=files.console_sock, console_log=files.console_log, qmp_sock=files.qmp_sock,
-                   ssh_port=ssh_port, name=spec.name)
+                   ssh_port=ssh_port, name=spec.name, extra=spec.qemu_args, paused=paused)
 
 
 def socket_path_problem(files: WorkFiles) -> str | None:

@@ -96,3 +96,72 @@ def test_7_read_only_or_full_cache_is_one_line(h: Harness, tmpfs, default_kernel
     line = assert_one_line_error(r, 125, "")
     assert cause in line.lower() or cause in text(r).lower(), text(r)
     assert h.qemus() == []
+
+
+# --- topology input the validator used to let through (issue 19) ----------------------------
+
+_VALID = """\
+description: fault input
+machine:
+  smp: 2{machine}
+nodes:
+  - {{id: 0, cpus: 0-1, memory: 1G}}
+  - {{id: 1, memory: 512M{initiator}}}
+{hmat}{extra}"""
+_HMAT = "hmat:\n  links:\n    - {{initiator: 0, target: 0, latency: 10}}\n    - {{initiator: 0, target: 1, latency: {lat}}}\n"
+
+
+def _topology(tmp: Path, *, machine: str = "", initiator: bool = True, hmat: bool = True, lat: str = "150",
+              extra: str = "") -> Path:
+    f = tmp / "topo.yaml"
+    f.write_text(_VALID.format(machine=machine, initiator=", initiator: 0" if initiator else "",
+                               hmat=_HMAT.format(lat=lat) if hmat else "", extra=extra))
+    return f
+
+
+@pytest.mark.parametrize("case,kw,cause", [
+    ("cmdline-too-long", {"machine": "\n  kernel_cmdline: " + "a" * 1800}, "machine.kernel_cmdline: is 1800 bytes"),
+    ("cmdline-unbalanced-quote", {"machine": "\n  kernel_cmdline: 'dyndbg=\"file cxl/* +p'"},
+     "machine.kernel_cmdline: has an unbalanced double quote"),
+    ("hmat-latency-1e30", {"lat": "1" + "0" * 30}, "hmat.links[1].latency: latency 1" + "0" * 30 + " ns does not fit"),
+    ("device-id-5000", {"extra": "pci_devices: [{id: " + "d" * 5000 + ", driver: pci-testdev}]\n"},
+     "pci_devices[0].id: id 'dddddddddddddddddddd'... is 5000 characters long"),
+    ("cpu-host-tcg", {"machine": "\n  cpu: host\n  accel: tcg"}, "machine.cpu: cpu: host needs KVM"),
+    ("initiator-without-hmat", {"hmat": False}, "nodes[1].initiator: initiator is HMAT data"),
+])
+def test_input_the_validator_let_through_is_one_line_before_anything_runs(h: Harness, tmp_path: Path, case, kw, cause):
+    topo = _topology(tmp_path, **kw)
+    t0 = time.monotonic()
+    r = h.run("run", str(topo), "--", "true")
+    line = assert_one_line_error(r, 125, cause)
+    assert len(line) < 600, line  # one readable line, even for a 5000-character id
+    assert time.monotonic() - t0 < 30
+    assert h.qemus() == [] and not (h.state.exists() and any(h.state.iterdir()))
+    assert list(h.tmp.iterdir()) == []
+    v = h.run("validate", str(topo))
+    assert v.returncode == 125 and "Traceback" not in text(v)
+    assert f"{topo}:" in text(v) and ": error: " in text(v)
+
+
+def test_a_second_pause_for_qemu_is_refused_before_anything_runs(h: Harness):
+    r = h.run("run", "numa-basic", "--qemu-arg", "-s", "--qemu-arg", "-S", "--", "true")
+    assert_one_line_error(r, 125, "--qemu-arg -S: the harness starts QEMU paused itself")
+    assert h.qemus() == [] and list(h.tmp.iterdir()) == []
+
+
+def test_yaml_merge_of_a_non_mapping_is_our_one_line(h: Harness, tmp_path: Path):
+    topo = tmp_path / "merge.yaml"
+    topo.write_text("description: m\nnodes:\n  - {<<: 5, id: 0, cpus: 0-1, memory: 1G}\n")
+    r = h.run("run", str(topo), "--", "true")
+    line = assert_one_line_error(r, 125, "'<<:' merges a mapping into this one, and this is not a mapping")
+    assert "constructor" not in line and h.qemus() == []
+
+
+@pytest.mark.live  # goes as far as QEMU's preflight: needs the default kernel and image (cached)
+@pytest.mark.parametrize("cpu,cause", [("max,+avx9", "knows no CPU flag 'avx9'"),
+                                       ("host", "machine.cpu is host, which needs KVM")])
+def test_cpu_qemu_would_refuse_is_one_line_before_qemu_starts(h: Harness, tmp_path: Path, cpu, cause):
+    topo = _topology(tmp_path, machine=f"\n  cpu: '{cpu}'")
+    r = h.run("run", str(topo), "--accel", "tcg", "--", "true")
+    assert_one_line_error(r, 125, cause)
+    assert h.qemus() == [] and not (h.state.exists() and any(h.state.iterdir()))

@@ -14,6 +14,8 @@ BASE = {
     "description": "test",
     "machine": {"smp": 2},
     "nodes": [{"id": 0, "cpus": "0-1", "memory": "1G"}, {"id": 1, "memory": "1G", "initiator": 0}],
+    # initiator is HMAT data: QEMU refuses it without hmat=on
+    "hmat": {"links": [{"initiator": 0, "target": 0, "latency": 10}, {"initiator": 0, "target": 1, "latency": 20}]},
 }
 
 CXL = {
