@@ -310,13 +310,16 @@ def _log_result(item: pytest.Item, name: str, outcome: str, longrepr: Any) -> No
     the item's node id, so the terminal, JUnit XML and pytest-xdist's workers see a report of the
     item they ran; ``name`` is the subtest's description (``SUBSKIPPED[name]``). JUnit folds
     subtests into the item's testcase, so each result is also a property of it, ``ktap NAME``.
-    Subtests are built into pytest 9 and later."""
+    Subtests are built into pytest 9 and later; under pytest 8 the results are only the
+    JUnit properties and the item's own outcome."""
+    item.user_properties.append((f"ktap {name}", outcome + (f": {_reason(longrepr)}" if longrepr else "")))
+    if not hasattr(pytest, "SubtestReport"):  # pytest 8
+        return
     from _pytest.subtests import SubtestContext  # what a SubtestReport describes (pytest >= 9)
 
     sub = pytest.SubtestReport(nodeid=item.nodeid, location=item.location, keywords={k: 1 for k in item.keywords},
                                outcome=outcome, longrepr=longrepr, when="call", sections=[],  # type: ignore[arg-type]
                                duration=0.0, context=SubtestContext(msg=name, kwargs={}))
-    item.user_properties.append((f"ktap {name}", outcome + (f": {_reason(longrepr)}" if longrepr else "")))
     capman = item.config.pluginmanager.getplugin("capturemanager")
     with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
         item.ihook.pytest_runtest_logreport(report=sub)
