@@ -5,18 +5,19 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
-from harness.boot import Machine
 from harness.errors import HarnessError
 from harness.guest import background, workloads
-from harness.guest.background import Started
-from harness.guest.state import GuestState
-from harness.plugin.hooks import MACHINE, MARK, PROBLEMS_BEFORE, STATS, pool
-from harness.plugin.pool import VMPool
-from harness.stats import Delta, Snapshot, snapshot
+from harness.plugin.hooks import MACHINE, MARK, PROBLEMS_BEFORE, STATS, harness_failure, pool
+
+if TYPE_CHECKING:  # imported when a test first asks for a machine: not at every pytest start
+    from harness.boot import Machine
+    from harness.guest.background import Started
+    from harness.plugin.pool import VMPool
+    from harness.stats import Delta, Snapshot
 
 _COUNTER = itertools.count(1)
 R = TypeVar("R")
@@ -39,21 +40,25 @@ def vm(request: pytest.FixtureRequest, numa_harness_pool: VMPool) -> Iterator[Ma
     try:
         m = numa_harness_pool.machine(marker.args[0], base)
     except HarnessError as e:
-        pytest.fail(f"numa-harness: {e}" + (f"\n{e.detail}" if e.detail else ""), pytrace=False)
+        raise harness_failure(e, detail=True) from None
     masks = item.get_closest_marker("requires_node_mask")
     if masks is not None:
+        from harness.stats import snapshot
+
         have = list(snapshot(m.vm, boot_log=False).masks)
         missing = [name for name in masks.args if name not in have]
         if missing:
             pytest.skip(f"the guest kernel has no node mask {', '.join(missing)} "
                         f"(it has {', '.join(sorted(n for n in have if n.startswith('has_')))})")
+    from harness.guest.state import GuestState
+
     wanted = item.get_closest_marker("guest_state")
     state = GuestState.of(m.baseline, **wanted.kwargs) if wanted else m.baseline
     mark = f"pytest begin {next(_COUNTER)} {item.nodeid}"
     try:
         m.apply_state(state, mark=mark)
     except HarnessError as e:
-        pytest.fail(f"numa-harness: {e}", pytrace=False)
+        raise harness_failure(e) from None
     item.stash[MACHINE] = m
     item.stash[MARK] = mark
     item.stash[PROBLEMS_BEFORE] = (len(m.problems()), len(m.oom_kills()))
@@ -130,6 +135,8 @@ class Stats:
 
     def snapshot(self, pid: int | None = None, cgroup: str | None = None, *, cxl: bool = False) -> Snapshot:
         """Every NUMA statistic of the guest now (counters folded first)."""
+        from harness.stats import snapshot
+
         return snapshot(self.machine, pid=pid, cgroup=cgroup, cxl=cxl)
 
     def delta(self, since: Snapshot | None = None) -> Delta:

@@ -1,21 +1,30 @@
-"""The plugin's pytest hooks: options, markers, selection by topology, kernel-problem checks, failure reports."""
+"""The plugin's pytest hooks: options, markers, selection by topology, kernel-problem checks, failure reports.
+
+Loaded at every pytest start in an environment that has the wheel, numa-harness tests or
+not: the modules that boot machines (``harness.boot``, ``harness.vm``, paramiko, QMP) are
+imported only when a test first needs a machine or its kernel.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from harness.boot import KernelSpec, Machine
 from harness.errors import HarnessError
-from harness.plugin.pool import PoolOptions, VMPool
-from harness.plugin.problems import unexpected_problems
+from harness.plugin import options
 
-POOL = pytest.StashKey[VMPool]()
-MACHINE = pytest.StashKey[Machine]()
+if TYPE_CHECKING:
+    from harness.boot import Machine  # noqa: F401 (a StashKey type, in quotes)
+    from harness.plugin.pool import VMPool
+
+
+POOL = pytest.StashKey["VMPool"]()
+MACHINE = pytest.StashKey["Machine"]()
 MARK = pytest.StashKey[str]()
 PROBLEMS_BEFORE = pytest.StashKey[tuple[int, int]]()
 STATS = pytest.StashKey[Any]()
@@ -31,44 +40,83 @@ MARKERS = (
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    g = parser.getgroup("numa-harness", "numa-harness: emulated NUMA/CXL machines")
-    g.addoption("--kernel", dest="nh_kernel", metavar="BZIMAGE",
-                help="kernel to boot: a bzImage, a build tree, or debian:X.Y (Debian's X.Y kernel, fetched "
-                     "and cached) (default: the distribution kernel) "
-                     "[$NUMA_HARNESS_KERNEL]")
-    g.addoption("--modules", dest="nh_modules", metavar="DIR", help="modules_install root for --kernel")
-    g.addoption("--kernel-tree", dest="nh_kernel_tree", metavar="DIR", help="a kernel build tree")
-    g.addoption("--kernel-config", dest="nh_kernel_config", metavar="FILE", help="the .config of --kernel")
-    g.addoption("--qemu", dest="nh_qemu", metavar="BIN", help="QEMU binary [$NUMA_HARNESS_QEMU]")
-    g.addoption("--accel", dest="nh_accel", choices=["auto", "kvm", "tcg"],
-                help="accelerator (default: the topology's, normally auto) [$NUMA_HARNESS_ACCEL]")
-    g.addoption("--keep-vm-on-failure", dest="nh_keep", action="store_true",
-                help="leave a VM that served a failed test running (harness ssh pytest-TOPOLOGY)")
-    g.addoption("--topology", dest="nh_topology", action="append", metavar="NAME",
-                help="run only the tests of this topology (repeatable); -k NAME works too")
+    options.register(parser, options.CORE)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser,
+                                  args: list[str]) -> Generator[None, None, None]:
+    """Once the repository's own conftests have registered their options, take the old
+    unprefixed names (``--kernel``, ...) that nothing else owns."""
+    result = yield
+    options.register_aliases(parser)
+    return result
 
 
 def pytest_configure(config: pytest.Config) -> None:
     for line in MARKERS:
         config.addinivalue_line("markers", line)
+    options.resolve(config, options.CORE)
+
+
+def harness_failure(e: HarnessError, *, detail: bool = False) -> BaseException:
+    """The test failure for a harness error: its message once, no traceback; ``raise harness_failure(e) from None``."""
+    text = f"numa-harness: {e}" + (f"\n{e.detail}" if detail and e.detail else "")
+    return pytest.fail.Exception(text, pytrace=False)
+
+
+def _reporter_say(config: pytest.Config) -> Any:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+
+    def say(message: str) -> None:  # the kernel and image code log their messages themselves
+        if reporter is not None:
+            reporter.write_line(message if message.startswith("numa-harness") else f"numa-harness: {message}")
+
+    return say
 
 
 def pool(config: pytest.Config) -> VMPool:
     """The session's VM pool (made on first use)."""
     p = config.stash.get(POOL, None)
     if p is None:
+        from harness.boot import KernelSpec
+        from harness.plugin.pool import PoolOptions, VMPool
+
         o = config.option
-        kernel = KernelSpec.from_env(o.nh_kernel, o.nh_modules, o.nh_kernel_tree, o.nh_kernel_config)
-        reporter = config.pluginmanager.get_plugin("terminalreporter")
-
-        def say(message: str) -> None:
-            if reporter is not None:
-                reporter.write_line(message)
-
-        p = VMPool(PoolOptions(kernel=kernel, accel=o.nh_accel, qemu=o.nh_qemu or os.environ.get("NUMA_HARNESS_QEMU"),
-                               keep_on_failure=o.nh_keep), say)
+        kernel = KernelSpec.of(o.nh_kernel, o.nh_modules, o.nh_kernel_tree, o.nh_kernel_config)
+        p = VMPool(PoolOptions(kernel=kernel, accel=o.nh_accel, qemu=o.nh_qemu, keep_on_failure=o.nh_keep,
+                               topology_path=tuple(Path(d) for d in o.nh_topology_path)),
+                   _reporter_say(config))
         config.stash[POOL] = p
     return p
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """What the session would boot, without booting or fetching anything."""
+    o = config.option
+
+    def said(name: str, text: str) -> str:
+        where = options.source(config, options.setting(name))
+        return f"{text} (from {where})" if where else text
+
+    if o.nh_kernel_tree or o.nh_kernel:
+        kernel = said("kernel-tree" if o.nh_kernel_tree else "kernel", str(o.nh_kernel_tree or o.nh_kernel))
+    else:
+        from harness.kernel.debian import cached_default_kernel
+
+        k = cached_default_kernel()
+        kernel = f"default, {k.release} (cached)" if k else "default (Debian's packaged kernel, fetched on first use)"
+    qemu = o.nh_qemu or "qemu-system-x86_64"
+    found = shutil.which(qemu) if "/" not in qemu else (qemu if os.access(qemu, os.X_OK) else None)
+    qemu_text = said("qemu", found or f"{qemu} (not found)")
+    accel = said("accel", o.nh_accel) if o.nh_accel else "the topology's (normally auto: KVM if it works, else TCG)"
+    from harness.paths import cache_dir
+
+    lines = [f"numa-harness: kernel {kernel}; QEMU {qemu_text}; accelerator {accel}",
+             f"numa-harness: cache {cache_dir()}"]
+    if o.nh_topology_path:
+        lines.append(said("topology-path", "numa-harness: topologies from " + ", ".join(o.nh_topology_path)))
+    return lines
 
 
 def topology_name(item: pytest.Item) -> str | None:
@@ -102,7 +150,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     try:
         config = pool(item.config).kernel_config()
     except HarnessError as e:
-        pytest.fail(f"numa-harness: {e}", pytrace=False)
+        raise harness_failure(e) from None
     if config is None:
         pytest.skip(f"the kernel's .config is unknown (pass --kernel-config): cannot check {', '.join(marker.args)}")
     missing = [opt for opt in marker.args if config.get(opt) not in ("y", "m")]
@@ -117,6 +165,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     m = item.stash.get(MACHINE, None)
     if m is None:
         return result
+    from harness.plugin.problems import unexpected_problems
+
     problems_before, ooms_before = item.stash.get(PROBLEMS_BEFORE, (0, 0))
     marker = item.get_closest_marker("expect_kernel_problem")
     expected = set(marker.args) if marker else set()

@@ -15,6 +15,7 @@ No pytest here: the plugin passes options in and shows ``say`` messages.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,11 +23,13 @@ from pathlib import Path
 
 from harness.boot import KernelSpec, Machine, boot
 from harness.boot.prepare import resolve_kernel
-from harness.errors import HarnessError
+from harness.errors import HarnessError, TopologyError
 from harness.kernel.config import parse_config
 from harness.kernel.model import Kernel
 from harness.paths import state_dir
 from harness.topology import resolve
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,31 @@ class PoolOptions:
     accel: str | None = None
     qemu: str | None = None
     keep_on_failure: bool = False
+    topology_path: tuple[Path, ...] = ()   # folders a topology name is looked up in before the presets
+
+
+def find_topology(ref: str | Path, base: Path | None = None, search: tuple[Path, ...] = ()) -> Path:
+    """Where topology ``ref`` is (see :meth:`VMPool.resolve_ref`)."""
+    p = Path(ref)
+    is_path = p.suffix in (".yaml", ".yml") or "/" in str(ref)
+    if base is not None and not p.is_absolute() and is_path:
+        near = base / p
+        if near.is_file():
+            return near.resolve()
+    if not is_path:
+        for folder in search:
+            for candidate in (folder / f"{ref}.yaml", folder / f"{ref}.yml"):
+                if candidate.is_file():
+                    log.debug("topology %s: %s (from the topology path)", ref, candidate)
+                    return candidate.resolve()
+    try:
+        return resolve(ref).resolve()
+    except TopologyError as e:
+        if is_path or not search:
+            raise
+        where = ", ".join(str(f) for f in search)
+        raise TopologyError(str(ref), "", f"is neither {ref}.yaml in the topology path ({where}) nor a preset",
+                            hint=e.hint) from None
 
 
 class BootFailed(HarnessError):
@@ -74,16 +102,11 @@ class VMPool:
 
     # -- machines --------------------------------------------------------------
 
-    @staticmethod
-    def resolve_ref(ref: str | Path, base: Path | None = None) -> Path:
-        """A topology reference -> its YAML file: a path relative to ``base`` (the test's folder),
-        else relative to the working directory, else a preset name."""
-        p = Path(ref)
-        if base is not None and not p.is_absolute() and (p.suffix in (".yaml", ".yml") or "/" in str(ref)):
-            near = base / p
-            if near.is_file():
-                return near.resolve()
-        return resolve(ref).resolve()
+    def resolve_ref(self, ref: str | Path, base: Path | None = None) -> Path:
+        """A topology reference -> its YAML file: a path relative to ``base`` (the test's folder);
+        a bare name found as NAME.yaml in the ``topology_path`` folders, in order; else a path
+        relative to the working directory, else a preset name."""
+        return find_topology(ref, base, self.options.topology_path)
 
     def machine(self, ref: str | Path, base: Path | None = None) -> Machine:
         """The running Machine for topology ``ref``, booted now if this is its first use."""
@@ -111,7 +134,8 @@ class VMPool:
         o = self.options
         # baseline=False: the vm fixture puts the guest in its state before each test, marking dmesg
         m = boot(path, kernel=o.kernel, accel=o.accel, qemu=o.qemu, detach=o.keep_on_failure,
-                 name=f"pytest-{path.stem}", baseline=False)
+                 name=f"pytest-{path.stem}", baseline=False, progress=self._say,
+                 step=lambda title: log.info("%s: %s", path.stem, title))
         p = m.prepared
         self._say(f"numa-harness: booted {p.loaded.name} in {time.monotonic() - t0:.1f} s "
                   f"(kernel {p.kernel.release}, accel {p.accel.accel}, {len(m.setup.regions)} CXL regions)")

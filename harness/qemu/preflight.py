@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -24,6 +25,8 @@ import yaml
 from harness.errors import QemuError
 from harness.paths import cache_dir
 from harness.resources import qemu_features_file
+
+log = logging.getLogger(__name__)
 
 QEMU_ENV = "NUMA_HARNESS_QEMU"
 DEFAULT_BINARY = "qemu-system-x86_64"
@@ -145,6 +148,7 @@ def capabilities(binary: str, *, needed_types: frozenset[tuple[str, str]] | set[
         if tp not in table and tp in known:
             table[tp] = sorted(parse_props(_run_help(binary, f"-{kind}", f"{tp},help")))
             changed = True
+    log.debug("QEMU %s: capabilities %s (%s)", binary, "probed" if changed else "cached", cf)
     if changed:
         try:
             cf.parent.mkdir(parents=True, exist_ok=True)
