@@ -135,7 +135,8 @@ def register(parser: pytest.Parser, settings: tuple[Setting, ...]) -> None:
 def option_names(parser: pytest.Parser) -> set[str]:
     """Every option string registered so far, by pytest, plugins and conftests."""
     names: set[str] = set()
-    for group in getattr(parser, "_groups", []):
+    groups = [getattr(parser, "_anonymous", None), *getattr(parser, "_groups", [])]  # pytest 8 keeps them apart
+    for group in [g for g in groups if g is not None]:
         for opt in getattr(group, "options", []):
             names.update(opt.names())
     names.update(getattr(parser, "_opt2dest", {}))  # pytest >= 9 keeps a map too
