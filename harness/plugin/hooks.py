@@ -7,6 +7,7 @@ imported only when a test first needs a machine or its kernel.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Generator
@@ -66,10 +67,15 @@ def harness_failure(e: HarnessError, *, detail: bool = False) -> BaseException:
 
 
 def _reporter_say(config: pytest.Config) -> Any:
+    """Progress lines for the terminal as they happen (fetching a kernel, building the image, a
+    boot's time), also while a fixture's output is being captured."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capman = config.pluginmanager.get_plugin("capturemanager")
 
     def say(message: str) -> None:  # the kernel and image code log their messages themselves
-        if reporter is not None:
+        if reporter is None:
+            return
+        with capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext():
             reporter.write_line(message if message.startswith("numa-harness") else f"numa-harness: {message}")
 
     return say

@@ -264,3 +264,21 @@ def test_under_pytest_8_a_ktap_result_is_a_junit_property_and_no_subtest(monkeyp
     monkeypatch.delattr(pytest, "SubtestReport", raising=False)
     ktap._log_result(Item(), "case/sub", "skipped", ("t.sh", 0, "Skipped: no nodes"))  # type: ignore[arg-type]
     assert Item.user_properties == [("ktap case/sub", "skipped: no nodes")]
+
+
+def test_progress_lines_reach_the_terminal_while_a_fixture_runs(pytester: pytest.Pytester, clean_env):
+    """What a first run says while it fetches and builds is not kept in a passing test's captured output."""
+    pytester.makepyfile(test_progress="""
+        import pytest
+        from harness.plugin.hooks import pool
+
+        @pytest.fixture
+        def fetching(pytestconfig):
+            pool(pytestconfig)._say("fetching the kernel (about 110 MB, once)")
+
+        def test_uses_it(fetching):
+            pass
+    """)
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider")  # capture on, a passing test: nothing shown of it
+    r.assert_outcomes(passed=1)
+    r.stdout.fnmatch_lines(["*numa-harness: fetching the kernel (about 110 MB, once)"])
