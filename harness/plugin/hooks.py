@@ -114,7 +114,13 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         kernel = f"default, {k.release} (cached)" if k else "default (Debian's packaged kernel, fetched on first use)"
     qemu = o.nh_qemu or "qemu-system-x86_64"
     found = shutil.which(qemu) if "/" not in qemu else (qemu if os.access(qemu, os.X_OK) else None)
-    qemu_text = said("qemu", found or f"{qemu} (not found)")
+    if found:
+        from harness.qemu.preflight import cached_version
+
+        version = cached_version(os.path.realpath(found))
+        qemu_text = said("qemu", f"{found}" + (f" {version}" if version else ""))
+    else:
+        qemu_text = said("qemu", f"{qemu} (not found)")
     accel = said("accel", o.nh_accel) if o.nh_accel else "the topology's (normally auto: KVM if it works, else TCG)"
     from harness.paths import cache_dir
 

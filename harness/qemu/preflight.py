@@ -121,6 +121,15 @@ def _cache_file(binary: str) -> Path:
     return cache_dir() / "qemu-caps" / f"{key}.json"
 
 
+def cached_version(binary: str) -> str | None:
+    """The version of ``binary`` if an earlier run probed it (no QEMU started), else None."""
+    try:
+        version = json.loads(_cache_file(binary).read_text()).get("version")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return ".".join(str(v) for v in version) if isinstance(version, list) else None
+
+
 def capabilities(binary: str, *, needed_types: frozenset[tuple[str, str]] | set[tuple[str, str]] = frozenset()) -> Capabilities:
     """What ``binary`` supports; per-type property lists are probed for ``needed_types``
     (("device"|"object", type)) and cached alongside the rest."""
