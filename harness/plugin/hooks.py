@@ -8,8 +8,6 @@ imported only when a test first needs a machine or its kernel.
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -112,20 +110,21 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
         k = cached_default_kernel()
         kernel = f"default, {k.release} (cached)" if k else "default (Debian's packaged kernel, fetched on first use)"
-    qemu = o.nh_qemu or "qemu-system-x86_64"
-    found = shutil.which(qemu) if "/" not in qemu else (qemu if os.access(qemu, os.X_OK) else None)
-    if found:
-        from harness.qemu.preflight import cached_version
-
-        version = cached_version(os.path.realpath(found))
-        qemu_text = said("qemu", f"{found}" + (f" {version}" if version else ""))
-    else:
-        qemu_text = said("qemu", f"{qemu} (not found)")
-    accel = said("accel", o.nh_accel) if o.nh_accel else "the topology's (normally auto: KVM if it works, else TCG)"
     from harness.paths import cache_dir
+    from harness.qemu.preflight import cached_version, find_binary
 
-    lines = [f"numa-harness: kernel {kernel}; QEMU {qemu_text}; accelerator {accel}",
-             f"numa-harness: cache {cache_dir()}"]
+    try:
+        binary = find_binary(o.nh_qemu)
+        version = cached_version(binary)
+        qemu = said("qemu", binary + (f" {version}" if version else ""))
+    except HarnessError as e:
+        qemu = f"not usable: {e}"
+    accel = said("accel", o.nh_accel) if o.nh_accel else "the topology's (normally auto: KVM if it works, else TCG)"
+    try:
+        cache = str(cache_dir())
+    except HarnessError as e:
+        cache = f"not usable: {e}"
+    lines = [f"numa-harness: kernel {kernel}; QEMU {qemu}; accelerator {accel}", f"numa-harness: cache {cache}"]
     if o.nh_topology_path:
         lines.append(said("topology-path", "numa-harness: topologies from " + ", ".join(o.nh_topology_path)))
     return lines

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from harness.errors import QemuError
+from harness.errors import CacheError, QemuError
 from harness.paths import cache_dir
 from harness.resources import qemu_features_file
 
@@ -125,7 +125,7 @@ def cached_version(binary: str) -> str | None:
     """The version of ``binary`` if an earlier run probed it (no QEMU started), else None."""
     try:
         version = json.loads(_cache_file(binary).read_text()).get("version")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, CacheError):
         return None
     return ".".join(str(v) for v in version) if isinstance(version, list) else None
 
