@@ -1,32 +1,43 @@
 # numa-harness. Every target installs what it needs first (host packages via
 # scripts/install-host-deps, Python packages into .venv).
 #
-#   make boot  [TOPO=cxl-single] [KERNEL=path/to/bzImage|build-tree] [MODULES=dir] [ACCEL=tcg]
-#   make test                      unit, QEMU and live-VM tests; then guest-tests on each MATRIX_KERNELS
-#   make bench                     boot-time benchmark against the bare-boot floor
-#   make up / make ssh / make down [NAME=default]   a VM kept in the background
+#   make boot  [TOPO=cxl-single] [KERNEL=path/to/bzImage|build-tree|debian:X.Y] [MODULES=dir] [ACCEL=tcg]
+#   make test  [KERNEL=...] [MODULES=...] [ACCEL=...] [TOPO=name]   unit, QEMU and live-VM tests; then
+#                                  guest-tests on each MATRIX_KERNELS (TOPO= runs only that topology's tests)
+#   make unit  [KERNEL=...] [ACCEL=...]   everything but the live tests
+#   make bench [TOPO=numa-basic] [KERNEL=...] [MODULES=...] [ACCEL=...]   boot-time benchmark against the floor
+#   make up / make ssh / make down [NAME=default] [TOPO=...] [KERNEL=...]   a VM kept in the background
 #   make kernel KSRC=path/to/linux [FRAGMENTS="numa cxl"] [JOBS=n]   build a kernel for the harness
 #   make nightly [NIGHTLY_OUT=nightly-out]   the nightly matrix's local subset under TCG: JUnit, HTML, bundles
+#
+# KERNEL, MODULES and ACCEL reach pytest (and every boot the tests make) as $NUMA_HARNESS_KERNEL,
+# $NUMA_HARNESS_MODULES and $NUMA_HARNESS_ACCEL; the CLI targets pass them as options.
 
 PYTHON  ?= python3
 VENV    ?= .venv
-TOPO    ?= cxl-single
+TOPO    ?=
 KERNEL  ?=
 MODULES ?=
 ACCEL   ?=
 NAME    ?= default
+# the topology `make bench` measures when TOPO= is not given
 BENCH_TOPO ?= numa-basic
 PYTEST_ARGS ?=
 # Kernels the stock suite (guest-tests) runs on too in `make test`, after everything has run on the
-# default kernel; each fetched and cached on first use. MATRIX_KERNELS= runs the default kernel only.
-MATRIX_KERNELS ?= debian:7.2
+# first kernel (KERNEL=, else the default); each fetched and cached on first use. MATRIX_KERNELS= runs
+# the first kernel only, and so does a KERNEL= of your own unless MATRIX_KERNELS is given.
+MATRIX_KERNELS ?= $(if $(KERNEL),,debian:7.2)
 KSRC    ?=
 FRAGMENTS ?= numa cxl
 JOBS    ?=
 NIGHTLY_OUT ?= nightly-out
 
 H     := $(VENV)/bin/harness
-KOPTS := $(if $(KERNEL),--kernel $(KERNEL)) $(if $(MODULES),--modules $(MODULES)) $(if $(ACCEL),--accel $(ACCEL))
+KOPTS  = $(if $(KERNEL),--kernel $(KERNEL)) $(if $(MODULES),--modules $(MODULES)) $(if $(ACCEL),--accel $(ACCEL))
+# the same choices for pytest and everything it starts
+KENV   = $(if $(KERNEL),NUMA_HARNESS_KERNEL=$(KERNEL)) $(if $(MODULES),NUMA_HARNESS_MODULES=$(MODULES)) \
+         $(if $(ACCEL),NUMA_HARNESS_ACCEL=$(ACCEL))
+BOOT_TOPO = $(or $(TOPO),cxl-single)
 
 .PHONY: setup host-deps boot run up ssh down status test unit lint bench clean kernel nightly
 
@@ -38,14 +49,14 @@ host-deps:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test,report]'
+	$(VENV)/bin/pip install -q -e '.[test,report]' --group dev
 	touch $@
 
 boot: setup
-	$(H) boot $(TOPO) $(KOPTS)
+	$(H) boot $(BOOT_TOPO) $(KOPTS)
 
 up: setup
-	$(H) up $(TOPO) --name $(NAME) $(KOPTS)
+	$(H) up $(BOOT_TOPO) --name $(NAME) $(KOPTS)
 
 ssh: setup
 	$(H) ssh $(NAME)
@@ -62,10 +73,11 @@ lint: setup
 	$(VENV)/bin/mypy
 
 test: lint
-	$(VENV)/bin/python scripts/kernel_matrix.py $(foreach k,$(MATRIX_KERNELS),--kernel $(k)) -- $(PYTEST_ARGS)
+	$(KENV) $(VENV)/bin/python scripts/kernel_matrix.py $(foreach k,$(MATRIX_KERNELS),--kernel $(k)) -- \
+		$(if $(TOPO),--nh-topology $(TOPO)) $(PYTEST_ARGS)
 
 unit: lint
-	$(VENV)/bin/pytest -m 'not live' $(PYTEST_ARGS)
+	$(KENV) $(VENV)/bin/pytest -m 'not live' $(PYTEST_ARGS)
 
 # Out-of-tree build in the harness cache; boot the result with KERNEL=<printed build dir>.
 kernel: setup
@@ -78,7 +90,7 @@ nightly: setup
 	$(H) nightly --local --out $(NIGHTLY_OUT) -- $(PYTEST_ARGS)
 
 bench: setup
-	$(VENV)/bin/python scripts/bench_boot.py --topology $(BENCH_TOPO) $(KOPTS)
+	$(VENV)/bin/python scripts/bench_boot.py --topology $(or $(TOPO),$(BENCH_TOPO)) $(KOPTS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist $(NIGHTLY_OUT)

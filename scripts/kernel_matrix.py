@@ -10,7 +10,7 @@ Exits with the first non-zero pytest status.
 
   scripts/kernel_matrix.py [--kernel NAME]... [-- PYTEST_ARGS...]
 
-A kernel is anything ``pytest --kernel`` takes (``debian:7.2``, a bzImage, a build tree); it is
+A kernel is anything ``pytest --nh-kernel`` takes (``debian:7.2``, a bzImage, a build tree); it is
 fetched and cached on first use. PYTEST_ARGS (``-k tiered-3``, ``--durations=25``) go to every run.
 """
 
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None, release: Callable[[str | None], str] = r
     ap.add_argument("pytest_args", nargs="*", help="arguments for every pytest run (after --)")
     args = ap.parse_args(argv)
     legs = [Leg("default kernel: every test", [args.pytest, *args.pytest_args], None)]
-    legs += [Leg(f"{k}: {args.suite}", [args.pytest, args.suite, "--kernel", k, *args.pytest_args], k)
+    legs += [Leg(f"{k}: {args.suite}", [args.pytest, args.suite, "--nh-kernel", k, *args.pytest_args], k)
              for k in args.kernel]
     for leg in legs:
         run(leg, release)

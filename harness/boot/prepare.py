@@ -85,8 +85,14 @@ class KernelSpec:
     def from_env(cls, image: str | None = None, modules: str | None = None, tree: str | None = None,
                  config: str | None = None) -> KernelSpec:
         """Options win over the environment; a directory given as the kernel is a build tree."""
-        image = image or os.environ.get(ENV_KERNEL) or None
-        modules = modules or os.environ.get(ENV_MODULES) or None
+        return cls.of(image or os.environ.get(ENV_KERNEL) or None, modules or os.environ.get(ENV_MODULES) or None,
+                      tree, config)
+
+    @classmethod
+    def of(cls, image: str | None = None, modules: str | None = None, tree: str | None = None,
+           config: str | None = None) -> KernelSpec:
+        """Exactly these choices (the caller consulted the environment); a directory given as the
+        kernel is a build tree."""
         if image and not tree and Path(image).is_dir():
             image, tree = None, image
         def path(v: str | None) -> Path | None:

@@ -1,7 +1,7 @@
 """Running matrix cells: one ``pytest`` run per cell, its files in one folder per cell, and a
 markdown table of every cell (what the workflow appends to ``$GITHUB_STEP_SUMMARY``).
 
-``OUT/CELL/junit.xml``, ``OUT/CELL/report.html`` (``--html-report``), ``OUT/CELL/artifacts/``
+``OUT/CELL/junit.xml``, ``OUT/CELL/report.html`` (``--nh-html-report``), ``OUT/CELL/artifacts/``
 (failure bundles), ``OUT/summary.md``. A cell whose kernel is not on this machine (no built tree, no
 series build) is skipped with the reason; it does not fail the run.
 """
@@ -41,14 +41,14 @@ def kernel_args(spec: str, env: dict[str, str] | None = None,
     if spec == "default":
         return [], ""
     if spec.startswith("debian:"):
-        return ["--kernel", spec], ""
+        return ["--nh-kernel", spec], ""
     if spec == "tree":
         tree = env.get(TREE_ENV)
         if not tree:
             return None, f"no built kernel tree: set {TREE_ENV} to one (harness kernel build prints its directory)"
         if not Path(tree).is_dir():
             return None, f"{TREE_ENV}={tree} is not a directory"
-        return ["--kernel-tree", tree], ""
+        return ["--nh-kernel-tree", tree], ""
     if spec == "series":
         from harness.kernel.build import find_series_kernel
 
@@ -59,16 +59,16 @@ def kernel_args(spec: str, env: dict[str, str] | None = None,
         if tree_path is None:
             from harness.kernel.build import SERIES_BUILD_HINT
             return None, f"no private-node series build here: {SERIES_BUILD_HINT}"
-        return ["--kernel-tree", str(tree_path)], ""
+        return ["--nh-kernel-tree", str(tree_path)], ""
     return None, f"unknown kernel {spec!r}"
 
 
 def pytest_argv(cell: Cell, kernel: Sequence[str], out: Path, extra: Sequence[str] = ()) -> list[str]:
     """The cell's pytest command line (pure)."""
     d = out / cell.id
-    return [sys.executable, "-m", "pytest", *cell.suite, "--topology", Path(cell.topology).stem, *kernel,
-            "--accel", cell.accel, f"--junitxml={d / 'junit.xml'}", "--html-report", str(d / "report.html"),
-            "--artifacts", str(d / "artifacts"), "--fail-on-kernel-problems", "-o", "junit_family=xunit1",
+    return [sys.executable, "-m", "pytest", *cell.suite, "--nh-topology", Path(cell.topology).stem, *kernel,
+            "--nh-accel", cell.accel, f"--junitxml={d / 'junit.xml'}", "--nh-html-report", str(d / "report.html"),
+            "--nh-artifacts", str(d / "artifacts"), "--nh-fail-on-kernel-problems", "-o", "junit_family=xunit1",
             "-o", f"junit_suite_name={cell.id}", *extra]  # xunit1: properties per test case, as record_property wants
 
 

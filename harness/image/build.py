@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import time
 from collections.abc import Mapping
@@ -57,6 +58,8 @@ from harness.image.modules import (
 from harness.kernel.model import Kernel
 from harness.paths import cache_dir
 from harness.resources import guest_files_dir
+
+log = logging.getLogger(__name__)
 
 #: Bump when the image layout changes, so cached images are rebuilt.
 FORMAT_VERSION = 3
@@ -293,6 +296,7 @@ def build_initramfs(kernel: Kernel, progress: Progress = None) -> Image:
     manifest_path = images / f"{key}.json"
     usable, _ = cached(path, manifest_path)
     if usable:  # no lock and no write needed: a read-only cache with a good image still serves
+        log.info("guest image for kernel %s: cached (%s)", kernel.release, path)
         touch(path)
         return Image(path=path, key=key, rebuilt=False, reason="cached")
     with cache_errors(f"creating {images}"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -25,6 +26,7 @@ from harness.paths import cache_dir
 from harness.resources import guest_programs_dir
 
 Progress = Callable[[str], None] | None
+log = logging.getLogger(__name__)
 
 #: Host programs copied into the image: (guest path, Debian package, required).
 GUEST_PROGRAMS: tuple[tuple[str, str, bool], ...] = (
@@ -48,6 +50,8 @@ MAKE_TIMEOUT = 900
 
 
 def say(progress: Progress, msg: str) -> None:
+    """Tell the user (``progress``) and the log."""
+    log.info("%s", msg)
     if progress is not None:
         progress(msg)
 

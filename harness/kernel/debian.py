@@ -22,6 +22,7 @@ files, the mirror in the system's sources) take text and return values.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -46,6 +47,8 @@ from harness.kernel.tools import (
     write_manifest,
 )
 from harness.paths import cache_dir
+
+log = logging.getLogger(__name__)
 
 #: Env var naming a Debian kernel package to use instead of the resolved default.
 PACKAGE_ENV = "NUMA_HARNESS_KERNEL_PACKAGE"
@@ -346,8 +349,10 @@ def default_kernel(progress: Progress = None) -> Kernel:
         package = p["package"]
     if package is None:
         package = resolve_kernel_package()
+        log.info("default kernel: apt names %s", package)
     dest = kdir / package
     k = _cached(dest)
+    log.info("default kernel %s: %s", package, f"cached ({dest})" if k else "not cached, fetching")
     if k is None:
         with locked(dest):  # concurrent first runs: one fetches, the others wait and use it
             k = _cached(dest) or _fetch_packages([package], dest, progress)
@@ -360,13 +365,14 @@ def default_kernel(progress: Progress = None) -> Kernel:
 
 
 def cached_default_kernel() -> Kernel | None:
-    """The default kernel if the cache already holds it (no apt, no download), else None."""
-    kdir = cache_dir() / "kernels"
+    """The default kernel if the cache has it, as the last run chose it: no apt call, no fetch
+    (for a one-line summary; :func:`default_kernel` decides what a boot uses)."""
     try:
-        package = json.loads((kdir / "default.json").read_text()).get("package")
-    except (OSError, ValueError, AttributeError):
+        p = json.loads((cache_dir() / "kernels" / "default.json").read_text())
+    except (OSError, ValueError, CacheError):
         return None
-    return _cached(kdir / package) if isinstance(package, str) and package else None
+    package = p.get("package") if isinstance(p, dict) else None
+    return _cached(cache_dir() / "kernels" / package) if isinstance(package, str) and package else None
 
 
 def _cached(dest: Path) -> Kernel | None:

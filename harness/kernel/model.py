@@ -7,11 +7,13 @@ bzImage or build tree); :mod:`harness.kernel.config` checks a ``.config``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 Progress = Callable[[str], None] | None
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -33,5 +35,7 @@ class Kernel:
 
 
 def say(progress: Progress, msg: str) -> None:
+    """Tell the user (``progress``) and the log."""
+    log.info("%s", msg)
     if progress is not None:
         progress(msg)

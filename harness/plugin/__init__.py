@@ -27,12 +27,19 @@ Fixtures
     ``stats``  node statistics: snapshots and deltas (one SSH round trip each).
 
 Options
-    ``--kernel BZIMAGE|TREE|debian:X.Y``, ``--modules DIR``, ``--kernel-tree DIR``,
-    ``--kernel-config FILE``, ``--qemu BIN``, ``--accel auto|kvm|tcg``,
-    ``--keep-vm-on-failure``, ``--topology NAME`` (run only that topology's
-    tests; ``-k NAME`` selects by topology name too), ``--artifacts DIR`` (failure
-    bundles), ``--html-report PATH`` (one HTML page for the run, with plots),
-    ``--fail-on-kernel-problems`` (an otherwise green run fails on kernel problems).
+    Each setting is an option ``--nh-NAME``, an ini key ``nh_NAME`` and a variable
+    ``NUMA_HARNESS_NAME``, in that order of precedence (:mod:`harness.plugin.options`,
+    the one table of them): ``--nh-kernel BZIMAGE|TREE|debian:X.Y``, ``--nh-modules DIR``,
+    ``--nh-kernel-tree DIR``, ``--nh-kernel-config FILE``, ``--nh-qemu BIN``,
+    ``--nh-accel auto|kvm|tcg``, ``--nh-keep-vm-on-failure``, ``--nh-topology NAME`` (run only
+    that topology's tests; ``-k NAME`` selects by topology name too), ``--nh-topology-path DIR``
+    (where a topology name is looked up before the presets), ``--nh-artifacts DIR`` (failure
+    bundles), ``--nh-html-report PATH`` (one HTML page for the run, with plots),
+    ``--nh-fail-on-kernel-problems`` (an otherwise green run fails on kernel problems), and the
+    selftest ones. The
+    unprefixed names of earlier versions are aliases where nothing else owns them.
+
+Nothing that boots machines is imported until a test needs one.
 
 On failure the report carries the console tail, the guest's dmesg since the
 test began and, if the test used ``stats``, the statistics delta (in the
@@ -53,6 +60,8 @@ from harness.plugin.hooks import (
     pytest_addoption,
     pytest_collection_modifyitems,
     pytest_configure,
+    pytest_load_initial_conftests,
+    pytest_report_header,
     pytest_runtest_call,
     pytest_runtest_makereport,
     pytest_runtest_setup,
@@ -62,11 +71,12 @@ from harness.plugin.hooks import (
     pytest_unconfigure,
 )
 
-#: Kernel selftests as pytest items (``--ktap-dir DIR``, ``ktap_*.sh`` files).
+#: Kernel selftests as pytest items (``--nh-ktap-dir DIR``, ``ktap_*.sh`` files).
 pytest_plugins = ["harness.plugin.ktap"]
 
 __all__ = [
     "guest", "numa_harness_pool", "pytest_addoption", "pytest_collection_modifyitems", "pytest_configure",
-    "pytest_runtest_call", "pytest_runtest_makereport", "pytest_runtest_setup", "pytest_sessionfinish",
-    "pytest_sessionstart", "pytest_testnodedown", "pytest_unconfigure", "stats", "vm",
+    "pytest_load_initial_conftests", "pytest_report_header", "pytest_runtest_call", "pytest_runtest_makereport",
+    "pytest_runtest_setup", "pytest_sessionfinish", "pytest_sessionstart", "pytest_testnodedown", "pytest_unconfigure",
+    "stats", "vm",
 ]

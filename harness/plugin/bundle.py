@@ -1,6 +1,6 @@
 """A failed test's bundle: one folder with everything needed to read and reproduce the failure.
 
-``--artifacts DIR`` (default: ``numa-harness-artifacts`` under pytest's basetemp) holds one folder
+``--nh-artifacts DIR`` (default: ``numa-harness-artifacts`` under pytest's basetemp) holds one folder
 per failed test, named after its node id::
 
     failure.txt            the failure as the report shows it, with its diagnostics
@@ -28,10 +28,12 @@ import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from harness.boot import Machine
 from harness.plugin.failure import Failure
+
+if TYPE_CHECKING:  # annotations only: the plugin imports this module at every pytest start
+    from harness.boot import Machine
 
 #: The default folder under pytest's basetemp.
 DEFAULT_DIR = "numa-harness-artifacts"
@@ -53,7 +55,7 @@ def reproduce_script(*, python: str, rootdir: str, nodeid: str, options: Sequenc
     cmd = shlex.join([python, "-m", "pytest", nodeid, *options])
     return ("#!/bin/sh\n"
             "# Reproduce a failed numa-harness test: boots the same topology on the same kernel and runs\n"
-            "# the same test. Extra arguments go to pytest (e.g. --keep-vm-on-failure).\n"
+            "# the same test. Extra arguments go to pytest (e.g. --nh-keep-vm-on-failure).\n"
             "set -e\n"
             f"{exports}"
             f"cd {shlex.quote(rootdir)}\n"
@@ -64,14 +66,14 @@ def machine_options(m: Machine, qemu: str | None) -> list[str]:
     """The plugin options that boot ``m``'s kernel and accelerator again: the resolved kernel files,
     not a name (``debian:7.2`` could resolve to a newer release later)."""
     k = m.prepared.kernel
-    opts = ["--kernel", str(k.image)]
+    opts = ["--nh-kernel", str(k.image)]
     if k.modules_root is not None:
-        opts += ["--modules", str(k.modules_root)]
+        opts += ["--nh-modules", str(k.modules_root)]
     if k.config is not None:
-        opts += ["--kernel-config", str(k.config)]
-    opts += ["--accel", m.prepared.accel.accel]
+        opts += ["--nh-kernel-config", str(k.config)]
+    opts += ["--nh-accel", m.prepared.accel.accel]
     if qemu:
-        opts += ["--qemu", qemu]
+        opts += ["--nh-qemu", qemu]
     return opts
 
 

@@ -8,12 +8,14 @@ one :class:`Failure`; nothing is read from the guest twice.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from harness.boot import Machine
 from harness.errors import HarnessError
 from harness.guest.dmesg import cut_after_mark
-from harness.stats import Snapshot
+
+if TYPE_CHECKING:  # annotations only: the plugin imports this module at every pytest start
+    from harness.boot import Machine
+    from harness.stats import Snapshot
 
 CONSOLE_TAIL_LINES = 40
 

@@ -6,22 +6,22 @@ import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
-from harness.boot import Machine
 from harness.errors import HarnessError
 from harness.guest import background, workloads
-from harness.guest.background import Started
-from harness.guest.state import GuestState
 from harness.plugin import junit
-from harness.plugin.hooks import MACHINE, MARK, PROBLEMS_BEFORE, STATS, WORKLOADS, pool
-from harness.plugin.pool import VMPool
-from harness.runner import CommandOutput
-from harness.stats import Delta, Snapshot, snapshot
-from harness.stats import timeline as node_timeline
-from harness.vm.commands import command_error
+from harness.plugin.hooks import MACHINE, MARK, PROBLEMS_BEFORE, STATS, WORKLOADS, harness_failure, pool
+
+if TYPE_CHECKING:  # imported when a test first asks for a machine: not at every pytest start
+    from harness.boot import Machine
+    from harness.guest.background import Started
+    from harness.plugin.pool import VMPool
+    from harness.runner import CommandOutput
+    from harness.stats import Delta, Snapshot
+    from harness.stats.timeline import Timeline
 
 _COUNTER = itertools.count(1)
 R = TypeVar("R")
@@ -44,21 +44,25 @@ def vm(request: pytest.FixtureRequest, numa_harness_pool: VMPool) -> Iterator[Ma
     try:
         m = numa_harness_pool.machine(marker.args[0], base)
     except HarnessError as e:
-        pytest.fail(f"numa-harness: {e}" + (f"\n{e.detail}" if e.detail else ""), pytrace=False)
+        raise harness_failure(e, detail=True) from None
     masks = item.get_closest_marker("requires_node_mask")
     if masks is not None:
+        from harness.stats import snapshot
+
         have = list(snapshot(m.vm, boot_log=False).masks)
         missing = [name for name in masks.args if name not in have]
         if missing:
             pytest.skip(f"the guest kernel has no node mask {', '.join(missing)} "
                         f"(it has {', '.join(sorted(n for n in have if n.startswith('has_')))})")
+    from harness.guest.state import GuestState
+
     wanted = item.get_closest_marker("guest_state")
     state = GuestState.of(m.baseline, **wanted.kwargs) if wanted else m.baseline
     mark = f"pytest begin {next(_COUNTER)} {item.nodeid}"
     try:
         m.apply_state(state, mark=mark)
     except HarnessError as e:
-        pytest.fail(f"numa-harness: {e}", pytrace=False)
+        raise harness_failure(e) from None
     item.stash[MACHINE] = m
     junit.record(item, m)  # topology, kernel release, accelerator, QEMU version, boot time: JUnit properties
     item.stash[MARK] = mark
@@ -129,6 +133,8 @@ class _Recorder:
         r = self.machine.run(command, timeout=timeout, check=False)
         self.log.append({"command": command, "exit_status": r.exit_status, "stdout": r.stdout,
                          "stderr": r.stderr[-4000:]})
+        from harness.vm.commands import command_error
+
         err = command_error(r, r.oom_kills) if check else None  # what Machine.run(check=True) raises
         if err is not None:
             raise err
@@ -155,16 +161,18 @@ class Stats:
         self.machine = machine
         self.before: Snapshot = self.snapshot()
         #: the :meth:`timeline` runs of this test, for the HTML report's plots
-        self.timelines: list[node_timeline.Timeline] = []
+        self.timelines: list[Timeline] = []
         self.last: Snapshot | None = None  # the latest snapshot taken through this object
 
     def snapshot(self, pid: int | None = None, cgroup: str | None = None, *, cxl: bool = False) -> Snapshot:
         """Every NUMA statistic of the guest now (counters folded first)."""
+        from harness.stats import snapshot
+
         self.last = snapshot(self.machine, pid=pid, cgroup=cgroup, cxl=cxl)
         return self.last
 
     @contextmanager
-    def timeline(self, interval: float = 0.5, *, label: str = "", max_seconds: float = 900) -> Iterator[node_timeline.Timeline]:
+    def timeline(self, interval: float = 0.5, *, label: str = "", max_seconds: float = 900) -> Iterator[Timeline]:
         """Sample memory per node in the guest every ``interval`` s while the block runs::
 
             with stats.timeline(0.5, label="reclaim") as tl:
@@ -174,6 +182,8 @@ class Stats:
         The samples are in the :class:`~harness.stats.timeline.Timeline` once the block ends (the
         sampler stops by itself after ``max_seconds``); the HTML report plots every timeline.
         """
+        from harness.stats import timeline as node_timeline
+
         out = f"/tmp/nh-timeline-{next(_COUNTER)}"
         pid = node_timeline.parse_started(
             self.machine.run(node_timeline.start_command(interval, max_seconds, out), timeout=30).stdout)

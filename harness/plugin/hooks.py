@@ -1,26 +1,33 @@
 """The plugin's pytest hooks: options, markers, selection by topology, kernel-problem checks, failure reports
 (diagnostics read once by :mod:`.failure`, put into the report and JUnit by :mod:`.junit`, kept in a
-bundle by :mod:`.bundle`), and the run's record (:mod:`.runlog`: kernel problems, the HTML report)."""
+bundle by :mod:`.bundle`), and the run's record (:mod:`.runlog`: kernel problems, the HTML report).
+
+Loaded at every pytest start in an environment that has the wheel, numa-harness tests or
+not: the modules that boot machines (``harness.boot``, ``harness.vm``, paramiko, QMP) are
+imported only when a test first needs a machine or its kernel.
+"""
 
 from __future__ import annotations
 
-import os
+import contextlib
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from harness.boot import KernelSpec, Machine
 from harness.errors import HarnessError
-from harness.plugin import bundle, failure, junit
-from harness.plugin.pool import PoolOptions, VMPool
-from harness.plugin.problems import unexpected_problems
+from harness.plugin import bundle, failure, junit, options
 from harness.plugin.runlog import NEW_PROBLEMS, RunLog, test_extra
 from harness.plugin.signals import SessionSignals
 
-POOL = pytest.StashKey[VMPool]()
-MACHINE = pytest.StashKey[Machine]()
+if TYPE_CHECKING:
+    from harness.boot import Machine  # noqa: F401 (a StashKey type, in quotes)
+    from harness.plugin.pool import VMPool
+
+
+POOL = pytest.StashKey["VMPool"]()
+MACHINE = pytest.StashKey["Machine"]()
 MARK = pytest.StashKey[str]()
 PROBLEMS_BEFORE = pytest.StashKey[tuple[int, int]]()
 STATS = pytest.StashKey[Any]()
@@ -42,36 +49,23 @@ MARKERS = (
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    g = parser.getgroup("numa-harness", "numa-harness: emulated NUMA/CXL machines")
-    g.addoption("--kernel", dest="nh_kernel", metavar="BZIMAGE",
-                help="kernel to boot: a bzImage, a build tree, or debian:X.Y (Debian's X.Y kernel, fetched "
-                     "and cached) (default: the distribution kernel) "
-                     "[$NUMA_HARNESS_KERNEL]")
-    g.addoption("--modules", dest="nh_modules", metavar="DIR", help="modules_install root for --kernel")
-    g.addoption("--kernel-tree", dest="nh_kernel_tree", metavar="DIR", help="a kernel build tree")
-    g.addoption("--kernel-config", dest="nh_kernel_config", metavar="FILE", help="the .config of --kernel")
-    g.addoption("--qemu", dest="nh_qemu", metavar="BIN", help="QEMU binary [$NUMA_HARNESS_QEMU]")
-    g.addoption("--accel", dest="nh_accel", choices=["auto", "kvm", "tcg"],
-                help="accelerator (default: the topology's, normally auto) [$NUMA_HARNESS_ACCEL]")
-    g.addoption("--keep-vm-on-failure", dest="nh_keep", action="store_true",
-                help="leave a VM that served a failed test running (harness ssh pytest-TOPOLOGY-PID; the run names it)")
-    g.addoption("--topology", dest="nh_topology", action="append", metavar="NAME",
-                help="run only the tests of this topology (repeatable); -k NAME works too")
-    g.addoption("--artifacts", dest="nh_artifacts", metavar="DIR",
-                help="where a failed test's bundle goes, one folder per test: console log, dmesg, QEMU argv, "
-                     f"topology, .config, statistics, workload output, reproduce.sh (default: {bundle.DEFAULT_DIR} "
-                     "under pytest's basetemp)")
-    g.addoption("--html-report", dest="nh_html", metavar="PATH",
-                help="write one HTML page for the run: per test the verdict, diagnostics and plots of memory per "
-                     "node (stats.timeline), and the kernel problems seen across all tests")
-    g.addoption("--fail-on-kernel-problems", dest="nh_fail_problems", action="store_true",
-                help="fail an otherwise green run when the guest kernel reported a problem (WARN, oops, BUG, "
-                     "lockdep, hung task) that no test expected, also outside the tests (boot, set-up)")
+    options.register(parser, options.CORE)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser,
+                                  args: list[str]) -> Generator[None, None, None]:
+    """Once the repository's own conftests have registered their options, take the old
+    unprefixed names (``--kernel``, ...) that nothing else owns."""
+    result = yield
+    options.register_aliases(parser)
+    return result
 
 
 def pytest_configure(config: pytest.Config) -> None:
     for line in MARKERS:
         config.addinivalue_line("markers", line)
+    options.resolve(config, options.CORE)
     log = RunLog(config.option.nh_html, fail_on_problems=bool(config.option.nh_fail_problems),
                  machines=lambda: pool(config).machines() if POOL in config.stash else [])
     config.stash[RUNLOG] = log
@@ -79,28 +73,82 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def artifacts_root(config: pytest.Config) -> Path:
-    """``--artifacts``, else the default folder under pytest's basetemp."""
+    """``--nh-artifacts``, else the default folder under pytest's basetemp."""
     if config.option.nh_artifacts:
         return Path(config.option.nh_artifacts).resolve()
     return config._tmp_path_factory.getbasetemp() / bundle.DEFAULT_DIR  # type: ignore[attr-defined]
+
+
+def harness_failure(e: HarnessError, *, detail: bool = False) -> BaseException:
+    """The test failure for a harness error: its message once, no traceback; ``raise harness_failure(e) from None``."""
+    text = f"numa-harness: {e}" + (f"\n{e.detail}" if detail and e.detail else "")
+    return pytest.fail.Exception(text, pytrace=False)
+
+
+def _reporter_say(config: pytest.Config) -> Any:
+    """Progress lines for the terminal as they happen (fetching a kernel, building the image, a
+    boot's time), also while a fixture's output is being captured."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capman = config.pluginmanager.get_plugin("capturemanager")
+
+    def say(message: str) -> None:  # the kernel and image code log their messages themselves
+        if reporter is None:
+            return
+        with capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext():
+            reporter.write_line(message if message.startswith("numa-harness") else f"numa-harness: {message}")
+
+    return say
 
 
 def pool(config: pytest.Config) -> VMPool:
     """The session's VM pool (made on first use)."""
     p = config.stash.get(POOL, None)
     if p is None:
+        from harness.boot import KernelSpec
+        from harness.plugin.pool import PoolOptions, VMPool
+
         o = config.option
-        kernel = KernelSpec.from_env(o.nh_kernel, o.nh_modules, o.nh_kernel_tree, o.nh_kernel_config)
-        reporter = config.pluginmanager.get_plugin("terminalreporter")
-
-        def say(message: str) -> None:
-            if reporter is not None:
-                reporter.write_line(message)
-
-        p = VMPool(PoolOptions(kernel=kernel, accel=o.nh_accel, qemu=o.nh_qemu or os.environ.get("NUMA_HARNESS_QEMU"),
-                               keep_on_failure=o.nh_keep), say)
+        kernel = KernelSpec.of(o.nh_kernel, o.nh_modules, o.nh_kernel_tree, o.nh_kernel_config)
+        p = VMPool(PoolOptions(kernel=kernel, accel=o.nh_accel, qemu=o.nh_qemu, keep_on_failure=o.nh_keep,
+                               topology_path=tuple(Path(d) for d in o.nh_topology_path)),
+                   _reporter_say(config))
         config.stash[POOL] = p
     return p
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """What the session would boot, without booting or fetching anything."""
+    o = config.option
+
+    def said(name: str, text: str) -> str:
+        where = options.source(config, options.setting(name))
+        return f"{text} (from {where})" if where else text
+
+    if o.nh_kernel_tree or o.nh_kernel:
+        kernel = said("kernel-tree" if o.nh_kernel_tree else "kernel", str(o.nh_kernel_tree or o.nh_kernel))
+    else:
+        from harness.kernel.debian import cached_default_kernel
+
+        k = cached_default_kernel()
+        kernel = f"default, {k.release} (cached)" if k else "default (Debian's packaged kernel, fetched on first use)"
+    from harness.paths import cache_dir
+    from harness.qemu.preflight import cached_version, find_binary
+
+    try:
+        binary = find_binary(o.nh_qemu)
+        version = cached_version(binary)
+        qemu = said("qemu", binary + (f" {version}" if version else ""))
+    except HarnessError as e:
+        qemu = f"not usable: {e}"
+    accel = said("accel", o.nh_accel) if o.nh_accel else "the topology's (normally auto: KVM if it works, else TCG)"
+    try:
+        cache = str(cache_dir())
+    except HarnessError as e:
+        cache = f"not usable: {e}"
+    lines = [f"numa-harness: kernel {kernel}; QEMU {qemu}; accelerator {accel}", f"numa-harness: cache {cache}"]
+    if o.nh_topology_path:
+        lines.append(said("topology-path", "numa-harness: topologies from " + ", ".join(o.nh_topology_path)))
+    return lines
 
 
 def topology_name(item: pytest.Item) -> str | None:
@@ -134,7 +182,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     try:
         config = pool(item.config).kernel_config()
     except HarnessError as e:
-        pytest.fail(f"numa-harness: {e}", pytrace=False)
+        raise harness_failure(e) from None
     if config is None:
         pytest.skip(f"the kernel's .config is unknown (pass --kernel-config): cannot check {', '.join(marker.args)}")
     missing = [opt for opt in marker.args if config.get(opt) not in ("y", "m")]
@@ -149,6 +197,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     m = item.stash.get(MACHINE, None)
     if m is None:
         return result
+    from harness.plugin.problems import unexpected_problems
+
     problems_before, ooms_before = item.stash.get(PROBLEMS_BEFORE, (0, 0))
     marker = item.get_closest_marker("expect_kernel_problem")
     expected = set(marker.args) if marker else set()

@@ -13,10 +13,13 @@ test case.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import pytest
 
-from harness.boot import Machine
+if TYPE_CHECKING:  # annotations only: the plugin imports this module at every pytest start
+    from harness.boot import Machine
+
 
 
 def properties(m: Machine) -> list[tuple[str, str]]:

@@ -2,14 +2,14 @@
 
 Two ways in:
 
-* ``pytest --ktap-dir DIR`` (repeatable): every test of DIR (its executable files,
+* ``pytest --nh-ktap-dir DIR`` (repeatable): every test of DIR (its executable files,
   or an installed kselftest tree's ``kselftest-list.txt``) becomes an item;
 * any executable ``ktap_*.sh`` file pytest meets while collecting becomes an item.
 
 Each item runs its test in the VM of its topology (the same pool the ``vm``
-fixture uses): ``--ktap-topology`` (default ``numa-basic``), or a line
+fixture uses): ``--nh-ktap-topology`` (default ``numa-basic``), or a line
 ``# numa-harness: topology=NAME`` near the top of a script. The directory goes
-to the guest once per VM. The per-test limit is ``--ktap-timeout`` (300 s, as
+to the guest once per VM. The per-test limit is ``--nh-ktap-timeout`` (300 s, as
 kselftest). Exit 4 skips the item with its reason; a failure shows the test's
 output. Every KTAP result line is also reported as a subtest of its item
 (pytest's :class:`pytest.SubtestReport`: ``SUBSKIPPED[case/subcase]``), so skips
@@ -17,10 +17,10 @@ carry their reasons and failures their diagnostics in the terminal, each result 
 ``ktap case/subcase`` property of the item's JUnit testcase, and it all works under
 pytest-xdist (whose workers accept only reports of the item they ran).
 
-``pytest --kunit`` adds KUnit items (:mod:`harness.selftest.kunit`): one per
-``--kunit-suite GLOB`` (or one, ``kunit``, for every suite), run on the
-``--ktap-topology`` VM. The guest's KUnit results are read once per VM (after
-loading the ``--kunit-module`` modules, whose suites run as they load); each
+``pytest --nh-kunit`` adds KUnit items (:mod:`harness.selftest.kunit`): one per
+``--nh-kunit-suite GLOB`` (or one, ``kunit``, for every suite), run on the
+``--nh-ktap-topology`` VM. The guest's KUnit results are read once per VM (after
+loading the ``--nh-kunit-module`` modules, whose suites run as they load); each
 item reports its suites and their cases as subtests (``kunit[GLOB]``
 ``[suite/case]``) and fails if one of them failed. The items come from a collector the
 session collects (:class:`KunitSuites`), like any other. A kernel without
@@ -46,29 +46,17 @@ import pytest
 
 from harness.errors import HarnessError, KernelError
 from harness.guest.dmesg import mark_command
+from harness.plugin import options
 from harness.selftest.ktap import KtapResult
-from harness.selftest.run import DEFAULT_TIMEOUT, Outcome, Suite, case_results, discover, run_one, send
+from harness.selftest.run import Outcome, Suite, case_results, discover, run_one, send
 
-DEFAULT_TOPOLOGY = "numa-basic"
 TOPOLOGY_LINE = re.compile(r"^#\s*numa-harness:\s*topology\s*=\s*(\S+)", re.M)
 _SENT = pytest.StashKey[dict[tuple[int, Path], str]]()
 _COUNTER = itertools.count(1)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    g = parser.getgroup("numa-harness")
-    g.addoption("--ktap-dir", dest="nh_ktap_dirs", action="append", default=[], metavar="DIR",
-                help="run this directory's kernel selftests (KTAP scripts or a built kselftest target) in a guest")
-    g.addoption("--ktap-topology", dest="nh_ktap_topology", default=DEFAULT_TOPOLOGY, metavar="NAME",
-                help=f"topology KTAP tests run on unless a script names one (default {DEFAULT_TOPOLOGY})")
-    g.addoption("--ktap-timeout", dest="nh_ktap_timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S",
-                help=f"seconds each kernel selftest (or KUnit module load) may take (default {DEFAULT_TIMEOUT})")
-    g.addoption("--kunit", dest="nh_kunit", action="store_true",
-                help="add the kernel's KUnit suites as tests (results read from the guest's debugfs)")
-    g.addoption("--kunit-suite", dest="nh_kunit_suites", action="append", default=[], metavar="GLOB",
-                help="with --kunit: one test for the suites matching GLOB (repeatable; default: every suite)")
-    g.addoption("--kunit-module", dest="nh_kunit_modules", action="append", default=[], metavar="NAME",
-                help="with --kunit: load this KUnit test module in the guest first (repeatable)")
+    options.register(parser, options.KTAP)
 
 
 _DIRS = pytest.StashKey[dict[Path, Suite]]()
@@ -77,14 +65,15 @@ _DIRS = pytest.StashKey[dict[Path, Suite]]()
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "ktap: a kernel selftest (KTAP script or kselftest) run in a guest")
     config.addinivalue_line("markers", "kunit: the kernel's KUnit suites, read from a guest")
+    options.resolve(config, options.KTAP)
     if (config.option.nh_kunit_suites or config.option.nh_kunit_modules) and not config.option.nh_kunit:
-        raise pytest.UsageError("--kunit-suite and --kunit-module go with --kunit")
+        raise pytest.UsageError("--nh-kunit-suite and --nh-kunit-module go with --nh-kunit")
     dirs: dict[Path, Suite] = {}
     for d in config.option.nh_ktap_dirs:
         try:
             suite = discover(Path(d))
         except HarnessError as e:
-            raise pytest.UsageError(f"--ktap-dir {d}: {e}") from e
+            raise pytest.UsageError(f"--nh-ktap-dir {d}: {e}") from None
         dirs[suite.root] = suite
         if str(suite.root) not in config.args:
             config.args.append(str(suite.root))  # collected like a path on the command line
@@ -93,7 +82,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    """A directory named with --ktap-dir is collected even where a conftest ignores its parent."""
+    """A directory named with --nh-ktap-dir is collected even where a conftest ignores its parent."""
     for root in config.stash.get(_DIRS, {}):
         if collection_path.is_relative_to(root) or root.is_relative_to(collection_path):
             return False  # the directory, what is in it, and the way down to it
@@ -159,19 +148,19 @@ class KtapItem(pytest.Item):
         return self.suite.root / self.test, 0, f"{self.suite.name}/{self.test}"
 
     def runtest(self) -> None:
-        from harness.plugin.hooks import MACHINE, MARK, PROBLEMS_BEFORE, pool
+        from harness.plugin.hooks import MACHINE, MARK, PROBLEMS_BEFORE, harness_failure, pool
 
         try:
             m = pool(self.config).machine(self.topology, self.suite.root)
         except HarnessError as e:
-            pytest.fail(f"numa-harness: {e}" + (f"\n{e.detail}" if e.detail else ""), pytrace=False)
+            raise harness_failure(e, detail=True) from None
         sent = self.config.stash.setdefault(_SENT, {})
         key = (id(m.vm), self.suite.root)
         if key not in sent:
             try:
                 sent[key] = send(m, self.suite)
             except HarnessError as e:
-                pytest.fail(f"numa-harness: {e}", pytrace=False)
+                raise harness_failure(e) from None
         mark = f"ktap begin {next(_COUNTER)} {self.nodeid}"
         m.run(mark_command(mark), timeout=30, check=False)
         self.stash[MACHINE] = m
@@ -201,7 +190,7 @@ class KtapItem(pytest.Item):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
-    """With --kunit, the session collects a :class:`KunitSuites` beside the paths it was given."""
+    """With --nh-kunit, the session collects a :class:`KunitSuites` beside the paths it was given."""
     rep = yield
     if isinstance(collector, pytest.Session) and collector.config.option.nh_kunit and rep.passed:
         rep.result.append(KunitSuites.from_parent(collector, name=KUNIT_COLLECTOR, nodeid=KUNIT_COLLECTOR))
@@ -212,7 +201,7 @@ KUNIT_COLLECTOR = "kunit-suites"
 
 
 class KunitSuites(pytest.Collector):
-    """The KUnit items: one per ``--kunit-suite GLOB``, or one (``kunit``) for every suite."""
+    """The KUnit items: one per ``--nh-kunit-suite GLOB``, or one (``kunit``) for every suite."""
 
     def collect(self) -> list[pytest.Item]:
         return [KunitItem.from_parent(self, name=name, nodeid=name, glob=g)
@@ -224,7 +213,7 @@ _KUNIT = pytest.StashKey[dict[int, Any]]()
 
 
 class KunitItem(pytest.Item):
-    """The KUnit suites matching one glob (or all), read from the guest of ``--ktap-topology``."""
+    """The KUnit suites matching one glob (or all), read from the guest of ``--nh-ktap-topology``."""
 
     def __init__(self, *, glob: str | None, **kw: Any) -> None:
         super().__init__(**kw)
@@ -238,20 +227,20 @@ class KunitItem(pytest.Item):
         return self.config.rootpath, 0, self.name
 
     def runtest(self) -> None:
-        from harness.plugin.hooks import MACHINE, MARK, PROBLEMS_BEFORE, pool
+        from harness.plugin.hooks import MACHINE, MARK, PROBLEMS_BEFORE, harness_failure, pool
         from harness.selftest import kunit
 
         p = pool(self.config)
         try:
             why = kunit.config_problem(p.kernel_config())
         except HarnessError as e:
-            pytest.fail(f"numa-harness: {e}", pytrace=False)
+            raise harness_failure(e) from None
         if why:
             pytest.skip(f"{why}: {kunit.NO_KUNIT_HINT}")
         try:
             m = p.machine(self.topology, self.config.rootpath)
         except HarnessError as e:
-            pytest.fail(f"numa-harness: {e}" + (f"\n{e.detail}" if e.detail else ""), pytrace=False)
+            raise harness_failure(e, detail=True) from None
         mark = f"kunit begin {next(_COUNTER)} {self.nodeid}"
         m.run(mark_command(mark), timeout=30, check=False)
         self.stash[MACHINE] = m
@@ -265,7 +254,7 @@ class KunitItem(pytest.Item):
             except KernelError as e:
                 runs[id(m.vm)] = e
             except HarnessError as e:
-                pytest.fail(f"numa-harness: KUnit run: {e}", pytrace=False)
+                raise pytest.fail.Exception(f"numa-harness: KUnit run: {e}", pytrace=False) from None
         got = runs[id(m.vm)]
         if isinstance(got, KernelError):
             pytest.skip(str(got))
@@ -310,13 +299,16 @@ def _log_result(item: pytest.Item, name: str, outcome: str, longrepr: Any) -> No
     the item's node id, so the terminal, JUnit XML and pytest-xdist's workers see a report of the
     item they ran; ``name`` is the subtest's description (``SUBSKIPPED[name]``). JUnit folds
     subtests into the item's testcase, so each result is also a property of it, ``ktap NAME``.
-    Subtests are built into pytest 9 and later."""
+    Subtests are built into pytest 9 and later; under pytest 8 the results are only the
+    JUnit properties and the item's own outcome."""
+    item.user_properties.append((f"ktap {name}", outcome + (f": {_reason(longrepr)}" if longrepr else "")))
+    if not hasattr(pytest, "SubtestReport"):  # pytest 8
+        return
     from _pytest.subtests import SubtestContext  # what a SubtestReport describes (pytest >= 9)
 
     sub = pytest.SubtestReport(nodeid=item.nodeid, location=item.location, keywords={k: 1 for k in item.keywords},
                                outcome=outcome, longrepr=longrepr, when="call", sections=[],  # type: ignore[arg-type]
                                duration=0.0, context=SubtestContext(msg=name, kwargs={}))
-    item.user_properties.append((f"ktap {name}", outcome + (f": {_reason(longrepr)}" if longrepr else "")))
     capman = item.config.pluginmanager.getplugin("capturemanager")
     with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
         item.ihook.pytest_runtest_logreport(report=sub)

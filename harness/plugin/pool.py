@@ -21,6 +21,7 @@ No pytest here: the plugin passes options in and shows ``say`` messages.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -31,11 +32,13 @@ from pathlib import Path
 
 from harness.boot import KernelSpec, Machine, boot
 from harness.boot.prepare import resolve_kernel
-from harness.errors import HarnessError
+from harness.errors import HarnessError, TopologyError
 from harness.kernel.config import parse_config
 from harness.kernel.model import Kernel
 from harness.topology import resolve
 from harness.vm.state import reserve_vm_dir, write_meta
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,31 @@ class PoolOptions:
     accel: str | None = None
     qemu: str | None = None
     keep_on_failure: bool = False
+    topology_path: tuple[Path, ...] = ()   # folders a topology name is looked up in before the presets
+
+
+def find_topology(ref: str | Path, base: Path | None = None, search: tuple[Path, ...] = ()) -> Path:
+    """Where topology ``ref`` is (see :meth:`VMPool.resolve_ref`)."""
+    p = Path(ref)
+    is_path = p.suffix in (".yaml", ".yml") or "/" in str(ref)
+    if base is not None and not p.is_absolute() and is_path:
+        near = base / p
+        if near.is_file():
+            return near.resolve()
+    if not is_path:
+        for folder in search:
+            for candidate in (folder / f"{ref}.yaml", folder / f"{ref}.yml"):
+                if candidate.is_file():
+                    log.debug("topology %s: %s (from the topology path)", ref, candidate)
+                    return candidate.resolve()
+    try:
+        return resolve(ref).resolve()
+    except TopologyError as e:
+        if is_path or not search:
+            raise
+        where = ", ".join(str(f) for f in search)
+        raise TopologyError(str(ref), "", f"is neither {ref}.yaml in the topology path ({where}) nor a preset",
+                            hint=e.hint) from None
 
 
 def kept_vm_name(topology: str, pid: int) -> str:
@@ -95,16 +123,11 @@ class VMPool:
 
     # -- machines --------------------------------------------------------------
 
-    @staticmethod
-    def resolve_ref(ref: str | Path, base: Path | None = None) -> Path:
-        """A topology reference -> its YAML file: a path relative to ``base`` (the test's folder),
-        else relative to the working directory, else a preset name."""
-        p = Path(ref)
-        if base is not None and not p.is_absolute() and (p.suffix in (".yaml", ".yml") or "/" in str(ref)):
-            near = base / p
-            if near.is_file():
-                return near.resolve()
-        return resolve(ref).resolve()
+    def resolve_ref(self, ref: str | Path, base: Path | None = None) -> Path:
+        """A topology reference -> its YAML file: a path relative to ``base`` (the test's folder);
+        a bare name found as NAME.yaml in the ``topology_path`` folders, in order; else a path
+        relative to the working directory, else a preset name."""
+        return find_topology(ref, base, self.options.topology_path)
 
     def machine(self, ref: str | Path, base: Path | None = None) -> Machine:
         """The running Machine for topology ``ref``, booted now if this is its first use."""
@@ -136,7 +159,8 @@ class VMPool:
         # baseline=False: the vm fixture puts the guest in its state before each test, marking dmesg
         try:
             m = boot(path, kernel=o.kernel, accel=o.accel, qemu=o.qemu, detach=o.keep_on_failure,
-                     name=name, workdir=workdir, baseline=False)
+                     name=name, workdir=workdir, baseline=False, progress=self._say,
+                     step=lambda title: log.info("%s: %s", path.stem, title))
         except BaseException:
             if workdir is not None and not (workdir / "console.log").exists():
                 shutil.rmtree(workdir, ignore_errors=True)  # nothing ran: nothing to read there

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from harness.boot import Machine
-from harness.vm.problems import Problem
+if TYPE_CHECKING:  # annotations only: the plugin imports this module at every pytest start
+    from harness.boot import Machine
+    from harness.vm.problems import Problem
+
 
 #: (machine name, the problems the test saw, the kinds it expected): set by the plugin's call hook.
-NEW_PROBLEMS = pytest.StashKey[tuple[str, list[Problem], set[str]]]()
+NEW_PROBLEMS = pytest.StashKey["tuple[str, list[Problem], set[str]]"]()
 
 
 def problem_entries(machine: str, problems: Iterable[Problem], expected: set[str], test: str | None) -> list[dict]:

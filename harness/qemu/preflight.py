@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -22,10 +23,12 @@ from pathlib import Path
 
 import yaml
 
-from harness.errors import QemuError
+from harness.errors import CacheError, QemuError
 from harness.hints import APT_QEMU
 from harness.paths import cache_dir
 from harness.resources import qemu_features_file
+
+log = logging.getLogger(__name__)
 
 QEMU_ENV = "NUMA_HARNESS_QEMU"
 DEFAULT_BINARY = "qemu-system-x86_64"
@@ -144,6 +147,15 @@ def _cache_file(binary: str) -> Path:
     return cache_dir() / "qemu-caps" / f"{key}.json"
 
 
+def cached_version(binary: str) -> str | None:
+    """The version of ``binary`` if an earlier run probed it (no QEMU started), else None."""
+    try:
+        version = json.loads(_cache_file(binary).read_text()).get("version")
+    except (OSError, ValueError, AttributeError, CacheError):
+        return None
+    return ".".join(str(v) for v in version) if isinstance(version, list) else None
+
+
 def capabilities(binary: str, *, needed_types: frozenset[tuple[str, str]] | set[tuple[str, str]] = frozenset(),
                  cpus: bool = False) -> Capabilities:
     """What ``binary`` supports; per-type property lists are probed for ``needed_types``
@@ -176,6 +188,7 @@ def capabilities(binary: str, *, needed_types: frozenset[tuple[str, str]] | set[
         models, flags = parse_cpu_help(_run_help(binary, "-cpu", "help"))
         data["cpus"] = {"models": sorted(models), "flags": sorted(flags)}
         changed = True
+    log.debug("QEMU %s: capabilities %s (%s)", binary, "probed" if changed else "cached", cf)
     if changed:
         try:
             cf.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ thread and gives every call a timeout.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Awaitable
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -20,6 +21,8 @@ from qemu.qmp.error import QMPError
 
 T = TypeVar("T")
 
+
+log = logging.getLogger(__name__)
 
 class QMPFailure(Exception):
     """A QMP call failed or timed out (message says which)."""
@@ -53,7 +56,10 @@ class SyncQMP:
 
     def execute(self, command: str, arguments: dict[str, Any] | None = None, *, timeout: float = 5.0) -> Any:
         """Run a QMP command, return its ``return`` value."""
-        return self._call(self._client.execute(command, arguments), timeout, command)
+        log.debug("QMP -> %s %s", command, arguments or "")
+        result = self._call(self._client.execute(command, arguments), timeout, command)
+        log.debug("QMP <- %s: %.500s", command, result)
+        return result
 
     def close(self) -> None:
         """Disconnect and stop the event loop thread. Idempotent; never raises."""

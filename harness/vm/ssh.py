@@ -26,6 +26,8 @@ from paramiko.common import MSG_CHANNEL_REQUEST
 from harness.errors import GuestCommandError
 from harness.vm.keys import KeyPair
 
+log = logging.getLogger(__name__)
+
 GUEST_USER = "root"
 
 # paramiko logs every failed attempt at ERROR; with no handler configured
@@ -166,6 +168,7 @@ class GuestSSH:
         command reports an exit status (the caller checks the VM first).
         """
         start = time.monotonic()
+        log.debug("guest$ %s", command)
         try:
             chan = self._transport().open_session(timeout=10)
             chan.exec_command(command)
@@ -190,6 +193,8 @@ class GuestSSH:
                                         detail=_tail_text(out, err))
             raise GuestCommandError(f"SSH connection lost while running {command!r}",
                                     detail=_tail_text(out, err))
+        log.debug("guest: exit %s in %.2f s (%d bytes out, %d err): %s", status, time.monotonic() - start,
+                  len(out), len(err), command)
         return CommandResult(command, status, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"),
                              time.monotonic() - start, signal=getattr(chan, "numa_harness_signal", None))
 

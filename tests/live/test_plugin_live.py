@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 pytestmark = [pytest.mark.live, pytest.mark.timeout(900)]
+pytest_plugins = ["pytester"]
 
 CONFTEST_FREE = "# no conftest: the plugin comes from the installed package's entry point\n"
 
@@ -176,3 +177,60 @@ def test_keep_vm_on_failure_leaves_the_failed_tests_vm_for_harness_ssh(tmp_path)
                                 capture_output=True, text=True, timeout=120, env=env) for n in names]
     assert names and all(d.returncode == 0 for d in downs), [d.stderr for d in downs]
     assert list(state.iterdir()) == []
+
+
+def test_a_repository_configured_only_in_pyproject_boots_its_kernel_and_topology(pytester, monkeypatch):
+    """A test repository whose pyproject.toml names a kernel (Debian's 7.2, not the default) by paths
+    relative to itself and a folder of its own topologies; pytest is run from a sub-folder with no
+    option and no NUMA_HARNESS_* variable. The guest's `uname -r` is the configured kernel's, its
+    node count the repository topology's, and --log-cli-level=DEBUG shows the guest commands, the QMP
+    traffic and the cache decisions. One boot."""
+    from harness.boot.prepare import KernelSpec, resolve_kernel
+    from harness.plugin import options
+
+    k = resolve_kernel(KernelSpec.of("debian:7.2"), progress=print)  # cached after the first run
+    assert k.modules_root is not None and k.config is not None
+    for s in options.ALL:
+        monkeypatch.delenv(s.env, raising=False)
+    kdir = pytester.mkdir("kernel")
+    (kdir / "bzImage").symlink_to(k.image)
+    (kdir / "modules").symlink_to(k.modules_root)
+    (kdir / "config").symlink_to(k.config)
+    topologies = pytester.mkdir("topologies")
+    (topologies / "three-nodes.yaml").write_text(textwrap.dedent("""\
+        description: this repository's own machine, two CPU nodes and a memory-only one
+        machine: {smp: 2}
+        nodes:
+          - {id: 0, cpus: 0, memory: 512M}
+          - {id: 1, cpus: 1, memory: 512M}
+          - {id: 2, memory: 512M}
+        """))
+    pytester.makepyprojecttoml("""
+        [tool.pytest.ini_options]
+        nh_kernel = "kernel/bzImage"
+        nh_modules = "kernel/modules"
+        nh_kernel_config = "kernel/config"
+        nh_topology_path = ["topologies"]
+        nh_accel = "tcg"
+        """)
+    tests = pytester.mkdir("tests")
+    (tests / "test_kernel.py").write_text(CONFTEST_FREE + textwrap.dedent(f"""
+        import pytest
+
+        @pytest.mark.topology("three-nodes")
+        def test_the_configured_kernel_and_topology(vm):
+            assert vm.run("uname -r").stdout.strip() == {k.release!r}
+            assert vm.run("cat /sys/devices/system/node/online").stdout.strip() == "0-2"
+        """))
+    monkeypatch.chdir(tests)
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rA", "--log-cli-level=DEBUG", timeout=800)
+    out = r.stdout.str() + r.stderr.str()
+    assert r.ret == 0, out[-6000:]
+    r.assert_outcomes(passed=1)
+    assert f"numa-harness: kernel {kdir / 'bzImage'} (from pyproject.toml: nh_kernel)" in out, out[:3000]
+    assert k.release != resolve_kernel(KernelSpec()).release  # really not the default kernel
+    assert "guest$ uname -r" in out and "guest: exit 0 in" in out  # guest commands
+    assert "QMP -> " in out and "QMP <- " in out                   # QMP traffic
+    assert re.search(r"guest image for kernel \S+: cached|building guest image", out)  # cache decisions
+    assert "capabilities" in out
+    assert out.count("numa-harness: booted three-nodes") == 1

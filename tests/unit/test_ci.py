@@ -132,10 +132,10 @@ def test_cells_expand_topologies_by_kernels():
 
 def test_kernels_that_are_not_here_are_skipped_with_the_reason(tmp_path):
     assert kernel_args("default", {}) == ([], "")
-    assert kernel_args("debian:7.2", {}) == (["--kernel", "debian:7.2"], "")
+    assert kernel_args("debian:7.2", {}) == (["--nh-kernel", "debian:7.2"], "")
     args, why = kernel_args("tree", {})
     assert args is None and "NUMA_HARNESS_NIGHTLY_TREE" in why
-    assert kernel_args("tree", {"NUMA_HARNESS_NIGHTLY_TREE": str(tmp_path)}) == (["--kernel-tree", str(tmp_path)], "")
+    assert kernel_args("tree", {"NUMA_HARNESS_NIGHTLY_TREE": str(tmp_path)}) == (["--nh-kernel-tree", str(tmp_path)], "")
     args, why = kernel_args("series", {}, find_series=lambda: None)
     assert args is None and "harness kernel build" in why
 
@@ -145,11 +145,11 @@ def test_a_cell_is_a_pytest_run_writing_junit_html_and_bundles(tmp_path):
     argv = pytest_argv(c, [], tmp_path)
     d = tmp_path / c.id
     assert argv[1:4] == ["-m", "pytest", "guest-tests/test_demotion.py"]
-    for opt in (["--topology", "memory-only"], ["--accel", "tcg"], ["--html-report", str(d / "report.html")],
-                ["--artifacts", str(d / "artifacts")]):
+    for opt in (["--nh-topology", "memory-only"], ["--nh-accel", "tcg"], ["--nh-html-report", str(d / "report.html")],
+                ["--nh-artifacts", str(d / "artifacts")]):
         i = argv.index(opt[0])
         assert argv[i:i + 2] == opt
-    assert f"--junitxml={d / 'junit.xml'}" in argv and "--fail-on-kernel-problems" in argv
+    assert f"--junitxml={d / 'junit.xml'}" in argv and "--nh-fail-on-kernel-problems" in argv
 
 
 def test_summary_table_and_junit_counts(tmp_path):
@@ -186,10 +186,10 @@ def test_ktap_results_become_test_cases_of_their_own():
 
 def test_reproduce_sh_runs_the_same_test_with_the_same_machine_options(tmp_path):
     script = reproduce_script(python="/venv/bin/python", rootdir="/src/my suite", nodeid="t/test_x.py::test_y[a b]",
-                              options=["--kernel", "/c/vmlinuz", "--accel", "tcg"], env={"NUMA_HARNESS_CACHE": "/c"})
+                              options=["--nh-kernel", "/c/vmlinuz", "--nh-accel", "tcg"], env={"NUMA_HARNESS_CACHE": "/c"})
     assert script.startswith("#!/bin/sh\n")
     assert "export NUMA_HARNESS_CACHE=/c\n" in script and "cd '/src/my suite'\n" in script
-    assert "exec /venv/bin/python -m pytest 't/test_x.py::test_y[a b]' --kernel /c/vmlinuz --accel tcg \"$@\"" in script
+    assert "exec /venv/bin/python -m pytest 't/test_x.py::test_y[a b]' --nh-kernel /c/vmlinuz --nh-accel tcg \"$@\"" in script
     f = tmp_path / "r.sh"
     f.write_text(script)
     assert subprocess.run(["sh", "-n", str(f)]).returncode == 0
@@ -248,7 +248,7 @@ def test_an_otherwise_green_run_fails_on_a_kernel_problem_no_test_expected():
     s = _Session()
     log.pytest_sessionfinish(s, 0)  # type: ignore[arg-type]
     assert s.exitstatus == pytest.ExitCode.OK and len(log.problems) == 1
-    # without --fail-on-kernel-problems the status stands; the summary still lists the problem
+    # without --nh-fail-on-kernel-problems the status stands; the summary still lists the problem
     log = RunLog(None, fail_on_problems=False, machines=lambda: [_Machine([warn])])
     s = _Session()
     log.pytest_sessionfinish(s, 0)  # type: ignore[arg-type]

@@ -21,10 +21,10 @@ def matrix():
 
 
 def fake_pytest(tmp_path: Path) -> Path:
-    """Passes on the default kernel, fails with one test on ``--kernel bad``."""
+    """Passes on the default kernel, fails with one test on ``--nh-kernel bad``."""
     p = tmp_path / "pytest"
     p.write_text('#!/bin/sh\necho "collected 3 items"\n'
-                 'case "$*" in *"--kernel bad"*) echo "==== 1 failed, 2 passed in 1.50s ===="; exit 1 ;; esac\n'
+                 'case "$*" in *"--nh-kernel bad"*) echo "==== 1 failed, 2 passed in 1.50s ===="; exit 1 ;; esac\n'
                  'echo "===== 3 passed in 2.00s ====="\n')
     p.chmod(0o755)
     return p

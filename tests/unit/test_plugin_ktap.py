@@ -72,7 +72,7 @@ def test_kunit_options_need_kunit(tmp_path):
     r = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
                         "--kunit-module", "slub_kunit", str(tmp_path)],
                        capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert r.returncode != 0 and "--kunit-suite and --kunit-module go with --kunit" in r.stderr
+    assert r.returncode != 0 and "--nh-kunit-suite and --nh-kunit-module go with --nh-kunit" in r.stderr
 
 
 def test_a_failed_kunit_case_shows_kunits_expectation_lines():
