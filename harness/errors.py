@@ -65,6 +65,11 @@ class TopologyError(HarnessError):
         super().__init__(f"{loc}: {message}", hint=hint)
 
 
+class PmemLabelError(HarnessError):
+    """The label areas of a persistent CXL region's backing files describe a namespace the kernel
+    would not find again with this topology. Raised before QEMU starts; the files are left as they are."""
+
+
 class QemuError(HarnessError):
     """The QEMU binary is missing, too old, or lacks a feature the topology needs."""
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 
 from harness.topology.cxltree import CxlTree
+from harness.topology.labels import device_serial
 from harness.topology.model import Node, Topology, Type3
 from harness.topology.provision import kernel_params as provision_params
 from harness.units import format_size
@@ -176,7 +177,7 @@ def _cxl(t: Topology, files_dir: str | None) -> list[str]:
             argv += ["-device", kv("cxl-downstream", port=port.number, bus=sw.id, id=dp.id, chassis=0, slot=port.slot)]
     for d in cxl.devices:
         props = _device_backends(d, files_dir)[1]
-        argv += ["-device", kv("cxl-type3", bus=d.port, **{k.replace("-", "__"): v for k, v in props.items()}, id=d.id, sn=d.serial)]
+        argv += ["-device", kv("cxl-type3", bus=d.port, **{k.replace("-", "__"): v for k, v in props.items()}, id=d.id, sn=device_serial(d))]
     # All windows in one -M: QEMU rejects cxl-fmw.* split over several options
     # ("Parameters 'cxl-fmw.*' used inconsistently").
     parts = []
