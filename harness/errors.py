@@ -70,6 +70,10 @@ class PmemLabelError(HarnessError):
     would not find again with this topology. Raised before QEMU starts; the files are left as they are."""
 
 
+class QMPCommandError(HarnessError):
+    """A QMP command sent to a running QEMU failed (QEMU's own error text) or timed out."""
+
+
 class QemuError(HarnessError):
     """The QEMU binary is missing, too old, or lacks a feature the topology needs."""
 

@@ -16,9 +16,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from harness.boot.prepare import KernelSpec, Prepared, Progress, prepare
 from harness.errors import GuestCommandError
+from harness.guest.cxl import CxlOps
 from harness.guest.dmesg import cut_after_mark
 from harness.guest.setup import SetupResult, apply_guest_setup, has_setup
 from harness.guest.state import (
@@ -45,6 +47,7 @@ class Machine:
     vm: VM
     setup: SetupResult
     state: dict[str, str] = field(default_factory=dict)  # knobs as last read back from the guest
+    _cxl: CxlOps | None = field(default=None, repr=False)
 
     @property
     def topology(self) -> Topology:
@@ -67,6 +70,17 @@ class Machine:
         """Run a shell command line in the guest as root; ``check`` (the default everywhere, see
         :mod:`harness.runner`) raises CommandFailed / CommandKilled unless it exits 0."""
         return self.vm.run(command, timeout=timeout, check=check)
+
+    def qmp(self, command: str, arguments: dict[str, Any] | None = None, *, timeout: float = 30.0) -> Any:
+        """Send a QMP command to the VM's QEMU and return its result (:meth:`VM.qmp`)."""
+        return self.vm.qmp(command, arguments, timeout=timeout)
+
+    @property
+    def cxl(self) -> CxlOps:
+        """CXL operations on this guest: poison injected, listed, cleared (:class:`~harness.guest.cxl.CxlOps`)."""
+        if self._cxl is None:
+            self._cxl = CxlOps(self, lambda c, a: self.qmp(c, a))
+        return self._cxl
 
     # -- state -----------------------------------------------------------------
 
