@@ -135,7 +135,9 @@ class Type3:
     volatile: Size = fld("volatile capacity, a multiple of 256M", Size(0))
     persistent: Size = fld("persistent capacity, a multiple of 256M; needs lsa", Size(0))
     lsa: Size = fld("label storage area size; required with persistent capacity, optional with volatile only", Size(0))
-    serial: int | None = fld("device serial number (sn=)", None)
+    serial: int | None = fld("device serial number (sn=); a device with persistent capacity and none gets one derived "
+                             "from its id (Linux needs a non-zero serial to find a pmem region's namespace again); "
+                             "0 is refused on one", None)
     backend: Backend = fld("host backend for the capacities", "ram")
     path: str | None = fld("directory for backend: file (files <id>-vmem.raw, <id>-pmem.raw, <id>-lsa.raw); "
                             "a relative path is under the harness data directory's backing/ ($NUMA_HARNESS_DATA, default ~/.local/share/numa-harness)", None)
