@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.boot.prepare import KernelSpec, Prepared, Progress, prepare
+from harness.boot.prepare import KernelSpec, Prepared, Progress, backing_dir, prepare
 from harness.errors import GuestCommandError
 from harness.guest.cxl import CxlOps
 from harness.guest.dmesg import cut_after_mark
@@ -32,6 +32,7 @@ from harness.guest.state import (
     state_command,
 )
 from harness.kernel.needs import unmet_requirements
+from harness.qemu.argv import type3_hotplug_qmp
 from harness.stats import snapshot
 from harness.topology.model import Topology
 from harness.vm.machine import VM, CommandResult, Timeouts
@@ -79,7 +80,10 @@ class Machine:
     def cxl(self) -> CxlOps:
         """CXL operations on this guest: poison injected, listed, cleared (:class:`~harness.guest.cxl.CxlOps`)."""
         if self._cxl is None:
-            self._cxl = CxlOps(self, lambda c, a: self.qmp(c, a))
+            files = str(backing_dir())
+            devices = {d.id: d for d in self.topology.cxl.devices} if self.topology.cxl else {}
+            self._cxl = CxlOps(self, lambda c, a: self.qmp(c, a),
+                               lambda dev, gen: type3_hotplug_qmp(devices[dev], files, gen))
         return self._cxl
 
     # -- state -----------------------------------------------------------------

@@ -21,15 +21,25 @@ raise, so injected poison leaves it unchanged here.
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from harness.errors import GuestCommandError
-from harness.guest.protocol import CXL_POISON
-from harness.guest.setup import SetupResult, memdev_pci_key, parse_error, parse_setup_output, setup_command
-from harness.topology.model import Topology
+from harness.guest.protocol import CXL_HOTPLUG, CXL_POISON
+from harness.guest.setup import (
+    RegionResult,
+    SetupResult,
+    memdev_pci_key,
+    parse_error,
+    parse_setup_output,
+    setup_command,
+    setup_plan,
+)
+from harness.topology.model import GuestSetup, Topology
 
 #: The size of one poison record the kernel's debugfs injects and clears (a cache line).
 POISON_GRANULE = 64
@@ -116,9 +126,12 @@ class CxlOps:
     ``qmp`` for QEMU's monitor). Devices are named by topology id (``cxl-vmem0``) or guest memdev
     (``mem0``)."""
 
-    def __init__(self, vm: _Guest, qmp: Callable[[str, dict[str, Any] | None], Any]):
+    def __init__(self, vm: _Guest, qmp: Callable[[str, dict[str, Any] | None], Any],
+                 plug_args: Callable[[str, int], tuple[list[dict[str, Any]], dict[str, Any]]] | None = None):
         self._vm = vm
         self._qmp = qmp
+        self._plug_args = plug_args      # device id, generation -> (object-add args, device_add args)
+        self._plugs = 0
         self._memdevs: dict[str, str] = dict(vm.setup.memdevs)
 
     # -- names -------------------------------------------------------------------
@@ -198,3 +211,100 @@ class CxlOps:
         """/proc/meminfo HardwareCorrupted: memory the kernel took offline as poisoned."""
         out = self._vm.run("grep HardwareCorrupted /proc/meminfo", timeout=30, check=False).stdout.split()
         return int(out[1]) if len(out) >= 2 and out[1].isdigit() else None
+
+    # -- hot-plug ----------------------------------------------------------------
+    def _hotplug_port(self, device: str) -> str:
+        t = self._vm.topology
+        assert t.cxl
+        dev = next((d for d in t.cxl.devices if d.id == device), None)
+        if dev is None:
+            raise CxlOpError(f"'{device}' is not a CXL device of this topology")
+        port = next((rp for hb in t.cxl.host_bridges for rp in hb.root_ports if rp.id == dev.port), None)
+        if port is None or port.hotplug is not True:
+            raise CxlOpError(f"{device}'s port {dev.port} is not declared hot-pluggable",
+                             hint=f"set hotplug: true on root port {dev.port} in the topology (root ports only)")
+        return dev.port
+
+    def regions_of(self, device: str) -> list[str]:
+        """The guest regions a device's memdev takes part in (their endpoint decoders' region links)."""
+        r = self._vm.run(f"{CXL_HOTPLUG} regions {self.memdev(device)}", timeout=60, check=False)
+        err = parse_error(r.stdout)
+        if err or r.exit_status != 0:
+            raise CxlOpError(f"finding the regions of {device} failed: {err[2] if err else r.exit_status}")
+        return sorted({ln.split()[1] for ln in r.stdout.splitlines() if ln.startswith("region ")})
+
+    def teardown_region(self, region: str) -> dict[str, str]:
+        """Offline a region's memory (pages migrate off first), remove it from its node, delete the
+        region and free its devices' DPA (``cxl-hotplug teardown``). Returns its result fields."""
+        r = self._vm.run(f"{CXL_HOTPLUG} teardown {shlex.quote(region)}", timeout=600, check=False)
+        err = parse_error(r.stdout)
+        if err or r.exit_status != 0:
+            step, file, msg = err or ("teardown", region, f"exit status {r.exit_status}")
+            raise CxlOpError(f"tearing down {region} failed at '{step}': {file}: {msg}", detail=r.stdout.strip())
+        line = next((ln for ln in r.stdout.splitlines() if ln.startswith("teardown ")), "")
+        return dict(w.split("=", 1) for w in line.split()[1:] if "=" in w)
+
+    def remove_device(self, device: str, *, timeout: float = 120) -> list[dict[str, str]]:
+        """Hot-remove topology device ``device`` (below a root port declared ``hotplug: true``): tear
+        down every region it is in (:meth:`teardown_region`), ``device_del``, wait until QEMU has
+        released it (gone from ``/machine/peripheral``: DEVICE_DELETED) and the guest's memdev is gone.
+        Returns each torn-down region's fields."""
+        self._hotplug_port(device)
+        md = self.memdev(device)
+        done = [self.teardown_region(reg) for reg in self.regions_of(device)]
+        self._qmp("device_del", {"id": device})
+        deadline = time.monotonic() + timeout
+        while device in {p["name"] for p in self._qmp("qom-list", {"path": "/machine/peripheral"})}:
+            if time.monotonic() > deadline:
+                raise CxlOpError(f"QEMU did not release {device} within {timeout:g} s of device_del (no DEVICE_DELETED)",
+                                 hint="the guest must power the slot off (pciehp, about 5 s after the attention button)")
+            time.sleep(0.5)
+        r = self._vm.run(f"{CXL_HOTPLUG} gone {md} {int(timeout)}", timeout=timeout + 30, check=False)
+        if r.exit_status != 0:
+            raise CxlOpError(f"the guest still has {md} after {device} was removed", detail=r.stdout.strip())
+        self._memdevs.pop(device, None)
+        return done
+
+    def add_device(self, device: str, *, timeout: float = 120) -> str:
+        """Plug topology device ``device`` in again where it was (fresh backends of the same kind and
+        files: ``object-add``, ``device_add``); returns the guest memdev that comes up for it."""
+        self._hotplug_port(device)
+        if self._plug_args is None:
+            raise CxlOpError("this machine cannot describe its devices for device_add")
+        self._plugs += 1
+        objects, dev = self._plug_args(device, self._plugs)
+        for obj in objects:
+            self._qmp("object-add", obj)
+        self._qmp("device_add", dev)
+        self._memdevs.pop(device, None)
+        # pciehp may power the new slot off and on again while it settles (link up after
+        # presence detect): a memdev seen once is checked again once its endpoint port is up.
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                md = self.memdev(device)
+                left = max(5, int(deadline - time.monotonic()))
+                r = self._vm.run(f"{CXL_HOTPLUG} ready {md} {left}", timeout=left + 30, check=False)
+                if r.exit_status == 0:
+                    self._memdevs.pop(device, None)
+                    if self.memdev(device) == md:
+                        return md
+                self._memdevs.pop(device, None)
+            except CxlOpError:
+                self._memdevs.pop(device, None)
+            if time.monotonic() > deadline:
+                raise CxlOpError(f"no memdev with its endpoint port came up for {device} within {timeout:g} s of device_add")
+            time.sleep(2)
+
+    def recreate_region(self, index: int, *, timeout: float = 300) -> RegionResult:
+        """Create ``guest.regions[index]`` again as the boot's set-up did, and online it; its result."""
+        t = self._vm.topology
+        plan = setup_plan(dataclasses.replace(t, guest=GuestSetup(regions=[t.guest.regions[index]])))
+        r = self._vm.run(setup_command(plan), timeout=timeout, check=False)
+        err = parse_error(r.stdout)
+        if err or r.exit_status != 0:
+            step, file, msg = err or ("region", "-", f"exit status {r.exit_status}")
+            raise CxlOpError(f"re-creating guest.regions[{index}] failed at '{step}': {file}: {msg}", detail=r.stdout.strip())
+        res = parse_setup_output(r.stdout)
+        self._memdevs.update(res.memdevs)
+        return res.regions[0]

@@ -101,6 +101,10 @@ class Port:
 
     id: str = fld("QEMU device id, referenced by devices[].port and switches[].upstream")
     port: int | None = fld("port number under its parent; defaults to its index", None)
+    hotplug: bool | None = fld("whether a device below may be hot-plugged at run time (vm.cxl.remove_device/add_device): "
+                               "true passes hotplug=on and allows it, false passes hotplug=off; unset leaves QEMU's "
+                               "default (hot-plug capable) and the harness will not unplug there. Root ports only: "
+                               "QEMU's switch downstream ports cannot complete an unplug", None)
 
 
 @dataclass(frozen=True, kw_only=True)

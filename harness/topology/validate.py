@@ -333,6 +333,13 @@ def _check_cxl(t: Topology) -> None:
             raise SchemaError(f"{p}.port", f"port number {sw.port} is out of range 0..255 (QEMU's port= is 8 bits)")
         if sw.serial is not None and not 0 <= sw.serial < (1 << 64) - 1:
             raise SchemaError(f"{p}.serial", f"serial {sw.serial} is out of range 0..2^64-2 (QEMU's sn= is 64 bits; all ones means none)")
+        for j, dp in enumerate(sw.downstream_ports):
+            if dp.hotplug:
+                raise SchemaError(f"{p}.downstream_ports[{j}].hotplug",
+                                  f"switch downstream port {dp.id} cannot be declared hot-pluggable",
+                                  hint="QEMU's cxl-downstream has no power controller: on device_del the guest's pciehp "
+                                  "removes the device but never powers the slot off, so QEMU never releases it "
+                                  "(no DEVICE_DELETED); put the device on a root port with hotplug: true")
         if not sw.downstream_ports:
             raise SchemaError(f"{p}.downstream_ports", f"switch {sw.id} has no downstream ports", hint="add downstream_ports: [{id: dsp0}]")
     for i, d in enumerate(cxl.devices):
