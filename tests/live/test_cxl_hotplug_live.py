@@ -54,7 +54,7 @@ def test_device_removed_and_added_back_below_a_hotplug_root_port():
 
         md2 = vm.cxl.add_device("mem0")
         back = cxl_bus(vm)
-        log = vm.run("dmesg | grep -E 'pciehp|cxl_pci|cxl_mem' | tail -n 12", timeout=60, check=False).stdout
+        log = vm.run("dmesg | grep -E 'pciehp: Slot[(]|cxl_pci |cxl_mem ' | tail -n 8", timeout=60, check=False).stdout
         again = vm.cxl.recreate_region(0)
         masks2 = snapshot(vm, boot_log=False).masks
         vm.check_health()
