@@ -113,6 +113,15 @@ class TopologyError(HarnessError):
         return e
 
 
+class PmemLabelError(HarnessError):
+    """The label areas of a persistent CXL region's backing files describe a namespace the kernel
+    would not find again with this topology. Raised before QEMU starts; the files are left as they are."""
+
+
+class QMPCommandError(HarnessError):
+    """A QMP command sent to a running QEMU failed (QEMU's own error text) or timed out."""
+
+
 class QemuError(HarnessError):
     """The QEMU binary is missing, too old, or lacks a feature the topology needs."""
 

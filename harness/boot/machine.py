@@ -16,9 +16,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from harness.boot.prepare import KernelSpec, Prepared, Progress, prepare
+from harness.boot.prepare import KernelSpec, Prepared, Progress, backing_dir, prepare
 from harness.errors import GuestCommandError
+from harness.guest.cxl import CxlOps
 from harness.guest.dmesg import cut_after_mark
 from harness.guest.setup import SetupResult, apply_guest_setup, has_setup
 from harness.guest.state import (
@@ -30,6 +32,7 @@ from harness.guest.state import (
     state_command,
 )
 from harness.kernel.needs import unmet_requirements
+from harness.qemu.argv import type3_hotplug_qmp
 from harness.stats import snapshot
 from harness.topology.model import Topology
 from harness.vm.machine import VM, CommandResult, Timeouts
@@ -45,6 +48,7 @@ class Machine:
     vm: VM
     setup: SetupResult
     state: dict[str, str] = field(default_factory=dict)  # knobs as last read back from the guest
+    _cxl: CxlOps | None = field(default=None, repr=False)
 
     @property
     def topology(self) -> Topology:
@@ -67,6 +71,20 @@ class Machine:
         """Run a shell command line in the guest as root; ``check`` (the default everywhere, see
         :mod:`harness.runner`) raises CommandFailed / CommandKilled unless it exits 0."""
         return self.vm.run(command, timeout=timeout, check=check)
+
+    def qmp(self, command: str, arguments: dict[str, Any] | None = None, *, timeout: float = 30.0) -> Any:
+        """Send a QMP command to the VM's QEMU and return its result (:meth:`VM.qmp`)."""
+        return self.vm.qmp(command, arguments, timeout=timeout)
+
+    @property
+    def cxl(self) -> CxlOps:
+        """CXL operations on this guest: poison injected, listed, cleared (:class:`~harness.guest.cxl.CxlOps`)."""
+        if self._cxl is None:
+            files = str(backing_dir())
+            devices = {d.id: d for d in self.topology.cxl.devices} if self.topology.cxl else {}
+            self._cxl = CxlOps(self, lambda c, a: self.qmp(c, a),
+                               lambda dev, gen: type3_hotplug_qmp(devices[dev], files, gen))
+        return self._cxl
 
     # -- state -----------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import KernelError, TopologyError, UsageError
+from harness.errors import KernelError, PmemLabelError, TopologyError, UsageError
 from harness.image.build import Image, build_initramfs
 from harness.kernel.config import check_config, read_config
 from harness.kernel.debian import debian_kernel, default_kernel, parse_debian_name
@@ -26,7 +26,8 @@ from harness.paths import data_dir
 from harness.qemu.argv import backing_path, device_files, kernel_cmdline, machine_argv
 from harness.qemu.limits import TcgThreading, check_limits, choose_tcg_thread, host_cores, host_memory
 from harness.qemu.preflight import check_version, find_binary, preflight
-from harness.topology import Loaded, load
+from harness.topology import Loaded, Topology, load
+from harness.topology.labels import MAX_LSA_BYTES, parse_label_area, region_label_problem
 from harness.topology.validate import COMMAND_LINE_SIZE
 from harness.vm.accel import AccelChoice, choose_accel
 from harness.vm.machine import BootSpec, Timeouts
@@ -46,6 +47,35 @@ def backing_dir() -> Path:
 
     Not under the background VMs' state directory, whose entries are VM names."""
     return data_dir() / "backing"
+
+
+def check_pmem_labels(t: Topology, files_dir: Path) -> None:
+    """Refuse, before anything boots, a file-backed pmem region whose devices' label areas (LSA files
+    from an earlier boot) describe a namespace the kernel would not find again: one line saying why
+    (:func:`~harness.topology.labels.region_label_problem`). The files are only read."""
+    if not t.cxl:
+        return
+    devs = {d.id: d for d in t.cxl.devices}
+    for i, r in enumerate(t.guest.regions):
+        if r.mode != "pmem":
+            continue
+        areas = {}
+        files = {}
+        for d in r.devices:
+            lsa = device_files(devs[d], str(files_dir)).get("lsa")
+            if lsa is None or not Path(lsa).is_file():
+                continue
+            try:
+                with open(lsa, "rb") as f:
+                    data = f.read(MAX_LSA_BYTES)
+            except OSError as e:
+                raise PmemLabelError(f"cannot read the label area {lsa}: {e.strerror}") from None
+            areas[d], files[d] = parse_label_area(data), lsa
+        problem = region_label_problem(t, r, i, areas)
+        if problem:
+            raise PmemLabelError(f"the label areas of {', '.join(files.values())} cannot be honoured: {problem}",
+                                 hint="the files were not touched; boot them with the topology that wrote them, "
+                                 "or delete them to start empty")
 
 
 def make_backing_dirs(t, files_dir: Path) -> None:
@@ -197,6 +227,7 @@ def prepare(topology: str | Path, *, kernel: KernelSpec | None = None, accel: st
     say("topology")
     loaded = load(topology)
     t = loaded.topology
+    check_pmem_labels(t, backing_dir())
     binary = find_binary(qemu)
     check_version(binary)  # before the accelerator probe boots it (README's order)
     say("kernel")

@@ -96,6 +96,10 @@ GUEST_TESTS_DIR = f"{GUEST_LIB_DIR}/guest-tests"
 GUEST_RUN_DIR = "/tmp/numa-harness"
 #: The CXL set-up program (``files/cxl-setup.sh``), see :mod:`harness.guest.setup`.
 CXL_SETUP = f"{GUEST_BIN_DIR}/cxl-setup"
+#: The CXL poison program (``files/cxl-poison.sh``), see :mod:`harness.guest.cxl`.
+CXL_POISON = f"{GUEST_BIN_DIR}/cxl-poison"
+#: The CXL hot-plug program (``files/cxl-hotplug.sh``), see :mod:`harness.guest.cxl`.
+CXL_HOTPLUG = f"{GUEST_BIN_DIR}/cxl-hotplug"
 #: The node provisioning program (``files/provision.sh``), see :mod:`harness.guest.setup`.
 PROVISION = f"{GUEST_BIN_DIR}/provision"
 #: Swap, driver rebinding and offlining for the contract checks (``files/node-memory.sh``),

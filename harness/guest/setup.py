@@ -59,8 +59,10 @@ from harness.guest.protocol import CXL_SETUP, GUEST_RUN_DIR, MAX_COMMAND_BYTES, 
 from harness.guest.upload import upload
 from harness.runner import GuestRunner
 from harness.topology.cxltree import CxlTree
-from harness.topology.model import Provision, Region, Topology
+from harness.topology.labels import device_serial
+from harness.topology.model import Provision, Topology
 from harness.topology.provision import CXL_DRIVERS, effective_features, np_ops_mask, provision_range
+from harness.topology.regions import region_size, region_ways
 
 #: Where the plan is written in the guest before the program runs.
 GUEST_PLAN_PATH = f"{GUEST_RUN_DIR}/cxl-setup.plan"
@@ -136,20 +138,6 @@ def memdev_pci_key(t: Topology, device_id: str) -> str:
     return f"{bus:02x}/" + "/".join(hops)
 
 
-def region_size(t: Topology, r: Region) -> int:
-    """The region's size: as given, else ways × the smallest device capacity of its mode."""
-    if r.size is not None:
-        return int(r.size)
-    assert t.cxl
-    devs = {d.id: d for d in t.cxl.devices}
-    per = min(int(devs[d].volatile if r.mode == "ram" else devs[d].persistent) for d in r.devices)
-    return per * region_ways(r)
-
-
-def region_ways(r: Region) -> int:
-    return r.ways if r.ways is not None else len(r.devices)
-
-
 def has_setup(t: Topology) -> bool:
     """Whether the topology asks for anything after boot."""
     return bool(t.guest.regions) or t.guest.demotion is not None or bool(t.guest.provision)
@@ -221,7 +209,7 @@ def setup_plan(t: Topology) -> str:
         used = list(dict.fromkeys(d for r in regions for d in r.devices))
         lines.append(f"memdevs {len(t.cxl.devices)} {MEMDEV_WAIT}")
         for dev in used:
-            serial = devs[dev].serial
+            serial = device_serial(devs[dev])
             lines.append(f"memdev {dev} {memdev_pci_key(t, dev)} {serial if serial is not None else '-'}")
         for r in regions:
             size, ways = region_size(t, r), region_ways(r)

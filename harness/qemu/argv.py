@@ -13,8 +13,10 @@ section of qemu-options (node, dist, hmat-lb, hmat-cache).
 from __future__ import annotations
 
 from pathlib import PurePosixPath
+from typing import Any
 
 from harness.topology.cxltree import CxlTree
+from harness.topology.labels import device_serial
 from harness.topology.model import Node, Topology, Type3
 from harness.topology.provision import kernel_params as provision_params
 from harness.units import format_size
@@ -149,6 +151,31 @@ def _device_backends(d: Type3, files_dir: str | None) -> tuple[list[str], dict[s
     return argv, props
 
 
+def type3_hotplug_qmp(d: Type3, files_dir: str | None, generation: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The QMP ``object-add`` arguments and the ``device_add`` arguments that plug device ``d`` in
+    again after a ``device_del`` (pure). QEMU 10.0 keeps a removed cxl-type3's memory backends
+    marked in use ("can't be used multiple times"), so each plug gets fresh backends, suffixed
+    ``-<generation>``, of the same kind, size and file: a file-backed device keeps its data."""
+    files = device_files(d, files_dir)
+    objects: list[dict[str, Any]] = []
+    device: dict[str, Any] = {"driver": "cxl-type3", "bus": d.port}
+    for kind, size, prop in (("vmem", d.volatile, "volatile-memdev"), ("pmem", d.persistent, "persistent-memdev"),
+                             ("lsa", d.lsa, "lsa")):
+        if not size:
+            continue
+        bid = f"{BACKEND_PREFIX}{d.id}-{kind}-{generation}"
+        obj: dict[str, Any] = {"qom-type": f"memory-backend-{d.backend}", "id": bid, "size": int(size), "share": True}
+        if kind in files:
+            obj["mem-path"] = files[kind]
+        objects.append(obj)
+        device[prop] = bid
+    device["id"] = d.id
+    serial = device_serial(d)
+    if serial is not None:
+        device["sn"] = serial
+    return objects, device
+
+
 def _cxl(t: Topology, files_dir: str | None) -> list[str]:
     assert t.cxl
     cxl = t.cxl
@@ -160,7 +187,8 @@ def _cxl(t: Topology, files_dir: str | None) -> list[str]:
         argv += ["-device", kv("pxb-cxl", bus_nr=hb.bus_nr, bus="pcie.0", id=hb.id, numa_node=hb.node)]
         for rp in hb.root_ports:
             port = tree.ports[rp.id]
-            argv += ["-device", kv("cxl-rp", port=port.number, bus=hb.id, id=rp.id, chassis=0, slot=port.slot)]
+            argv += ["-device", kv("cxl-rp", port=port.number, bus=hb.id, id=rp.id, chassis=0, slot=port.slot,
+                                    hotplug=rp.hotplug)]
     for sw in cxl.switches:
         if sw.mailbox_cci:
             # The switch CCI is function 1 of the upstream port's slot, as in the CXL
@@ -173,10 +201,11 @@ def _cxl(t: Topology, files_dir: str | None) -> list[str]:
             argv += ["-device", kv("cxl-upstream", port=sw.port, bus=sw.upstream, id=sw.id, sn=sw.serial)]
         for dp in sw.downstream_ports:
             port = tree.ports[dp.id]
-            argv += ["-device", kv("cxl-downstream", port=port.number, bus=sw.id, id=dp.id, chassis=0, slot=port.slot)]
+            argv += ["-device", kv("cxl-downstream", port=port.number, bus=sw.id, id=dp.id, chassis=0, slot=port.slot,
+                                    hotplug=dp.hotplug)]
     for d in cxl.devices:
         props = _device_backends(d, files_dir)[1]
-        argv += ["-device", kv("cxl-type3", bus=d.port, **{k.replace("-", "__"): v for k, v in props.items()}, id=d.id, sn=d.serial)]
+        argv += ["-device", kv("cxl-type3", bus=d.port, **{k.replace("-", "__"): v for k, v in props.items()}, id=d.id, sn=device_serial(d))]
     # All windows in one -M: QEMU rejects cxl-fmw.* split over several options
     # ("Parameters 'cxl-fmw.*' used inconsistently").
     parts = []

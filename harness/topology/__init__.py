@@ -4,7 +4,8 @@
 
 Must not know: QEMU option syntax, SSH, the guest (the ids the harness keeps for its own QEMU objects,
 which validation refuses, come from :mod:`harness.qemu.ids`). A ``Topology`` is plain frozen data;
-its CXL port tree is :mod:`.cxltree`.
+its CXL port tree is :mod:`.cxltree`; device serials and pmem label areas (whether a
+re-created persistent region finds its namespace) are :mod:`.labels`.
 """
 
 from .load import Loaded, load, parse, preset_names, resolve

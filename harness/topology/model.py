@@ -104,6 +104,10 @@ class Port:
 
     id: str = fld("QEMU device id, referenced by devices[].port and switches[].upstream")
     port: int | None = fld("port number under its parent; defaults to its index", None)
+    hotplug: bool | None = fld("whether a device below may be hot-plugged at run time (vm.cxl.remove_device/add_device): "
+                               "true passes hotplug=on and allows it, false passes hotplug=off; unset leaves QEMU's "
+                               "default (hot-plug capable) and the harness will not unplug there. Root ports only: "
+                               "QEMU's switch downstream ports cannot complete an unplug", None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,7 +142,9 @@ class Type3:
     volatile: Size = fld("volatile capacity, a multiple of 256M", Size(0))
     persistent: Size = fld("persistent capacity, a multiple of 256M; needs lsa", Size(0))
     lsa: Size = fld("label storage area size; required with persistent capacity, optional with volatile only", Size(0))
-    serial: int | None = fld("device serial number (sn=)", None)
+    serial: int | None = fld("device serial number (sn=); a device with persistent capacity and none gets one derived "
+                             "from its id (Linux needs a non-zero serial to find a pmem region's namespace again); "
+                             "0 is refused on one", None)
     backend: Backend = fld("host backend for the capacities", "ram")
     path: str | None = fld("directory for backend: file (files <id>-vmem.raw, <id>-pmem.raw, <id>-lsa.raw); "
                             "a relative path is under the harness data directory's backing/ ($NUMA_HARNESS_DATA, default ~/.local/share/numa-harness)", None)

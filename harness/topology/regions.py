@@ -36,6 +36,21 @@ GRAN_ENCODING = {256 << i: i for i in range(7)}
 HDM_INTERLEAVE_BITS = set(range(8, 15))
 
 
+def region_ways(r: Region) -> int:
+    """The region's interleave ways: as given, else one per listed device."""
+    return r.ways if r.ways is not None else len(r.devices)
+
+
+def region_size(t: Topology, r: Region) -> int:
+    """The region's size: as given, else ways × the smallest device capacity of its mode."""
+    if r.size is not None:
+        return int(r.size)
+    assert t.cxl
+    devs = {d.id: d for d in t.cxl.devices}
+    per = min(int(devs[d].volatile if r.mode == "ram" else devs[d].persistent) for d in r.devices)
+    return per * region_ways(r)
+
+
 def gran_text(g: int) -> str:
     return f"{g // 1024}K" if g >= 1024 and g % 1024 == 0 else str(g)
 

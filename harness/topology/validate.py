@@ -494,6 +494,13 @@ def _check_cxl(t: Topology) -> None:
                     raise SchemaError(f"{p}.port", f"port number {sw.port} is out of range 0..255 (QEMU's port= is 8 bits)")
                 if sw.serial is not None and not 0 <= sw.serial < (1 << 64) - 1:
                     raise SchemaError(f"{p}.serial", f"serial {sw.serial} is out of range 0..2^64-2 (QEMU's sn= is 64 bits; all ones means none)")
+                for j, dp in enumerate(sw.downstream_ports):
+                    if dp.hotplug:
+                        raise SchemaError(f"{p}.downstream_ports[{j}].hotplug",
+                                          f"switch downstream port {dp.id} cannot be declared hot-pluggable",
+                                          hint="QEMU's cxl-downstream has no power controller: on device_del the guest's "
+                                          "pciehp removes the device but never powers the slot off, so QEMU never releases "
+                                          "it (no DEVICE_DELETED); put the device on a root port with hotplug: true")
                 if not sw.downstream_ports:
                     raise SchemaError(f"{p}.downstream_ports", f"switch {sw.id} has no downstream ports", hint="add downstream_ports: [{id: dsp0}]")
         for i, d in enumerate(cxl.devices):
@@ -550,6 +557,10 @@ def _check_device_sizes(d: Type3, p: str) -> None:
         raise SchemaError(f"{p}.lsa", f"label storage area {format_size(d.lsa)} is not a whole number of KiB", hint="e.g. lsa: 1M")
     if d.serial is not None and not 0 <= d.serial < (1 << 64) - 1:
         raise SchemaError(f"{p}.serial", f"serial {d.serial} is out of range 0..2^64-2 (QEMU's sn= is 64 bits; all ones means none)")
+    if d.persistent and d.serial == 0:
+        raise SchemaError(f"{p}.serial", f"device {d.id} has persistent capacity and serial 0",
+                          hint="give it a non-zero serial or none (the harness then derives one from its id): Linux refuses "
+                          "serial 0 in a pmem region (7.2) or loses the region's namespace at the next boot (6.12)")
     if d.backend == "file" and not d.path:
         raise SchemaError(f"{p}.path", "backend: file needs a path (a directory)")
 

@@ -34,6 +34,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from harness.errors import BootError, GuestCommandError
 from harness.hints import APT_QEMU
@@ -44,7 +45,7 @@ from harness.vm.keys import generate_keypair
 from harness.vm.link import GuestLink, Lifecycle
 from harness.vm.ports import hostfwd_bind_failed, pick_free_port, port_is_free
 from harness.vm.process import pid_alive, popen_qemu, terminate_process
-from harness.vm.qmp import QMPFailure, SyncQMP
+from harness.vm.qmp import QMPFailure, SyncQMP, qmp_command
 from harness.vm.spec import (
     BootSpec,
     Timeouts,
@@ -233,6 +234,13 @@ class VM(GuestLink):
         """SIGKILL QEMU and reap it (atexit, last shutdown step)."""
         if self._proc is not None:
             terminate_process(self._proc)
+
+    # -- monitor -----------------------------------------------------------------------
+
+    def qmp(self, command: str, arguments: dict[str, Any] | None = None, *, timeout: float = 30.0) -> Any:
+        """Send a QMP command to this VM's QEMU (``device_del``, ``cxl-inject-poison``, ...) and return
+        its ``return`` value. Raises QMPCommandError with QEMU's message if it refuses."""
+        return qmp_command(self._qmp, command, arguments, timeout=timeout)
 
     # -- end ---------------------------------------------------------------------------
 

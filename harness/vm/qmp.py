@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 from qemu.qmp import QMPClient
 from qemu.qmp.error import QMPError
 
+from harness.errors import QMPCommandError
+
 T = TypeVar("T")
 
 
@@ -75,3 +77,30 @@ class SyncQMP:
         self._thread.join(timeout=2)
         if not self._thread.is_alive():
             self._loop.close()
+
+
+def qmp_command(client: SyncQMP | None, command: str, arguments: dict[str, Any] | None = None, *,
+                timeout: float = 30.0) -> Any:
+    """Run ``command`` on a connected client and return QEMU's ``return`` value; a refused command,
+    a timeout or no connection (``client`` None: QEMU is not running) is a QMPCommandError."""
+    if client is None:
+        raise QMPCommandError(f"QMP {command}: no monitor connection (QEMU is not running)")
+    try:
+        return client.execute(command, arguments, timeout=timeout)
+    except QMPFailure as e:
+        raise QMPCommandError(str(e)) from None
+
+
+def qmp_once(socket_path: Path, command: str, arguments: dict[str, Any] | None = None, *,
+             timeout: float = 30.0) -> Any:
+    """Connect to the QMP socket at ``socket_path``, run one command, disconnect (a VM this process
+    does not own, e.g. a background one). Errors as :func:`qmp_command`."""
+    client = SyncQMP(socket_path)
+    try:
+        try:
+            client.connect(timeout=min(timeout, 5.0))
+        except QMPFailure as e:
+            raise QMPCommandError(f"cannot reach QEMU's monitor at {socket_path}: {e}") from None
+        return qmp_command(client, command, arguments, timeout=timeout)
+    finally:
+        client.close()

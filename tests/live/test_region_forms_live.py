@@ -8,6 +8,9 @@
 * file-backed persistent memory (cxl-pmem-file) boots and its pmem region commits;
   booted twice on the same files, the second boot finds the first boot's namespace
   in the label area and the marker the first boot wrote through its devdax device;
+* the same for interleaved persistent regions (cxl-pmem-interleave: 2 ways across a switch;
+  pmem-4way-two-switches: 4 ways across two host bridges, a switch under each), whose devices
+  the topology gives no serial;
 * the two-switch 4-vCPU topology boots five times in a row on a small host
   (TCG single-threaded when vCPUs outnumber cores), wall time printed.
 """
@@ -29,6 +32,7 @@ from harness.stats import snapshot
 pytestmark = [pytest.mark.live, pytest.mark.timeout(900)]
 
 TWO_SWITCH = Path(__file__).parent / "topologies" / "two-switch-4cpu.yaml"
+FOUR_WAY_PMEM = Path(__file__).parent / "topologies" / "pmem-4way-two-switches.yaml"
 
 
 def region_facts(vm: Machine, name: str) -> dict[str, str]:
@@ -83,15 +87,14 @@ def daxmark(vm: Machine, dax: str, *args: str) -> dict:
     return json.loads(r.stdout)
 
 
-def test_file_backed_pmem_second_boot_reuses_the_namespace_and_its_data(tmp_path, monkeypatch):
-    """Boot 1 creates the region and a devdax namespace (labels written to the LSA file) and
+def boot_twice_reading_back(topology: str | Path) -> None:
+    """Boot 1 creates the region and a devdax namespace (labels written to the LSA files) and
     writes a marker through /dev/daxN.M; boot 2, on the same files, creates the region again,
     finds that namespace in the labels instead of failing to create one, and reads the marker."""
-    monkeypatch.setenv("NUMA_HARNESS_DATA", str(tmp_path / "data"))
     marker = f"numa-harness boot 1 {time.time_ns()}"
     seen = []
     for n in (1, 2):
-        with boot("cxl-pmem-file", accel="tcg", baseline=False) as vm:
+        with boot(topology, accel="tcg", baseline=False) as vm:
             reg = vm.setup.regions[0]
             assert reg.dax, reg
             if n == 1:
@@ -107,6 +110,20 @@ def test_file_backed_pmem_second_boot_reuses_the_namespace_and_its_data(tmp_path
     assert first.labels == "created" and second.labels == "reused", (first, second)
     assert second.namespace == first.namespace and uuid2 == uuid1, "the same namespace (label uuid) came back"
     assert got2["ok"] and got2["text"] == marker, f"boot 2 read {got2}"
+    assert len(second.memdevs) == len(first.memdevs) == len(vm.topology.guest.regions[0].devices)
+
+
+def test_file_backed_pmem_second_boot_reuses_the_namespace_and_its_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("NUMA_HARNESS_DATA", str(tmp_path / "data"))
+    boot_twice_reading_back("cxl-pmem-file")
+
+
+@pytest.mark.parametrize("topology", ["cxl-pmem-interleave", FOUR_WAY_PMEM], ids=["2way-switch", "4way-two-switches"])
+def test_interleaved_pmem_second_boot_reuses_the_namespace_and_its_data(topology, tmp_path, monkeypatch):
+    """The same across an interleaved region whose devices the topology gives no serial (the
+    harness derives them): 2 ways across a switch, and 4 ways across two host bridges' switches."""
+    monkeypatch.setenv("NUMA_HARNESS_DATA", str(tmp_path / "data"))
+    boot_twice_reading_back(topology)
 
 
 @pytest.mark.slow

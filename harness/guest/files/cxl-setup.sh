@@ -37,7 +37,9 @@
 # the first boot. The nvdimm region cxl_pmem then makes finds the earlier namespace by
 # its interleave-set cookie, which the kernel computes from each device's serial number and
 # DPA offset in position order (drivers/cxl/pmem.c, cxl_pmem_region_probe), not from the
-# region's uuid; so the same devices in the same order bring the namespace back, and its
+# region's uuid; so the same devices in the same order bring the namespace back (a cookie of 0,
+# every device with serial 0 at DPA 0, never does: the host gives persistent devices serials and
+# checks the label files against the topology before booting), and its
 # info block on the media makes it devdax again once dax_pmem is loaded. The program
 # therefore checks the nvdimm region's available_size after it has read its labels: all of
 # it free -> create a namespace; some taken -> reuse what the labels describe
@@ -317,7 +319,7 @@ pmem_dax() {
 	pd_nd=$FOUND
 	pd_r=$NDBUS/$pd_nd
 	wait_until 20 nd_probed "$pd_r" ||
-		fail "read labels" "$pd_r/dax_seed" "the nvdimm region $pd_nd was not probed within 20 s"
+		fail "read labels" "$pd_r/dax_seed" "the nvdimm region $pd_nd was not probed within 20 s (the kernel refused the namespace its labels describe: its devices' serials, order or DPA offsets differ from the boot that wrote them)"
 	rd "read labels" "$pd_r/available_size"
 	pd_free=$((VAL))
 	rd "read labels" "$pd_r/size"
