@@ -216,23 +216,19 @@ def qmp_arguments(text: str | None) -> dict[str, Any] | None:
 
 
 def cmd_qmp(args: argparse.Namespace) -> int:
-    from harness.vm.qmp import QMPFailure, SyncQMP
+    from harness.errors import QMPCommandError
+    from harness.vm.qmp import qmp_once
 
     st = _running_state(args.name)
     arguments = qmp_arguments(args.arguments)
-    qmp = SyncQMP(Path(st.qmp_sock), name=f"harness-qmp-{args.name}")
     try:
-        try:
-            qmp.connect(timeout=args.timeout)
-            if args.qmp_command is None:  # what can be asked
-                result: Any = sorted(c["name"] for c in qmp.execute("query-commands", timeout=args.timeout))
-            else:
-                result = qmp.execute(args.qmp_command, arguments, timeout=args.timeout)
-        except QMPFailure as e:
-            raise HarnessError(f"VM '{args.name}': {e}".replace("\n", " "),
-                               hint="harness qmp NAME (no command) lists the commands QEMU has") from None
-    finally:
-        qmp.close()
+        if args.qmp_command is None:  # what can be asked
+            result: Any = sorted(c["name"] for c in qmp_once(Path(st.qmp_sock), "query-commands", timeout=args.timeout))
+        else:
+            result = qmp_once(Path(st.qmp_sock), args.qmp_command, arguments, timeout=args.timeout)
+    except QMPCommandError as e:
+        raise HarnessError(f"VM '{args.name}': {e}".replace("\n", " "),
+                           hint="harness qmp NAME (no command) lists the commands QEMU has") from None
     print(json.dumps(result, indent=1))
     return 0
 
