@@ -11,6 +11,7 @@ import pytest
 
 from harness.boot import KernelSpec, Machine
 from harness.errors import HarnessError
+from harness.plugin import parallel
 from harness.plugin.pool import PoolOptions, VMPool
 from harness.plugin.problems import unexpected_problems
 
@@ -51,6 +52,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for line in MARKERS:
         config.addinivalue_line("markers", line)
+    parallel.configure(config)
 
 
 def pool(config: pytest.Config) -> VMPool:
@@ -79,6 +81,7 @@ def topology_name(item: pytest.Item) -> str | None:
     return Path(str(marker.args[0])).stem
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's worker reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     wanted = set(config.option.nh_topology or ())
     keep, drop = [], []
@@ -93,6 +96,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+    parallel.mark_groups(items, topology_name)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
