@@ -15,6 +15,8 @@ Markers
         ``.config`` has them (checked before booting).
     ``@pytest.mark.requires_node_mask("has_...")``  skip unless the guest kernel
         exposes ``/sys/devices/system/node/<mask>`` (checked after booting).
+    ``@pytest.mark.fresh_vm``  the test gets a machine of its own, restored from a
+        snapshot taken once after boot and set-up (a fresh boot for CXL topologies).
     ``@pytest.mark.expect_kernel_problem("oom")``  the test provokes this kind of
         kernel report on purpose (``oom``, ``warning``, ``bug``, ``oops``,
         ``call-trace``); it must appear, and does not fail the test. Any
@@ -29,7 +31,7 @@ Fixtures
 Options
     ``--kernel BZIMAGE|TREE|debian:X.Y``, ``--modules DIR``, ``--kernel-tree DIR``,
     ``--kernel-config FILE``, ``--qemu BIN``, ``--accel auto|kvm|tcg``,
-    ``--keep-vm-on-failure``, ``--topology NAME`` (run only that topology's
+    ``--keep-vm-on-failure``, ``--fresh-vm`` (every test as ``fresh_vm``), ``--topology NAME`` (run only that topology's
     tests; ``-k NAME`` selects by topology name too).
 
 On failure the report carries the console tail, the guest's dmesg since the

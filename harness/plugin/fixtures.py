@@ -16,6 +16,7 @@ from harness.guest.background import Started
 from harness.guest.state import GuestState
 from harness.plugin.hooks import MACHINE, MARK, PROBLEMS_BEFORE, STATS, pool
 from harness.plugin.pool import VMPool
+from harness.plugin.snapshot import fresh_machine, wants_fresh
 from harness.stats import Delta, Snapshot, snapshot
 
 _COUNTER = itertools.count(1)
@@ -30,14 +31,19 @@ def numa_harness_pool(pytestconfig: pytest.Config) -> VMPool:
 
 @pytest.fixture
 def vm(request: pytest.FixtureRequest, numa_harness_pool: VMPool) -> Iterator[Machine]:
-    """The booted machine of the test's ``@pytest.mark.topology``, in a known state."""
+    """The booted machine of the test's ``@pytest.mark.topology``, in a known state (a machine of
+    its own, restored from a snapshot, for a ``fresh_vm`` test or under ``--fresh-vm``)."""
     item = request.node
     marker = item.get_closest_marker("topology")
     if marker is None or not marker.args:
         pytest.fail(f"{item.nodeid} uses the vm fixture but has no @pytest.mark.topology(...)", pytrace=False)
     base = Path(str(item.path)).parent
     try:
-        m = numa_harness_pool.machine(marker.args[0], base)
+        if wants_fresh(item):
+            m = fresh_machine(item.config, numa_harness_pool, marker.args[0], base)
+            request.addfinalizer(m.shutdown)
+        else:
+            m = numa_harness_pool.machine(marker.args[0], base)
     except HarnessError as e:
         pytest.fail(f"numa-harness: {e}" + (f"\n{e.detail}" if e.detail else ""), pytrace=False)
     masks = item.get_closest_marker("requires_node_mask")

@@ -26,6 +26,8 @@ MARKERS = (
     "guest_state(**knobs): guest knobs other than the baseline, e.g. numa_balancing=2, thp='always', demotion=True",
     "requires_kconfig(*options): skip unless the kernel's .config has these options (y or m)",
     "requires_node_mask(*masks): skip unless the guest exposes /sys/devices/system/node/<mask>",
+    "fresh_vm: run on a machine of its own, restored from a snapshot taken after boot and set-up "
+    "(a fresh boot for CXL topologies); no other test's state can reach it",
     "expect_kernel_problem(kind, strict=True): the test provokes this kernel report (oom, warning, bug, oops, "
     "call-trace, allocation-failure) on purpose",
 )
@@ -45,6 +47,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="accelerator (default: the topology's, normally auto) [$NUMA_HARNESS_ACCEL]")
     g.addoption("--keep-vm-on-failure", dest="nh_keep", action="store_true",
                 help="leave a VM that served a failed test running (harness ssh pytest-TOPOLOGY)")
+    g.addoption("--fresh-vm", dest="nh_fresh_vm", action="store_true",
+                help="give every test a VM of its own, restored from a snapshot (as @pytest.mark.fresh_vm)")
     g.addoption("--topology", dest="nh_topology", action="append", metavar="NAME",
                 help="run only the tests of this topology (repeatable); -k NAME works too")
 

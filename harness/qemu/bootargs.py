@@ -24,10 +24,11 @@ def _direct_kernel(kernel: Path, initrd: Path, append: str) -> list[str]:
 
 def vm_argv(qemu_binary: str, machine: list[str], *, kernel: Path, initrd: Path, append: str,
             console_sock: Path, console_log: Path, qmp_sock: Path, ssh_port: int,
-            name: str | None = None) -> list[str]:
+            name: str | None = None, incoming: bool = False) -> list[str]:
     """A harness VM's full command line: ``machine``, then the kernel, the serial console on a
     socket (logged to ``console_log``), QMP on ``qmp_sock``, guest port 22 forwarded to
-    127.0.0.1:``ssh_port``; paused (``-S``) until QMP ``cont``."""
+    127.0.0.1:``ssh_port``; paused (``-S``) until QMP ``cont``. ``incoming``: it waits for a
+    snapshot's state (``-incoming defer``, then QMP ``migrate-incoming``)."""
     check_machine_argv(machine)
     argv = [qemu_binary, *machine]
     if name:
@@ -43,6 +44,8 @@ def vm_argv(qemu_binary: str, machine: list[str], *, kernel: Path, initrd: Path,
         "-device", kv("virtio-net-pci", netdev=NET_ID, bus="pcie.0"),  # explicit: else QEMU may pick a CXL bus
         "-S",
     ]
+    if incoming:
+        argv += ["-incoming", "defer"]
     return argv
 
 

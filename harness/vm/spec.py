@@ -56,6 +56,10 @@ class BootSpec:
     timeouts: Timeouts = field(default_factory=Timeouts)
     detach: bool = False  # background VM (harness up): survives the starting process
     name: str | None = None  # -name, and the name in state files
+    #: Restore this snapshot's device state (:mod:`harness.vm.snapshot`) instead of booting; the
+    #: machine argv then maps the snapshot's RAM files, and ``key`` is the key its guest knows.
+    incoming: Path | None = None
+    key: Path | None = None  # log in with this private key (its .pub beside it) instead of a new one
 
 
 def kernel_cmdline(append: str, modules: list[str], ssh_key_body: str) -> str:
@@ -103,7 +107,7 @@ def build_qemu_argv(spec: BootSpec, files: WorkFiles, ssh_port: int, cmdline: st
     :func:`harness.qemu.bootargs.vm_argv` adds with this VM's work files and SSH port."""
     return vm_argv(spec.qemu_binary, spec.machine_argv, kernel=spec.kernel, initrd=spec.initrd, append=cmdline,
                    console_sock=files.console_sock, console_log=files.console_log, qmp_sock=files.qmp_sock,
-                   ssh_port=ssh_port, name=spec.name)
+                   ssh_port=ssh_port, name=spec.name, incoming=spec.incoming is not None)
 
 
 def socket_path_problem(files: WorkFiles) -> str | None:
