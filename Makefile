@@ -3,7 +3,7 @@
 #
 #   make boot  [TOPO=cxl-single] [KERNEL=path/to/bzImage|build-tree] [MODULES=dir] [ACCEL=tcg]
 #   make test                      unit, QEMU and live-VM tests; then guest-tests on each MATRIX_KERNELS
-#   make bench                     boot-time benchmark against the bare-boot floor
+#   make bench                     benchmarks: boot vs floor, restore, round trip, CLI start, pytest -n 1/-n 2
 #   make up / make ssh / make down [NAME=default]   a VM kept in the background
 #   make kernel KSRC=path/to/linux [FRAGMENTS="numa cxl"] [JOBS=n]   build a kernel for the harness
 
@@ -71,7 +71,7 @@ kernel: setup
 	$(H) kernel build --src $(KSRC) $(foreach f,$(FRAGMENTS),--fragment $(f)) $(if $(JOBS),-j $(JOBS))
 
 bench: setup
-	$(VENV)/bin/python scripts/bench_boot.py --topology $(BENCH_TOPO) $(KOPTS)
+	$(VENV)/bin/python scripts/bench.py --topology $(BENCH_TOPO) $(KOPTS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist
