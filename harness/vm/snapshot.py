@@ -96,26 +96,23 @@ def _wait_migration(qmp: SyncQMP, deadline: float, what: str) -> None:
         time.sleep(0.02)
 
 
+def _migrate(qmp: SyncQMP, commands: list[tuple[str, dict | None]], timeout: float, what: str) -> None:
+    """Turn ``x-ignore-shared`` on, run ``commands`` (the last one starts the migration), wait for it."""
+    deadline = time.monotonic() + timeout
+    caps = ("migrate-set-capabilities", {"capabilities": [{"capability": CAPABILITY, "state": True}]})
+    try:
+        for command, arguments in [caps, *commands]:
+            qmp.execute(command, arguments)
+    except QMPFailure as e:
+        raise BootError(f"{what} failed: {e}") from e
+    _wait_migration(qmp, deadline, what)
+
+
 def save_state(qmp: SyncQMP, state_file: Path, *, timeout: float = 120) -> None:
     """Stop the guest and write its device state to ``state_file`` (RAM stays in its shared files)."""
-    deadline = time.monotonic() + timeout
-    try:
-        qmp.execute("stop")
-        qmp.execute("migrate-set-capabilities",
-                    {"capabilities": [{"capability": CAPABILITY, "state": True}]})
-        qmp.execute("migrate", {"uri": f"file:{state_file}"})
-    except QMPFailure as e:
-        raise BootError(f"taking a snapshot failed: {e}") from e
-    _wait_migration(qmp, deadline, "taking a snapshot")
+    _migrate(qmp, [("stop", None), ("migrate", {"uri": f"file:{state_file}"})], timeout, "taking a snapshot")
 
 
 def load_state(qmp: SyncQMP, state_file: Path, *, timeout: float = 60) -> None:
     """Load ``state_file`` into a QEMU started with ``-incoming defer``; the guest stays paused."""
-    deadline = time.monotonic() + timeout
-    try:
-        qmp.execute("migrate-set-capabilities",
-                    {"capabilities": [{"capability": CAPABILITY, "state": True}]})
-        qmp.execute("migrate-incoming", {"uri": f"file:{state_file}"})
-    except QMPFailure as e:
-        raise BootError(f"restoring the snapshot failed: {e}") from e
-    _wait_migration(qmp, deadline, "restoring the snapshot")
+    _migrate(qmp, [("migrate-incoming", {"uri": f"file:{state_file}"})], timeout, "restoring the snapshot")
