@@ -97,6 +97,7 @@ class GuestSSH:
         self._client: paramiko.SSHClient | None = None
         self._channel: CommandChannel | None = None
         self._channel_failed: str | None = None  # why the channel would not start on this connection
+        self._channel_lock = threading.Lock()
 
     @property
     def connected(self) -> bool:
@@ -194,16 +195,17 @@ class GuestSSH:
 
     def _command_channel(self) -> CommandChannel | None:
         """The connection's command channel (started on first use), or None if it will not start."""
-        if self._channel is not None and not self._channel.broken:
+        with self._channel_lock:
+            if self._channel is not None and not self._channel.broken:
+                return self._channel
+            if self._channel_failed is not None:
+                return None
+            try:
+                self._channel = CommandChannel(self._transport())
+            except ChannelError as e:
+                self._channel_failed = str(e)
+                self._channel = None
             return self._channel
-        if self._channel_failed is not None:
-            return None
-        try:
-            self._channel = CommandChannel(self._transport())
-        except ChannelError as e:
-            self._channel_failed = str(e)
-            self._channel = None
-        return self._channel
 
     def _run_on_channel(self, command: str, timeout: float, abort: AbortCheck, stdin: bytes,
                         *, insist: bool) -> CommandResult | None:
