@@ -5,7 +5,8 @@
 #   make test  [KERNEL=...] [MODULES=...] [ACCEL=...] [TOPO=name]   unit, QEMU and live-VM tests; then
 #                                  guest-tests on each MATRIX_KERNELS (TOPO= runs only that topology's tests)
 #   make unit  [KERNEL=...] [ACCEL=...]   everything but the live tests
-#   make bench [TOPO=numa-basic] [KERNEL=...] [MODULES=...] [ACCEL=...]   boot-time benchmark against the floor
+#   make bench [TOPO=numa-basic] [KERNEL=...] [MODULES=...] [ACCEL=...]   benchmarks: boot vs floor, restore, round trip, CLI start,
+#                                  pytest -n 1/-n 2
 #   make up / make ssh / make down [NAME=default] [TOPO=...] [KERNEL=...]   a VM kept in the background
 #   make kernel KSRC=path/to/linux [FRAGMENTS="numa cxl"] [JOBS=n]   build a kernel for the harness
 #   make nightly [NIGHTLY_OUT=nightly-out]   the nightly matrix's local subset under TCG: JUnit, HTML, bundles
@@ -90,7 +91,7 @@ nightly: setup
 	$(H) nightly --local --out $(NIGHTLY_OUT) -- $(PYTEST_ARGS)
 
 bench: setup
-	$(VENV)/bin/python scripts/bench_boot.py --topology $(or $(TOPO),$(BENCH_TOPO)) $(KOPTS)
+	$(VENV)/bin/python scripts/bench.py --topology $(or $(TOPO),$(BENCH_TOPO)) $(KOPTS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist $(NIGHTLY_OUT)

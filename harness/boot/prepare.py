@@ -24,7 +24,14 @@ from harness.kernel.needs import guest_needs
 from harness.kernel.user import kernel_from_tree, user_kernel
 from harness.paths import data_dir
 from harness.qemu.argv import backing_path, device_files, kernel_cmdline, machine_argv
-from harness.qemu.limits import TcgThreading, check_limits, choose_tcg_thread, host_cores, host_memory
+from harness.qemu.limits import (
+    TcgThreading,
+    check_limits,
+    choose_tcg_thread,
+    concurrent_vms,
+    host_cores,
+    host_memory,
+)
 from harness.qemu.preflight import check_version, find_binary, preflight
 from harness.topology import Loaded, Topology, load
 from harness.topology.labels import MAX_LSA_BYTES, parse_label_area, region_label_problem
@@ -94,12 +101,13 @@ def make_backing_dirs(t, files_dir: Path) -> None:
 def tcg_thread_for(t, requested: str | None) -> TcgThreading:
     """The TCG threading for topology ``t``: ``requested`` (the command line), else
     $NUMA_HARNESS_TCG_THREAD, else the topology's machine.tcg_thread."""
+    vms = concurrent_vms()
     if requested:
-        return choose_tcg_thread(t.machine.smp, host_cores(), requested, "--tcg-thread")
+        return choose_tcg_thread(t.machine.smp, host_cores(), requested, "--tcg-thread", vms)
     env = os.environ.get(ENV_TCG_THREAD)
     if env:
-        return choose_tcg_thread(t.machine.smp, host_cores(), env, f"${ENV_TCG_THREAD}")
-    return choose_tcg_thread(t.machine.smp, host_cores(), t.machine.tcg_thread, "machine.tcg_thread")
+        return choose_tcg_thread(t.machine.smp, host_cores(), env, f"${ENV_TCG_THREAD}", vms)
+    return choose_tcg_thread(t.machine.smp, host_cores(), t.machine.tcg_thread, "machine.tcg_thread", vms)
 
 
 @dataclass(frozen=True)
@@ -250,7 +258,8 @@ def prepare(topology: str | Path, *, kernel: KernelSpec | None = None, accel: st
                         hide_hypervisor=not cxl_commits_under_hypervisor(k))
     say("QEMU preflight")
     caps = preflight(argv, binary)
-    check_limits(t, qemu_version=caps.version, host_memory=host_memory(), accel=choice.accel)
+    check_limits(t, qemu_version=caps.version, host_memory=host_memory(), accel=choice.accel,
+                 vms=concurrent_vms())
     make_backing_dirs(t, files)
     spec = BootSpec(machine_argv=argv, kernel=k.image, initrd=image.path, append=kernel_cmdline(t),
                     modules=list(needs.modules), qemu_binary=binary, workdir=workdir, ssh_port=ssh_port,

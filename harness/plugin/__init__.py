@@ -15,6 +15,8 @@ Markers
         ``.config`` has them (checked before booting).
     ``@pytest.mark.requires_node_mask("has_...")``  skip unless the guest kernel
         exposes ``/sys/devices/system/node/<mask>`` (checked after booting).
+    ``@pytest.mark.fresh_vm``  the test gets a machine of its own, restored from a
+        snapshot taken once after boot and set-up (a fresh boot for CXL topologies).
     ``@pytest.mark.expect_kernel_problem("oom")``  the test provokes this kind of
         kernel report on purpose (``oom``, ``warning``, ``bug``, ``oops``,
         ``call-trace``); it must appear, and does not fail the test. Any
@@ -31,7 +33,7 @@ Options
     ``NUMA_HARNESS_NAME``, in that order of precedence (:mod:`harness.plugin.options`,
     the one table of them): ``--nh-kernel BZIMAGE|TREE|debian:X.Y``, ``--nh-modules DIR``,
     ``--nh-kernel-tree DIR``, ``--nh-kernel-config FILE``, ``--nh-qemu BIN``,
-    ``--nh-accel auto|kvm|tcg``, ``--nh-keep-vm-on-failure``, ``--nh-topology NAME`` (run only
+    ``--nh-accel auto|kvm|tcg``, ``--nh-keep-vm-on-failure``, ``--nh-fresh-vm`` (every test as ``fresh_vm``), ``--nh-topology NAME`` (run only
     that topology's tests; ``-k NAME`` selects by topology name too), ``--nh-topology-path DIR``
     (where a topology name is looked up before the presets), ``--nh-artifacts DIR`` (failure
     bundles), ``--nh-html-report PATH`` (one HTML page for the run, with plots),

@@ -13,7 +13,7 @@ import pytest
 from harness.errors import HarnessError
 from harness.guest import background, workloads
 from harness.plugin import junit
-from harness.plugin.hooks import MACHINE, MARK, PROBLEMS_BEFORE, STATS, WORKLOADS, harness_failure, pool
+from harness.plugin.hooks import MACHINE, MARK, PROBLEMS_BEFORE, STATS, WORKLOADS, harness_failure, pool, wants_fresh
 
 if TYPE_CHECKING:  # imported when a test first asks for a machine: not at every pytest start
     from harness.boot import Machine
@@ -35,14 +35,21 @@ def numa_harness_pool(pytestconfig: pytest.Config) -> VMPool:
 
 @pytest.fixture
 def vm(request: pytest.FixtureRequest, numa_harness_pool: VMPool) -> Iterator[Machine]:
-    """The booted machine of the test's ``@pytest.mark.topology``, in a known state."""
+    """The booted machine of the test's ``@pytest.mark.topology``, in a known state (a machine of
+    its own, restored from a snapshot, for a ``fresh_vm`` test or under ``--fresh-vm``)."""
     item = request.node
     marker = item.get_closest_marker("topology")
     if marker is None or not marker.args:
         pytest.fail(f"{item.nodeid} uses the vm fixture but has no @pytest.mark.topology(...)", pytrace=False)
     base = Path(str(item.path)).parent
     try:
-        m = numa_harness_pool.machine(marker.args[0], base)
+        if wants_fresh(item):
+            from harness.plugin.snapshot import fresh_machine
+
+            m = fresh_machine(item.config, numa_harness_pool, marker.args[0], base)
+            request.addfinalizer(m.shutdown)
+        else:
+            m = numa_harness_pool.machine(marker.args[0], base)
     except HarnessError as e:
         raise harness_failure(e, detail=True) from None
     masks = item.get_closest_marker("requires_node_mask")

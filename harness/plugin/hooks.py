@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from harness.errors import HarnessError
-from harness.plugin import bundle, failure, junit, options
+from harness.plugin import bundle, failure, junit, options, parallel
 from harness.plugin.runlog import NEW_PROBLEMS, RunLog, test_extra
 from harness.plugin.signals import SessionSignals
 
@@ -43,6 +43,8 @@ MARKERS = (
     "guest_state(**knobs): guest knobs other than the baseline, e.g. numa_balancing=2, thp='always', demotion=True",
     "requires_kconfig(*options): skip unless the kernel's .config has these options (y or m)",
     "requires_node_mask(*masks): skip unless the guest exposes /sys/devices/system/node/<mask>",
+    "fresh_vm: run on a machine of its own, restored from a snapshot taken after boot and set-up "
+    "(a fresh boot for CXL topologies); no other test's state can reach it",
     "expect_kernel_problem(kind, strict=True): the test provokes this kernel report (oom, warning, bug, oops, "
     "call-trace, allocation-failure) on purpose",
 )
@@ -66,6 +68,7 @@ def pytest_configure(config: pytest.Config) -> None:
     for line in MARKERS:
         config.addinivalue_line("markers", line)
     options.resolve(config, options.CORE)
+    parallel.configure(config)
     log = RunLog(config.option.nh_html, fail_on_problems=bool(config.option.nh_fail_problems),
                  machines=lambda: pool(config).machines() if POOL in config.stash else [])
     config.stash[RUNLOG] = log
@@ -98,6 +101,11 @@ def _reporter_say(config: pytest.Config) -> Any:
             reporter.write_line(message if message.startswith("numa-harness") else f"numa-harness: {message}")
 
     return say
+
+
+def wants_fresh(item: pytest.Item) -> bool:
+    """Whether ``item`` runs on a fresh VM (its marker or ``--fresh-vm``)."""
+    return item.get_closest_marker("fresh_vm") is not None or bool(getattr(item.config.option, "nh_fresh_vm", False))
 
 
 def pool(config: pytest.Config) -> VMPool:
@@ -159,6 +167,7 @@ def topology_name(item: pytest.Item) -> str | None:
     return Path(str(marker.args[0])).stem
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's worker reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     wanted = set(config.option.nh_topology or ())
     keep, drop = [], []
@@ -173,6 +182,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+    parallel.mark_groups(items, topology_name)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

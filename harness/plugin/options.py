@@ -83,6 +83,8 @@ CORE: tuple[Setting, ...] = (
     Setting("keep-vm-on-failure", "leave a VM that served a failed test running (harness ssh pytest-TOPOLOGY-PID; "
             "the run names it)",
             kind="bool", alias="--keep-vm-on-failure", default=False, dest_name="nh_keep"),
+    Setting("fresh-vm", "give every test a VM of its own, restored from a snapshot (as @pytest.mark.fresh_vm)",
+            kind="bool", alias="--fresh-vm", default=False, dest_name="nh_fresh_vm"),
     Setting("topology", "run only the tests of this topology (repeatable); -k NAME works too", many=True,
             alias="--topology", metavar="NAME"),
     Setting("topology-path", "folder of topology YAML files a @pytest.mark.topology(NAME) finds by name, before "

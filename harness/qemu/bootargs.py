@@ -25,11 +25,13 @@ def _direct_kernel(kernel: Path, initrd: Path, append: str) -> list[str]:
 
 def vm_argv(qemu_binary: str, machine: list[str], *, kernel: Path, initrd: Path, append: str,
             console_sock: Path, console_log: Path, qmp_sock: Path, ssh_port: int,
-            name: str | None = None, extra: Sequence[str] = (), paused: bool = True) -> list[str]:
+            name: str | None = None, extra: Sequence[str] = (), paused: bool = True,
+            incoming: bool = False) -> list[str]:
     """A harness VM's full command line: ``machine``, then the kernel, the serial console on a
     socket (logged to ``console_log``), QMP on ``qmp_sock``, guest port 22 forwarded to
     127.0.0.1:``ssh_port``, the user's ``extra`` arguments; paused (``-S``) until QMP ``cont``
-    unless ``paused`` is false (a command line a person runs by hand)."""
+    unless ``paused`` is false (a command line a person runs by hand). ``incoming``: it waits
+    for a snapshot's state (``-incoming defer``, then QMP ``migrate-incoming``)."""
     check_machine_argv(machine)
     argv = [qemu_binary, *machine]
     if name:
@@ -47,6 +49,8 @@ def vm_argv(qemu_binary: str, machine: list[str], *, kernel: Path, initrd: Path,
     argv += list(extra)
     if paused:
         argv.append("-S")
+    if incoming:
+        argv += ["-incoming", "defer"]
     return argv
 
 

@@ -11,11 +11,16 @@ thread per vCPU; with more vCPUs than host cores the vCPU threads starve each
 other and the guest reports RCU stalls and network timeouts (measured: a
 4-vCPU guest on a 2-core host stalled in 2 of 3 boots, and booted every time
 with ``thread=single``). :func:`choose_tcg_thread` picks the mode and says why.
+
+VMs that run at once share the host: under pytest-xdist every worker boots its own, so the
+cores and the memory one VM may count on are the host's divided by the number of workers
+(:func:`concurrent_vms`, from ``PYTEST_XDIST_WORKER_COUNT``).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from harness.errors import QemuError
@@ -46,18 +51,33 @@ def host_ram_needed(t: Topology) -> int:
     return need
 
 
-def check_limits(t: Topology, *, qemu_version: tuple[int, ...], host_memory: int | None, accel: str) -> None:
-    """Raise QemuError if QEMU or the host cannot run ``t``."""
+def concurrent_vms(env: Mapping[str, str] | None = None) -> int:
+    """How many harness VMs run at once on this host: pytest-xdist's worker count, else 1."""
+    env = os.environ if env is None else env
+    try:
+        return max(1, int(env.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    except ValueError:
+        return 1
+
+
+def check_limits(t: Topology, *, qemu_version: tuple[int, ...], host_memory: int | None, accel: str,
+                 vms: int = 1) -> None:
+    """Raise QemuError if QEMU or the host cannot run ``t`` (one of ``vms`` VMs running at once,
+    each with its share of ``host_memory``)."""
     cap = q35_max_cpus(qemu_version)
     if t.machine.smp > cap:
         ver = ".".join(map(str, qemu_version))
         raise QemuError(f"machine.smp is {t.machine.smp}, but QEMU {ver}'s q35 machine takes at most {cap} vCPUs",
                         hint=f"lower machine.smp to {cap} or less")
     need = host_ram_needed(t)
-    if host_memory is not None and need > host_memory:
+    share = host_memory // max(1, vms) if host_memory is not None else None
+    if share is not None and need > share:
+        have = f"this host has {format_size(_round_mib(share))}" if vms <= 1 else \
+            f"each of the {vms} VMs running at once (pytest-xdist workers) has {format_size(_round_mib(share))}"
         raise QemuError(f"the topology needs {format_size(_round_mib(need))} of host memory for its RAM-backed memory, "
-                        f"but this host has {format_size(_round_mib(host_memory))}",
-                        hint="shrink nodes[].memory / cxl.devices[] capacities, or back them with files (backend: file)")
+                        f"but {have}",
+                        hint="shrink nodes[].memory / cxl.devices[] capacities, or back them with files (backend: file)"
+                             + (", or run fewer workers (-n)" if vms > 1 else ""))
     if accel == "tcg" and t.machine.cpu.split(",")[0] == "host":
         raise QemuError("machine.cpu is host, which needs KVM, and this boot runs under TCG (QEMU refuses -cpu host there)",
                         hint="use cpu: max (the default), or --accel kvm on a host where KVM works (harness doctor says)")
@@ -103,16 +123,22 @@ class TcgThreading:
     reason: str
 
 
-def choose_tcg_thread(vcpus: int, cores: int, requested: str = "auto", source: str = "") -> TcgThreading:
-    """TCG threading for ``vcpus`` vCPUs on ``cores`` host cores (pure).
+def choose_tcg_thread(vcpus: int, cores: int, requested: str = "auto", source: str = "",
+                      vms: int = 1) -> TcgThreading:
+    """TCG threading for ``vcpus`` vCPUs on ``cores`` host cores shared by ``vms`` VMs at once (pure).
 
     ``requested`` single or multi is obeyed (``source`` says who asked, e.g. "--tcg-thread");
-    auto takes multi while every vCPU can have a core, single beyond.
+    auto takes multi while every vCPU can have a core of the VM's share, single beyond.
     """
     if requested in ("single", "multi"):
         return TcgThreading(requested, f"{requested} requested" + (f" by {source}" if source else ""))
     if requested != "auto":
         raise ValueError(f"tcg thread mode must be auto, single or multi, not {requested!r}")
-    if vcpus > cores:
-        return TcgThreading("single", f"{vcpus} vCPUs > {cores} host cores: one thread per vCPU would starve them")
-    return TcgThreading("multi", f"{vcpus} vCPUs <= {cores} host cores")
+    if vms > 1:
+        share = max(1, cores // vms)
+        where = f"{share} host core{'s' if share != 1 else ''} per VM ({cores} cores, {vms} VMs at once)"
+    else:
+        share, where = cores, f"{cores} host cores"
+    if vcpus > share:
+        return TcgThreading("single", f"{vcpus} vCPUs > {where}: one thread per vCPU would starve them")
+    return TcgThreading("multi", f"{vcpus} vCPUs <= {where}")

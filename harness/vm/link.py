@@ -205,7 +205,8 @@ class GuestLink:
         return self._ssh
 
     def run(self, command: str, *, timeout: float = 600, check: bool = True,
-            on_output: Callable[[str, bytes], None] | None = None, stdin: Stdin = None) -> CommandResult:
+            on_output: Callable[[str, bytes], None] | None = None, stdin: Stdin = None,
+            via: str = "auto") -> CommandResult:
         """Run ``command`` in the guest as root (a shell command line).
 
         Raises GuestPanic within seconds if the guest panics meanwhile (QEMU exits),
@@ -217,6 +218,8 @@ class GuestLink:
         Oopses/WARNs that do not stop the guest are in ``result.problems``
         (and make :meth:`check_health` raise). ``on_output(stream, data)`` streams;
         ``stdin`` (bytes or a binary file) is the command's standard input.
+        ``via`` (``auto``, ``channel``, ``exec``): see :meth:`harness.vm.ssh.GuestSSH.run`; ``auto``
+        takes the VM's long-lived command channel unless the output is streamed.
         """
         ssh = self._require_ssh()
         before = self._monitor.problem_count if self._monitor else 0
@@ -232,7 +235,8 @@ class GuestLink:
             return self._abort_reason() or live.check()
 
         try:
-            result = ssh.run(command, timeout=timeout, abort=abort, on_output=sink, stdin=stdin)
+            result = ssh.run(command, timeout=timeout, abort=abort, on_output=sink, stdin=stdin,
+                             via="exec" if on_output is not None and via == "auto" else via)
         except GuestFrozen:
             self._keep_workdir = True  # the error names the console log: it must still be there
             raise

@@ -29,6 +29,7 @@ Lifecycle
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import tempfile
 import time
@@ -41,11 +42,12 @@ from harness.hints import APT_QEMU
 from harness.vm import console as con
 from harness.vm import process
 from harness.vm.diagnosis import qemu_error_lines
-from harness.vm.keys import generate_keypair
+from harness.vm.keys import generate_keypair, load_keypair
 from harness.vm.link import GuestLink, Lifecycle
 from harness.vm.ports import hostfwd_bind_failed, pick_free_port, port_is_free
 from harness.vm.process import pid_alive, popen_qemu, terminate_process
 from harness.vm.qmp import QMPFailure, SyncQMP, qmp_command
+from harness.vm.snapshot import load_state, save_state
 from harness.vm.spec import (
     BootSpec,
     Timeouts,
@@ -93,7 +95,10 @@ class VM(GuestLink):
         try:
             self._prepare()
             self._launch_with_port_retry()
-            self._boot()
+            if self.spec.incoming is not None:
+                self._restore(self.spec.incoming)
+            else:
+                self._boot()
         except BaseException:
             self._fail()
             raise
@@ -115,7 +120,12 @@ class VM(GuestLink):
             raise BootError(f"work directory path too long: {problem}", hint="use a shorter --workdir")
         for stale in (self._files.console_sock, self._files.qmp_sock):
             stale.unlink(missing_ok=True)
-        self._key = generate_keypair(self.workdir)
+        if self.spec.key is not None:
+            shutil.copy2(self.spec.key, self._files.key)
+            shutil.copy2(f"{self.spec.key}.pub", f"{self._files.key}.pub")
+            self._key = load_keypair(self._files.key)
+        else:
+            self._key = generate_keypair(self.workdir)
         given = self.spec.ssh_port
         if given and not port_is_free(given):
             raise _port_busy(given)
@@ -205,6 +215,29 @@ class VM(GuestLink):
                 f"SSH login to the guest failed within {t.get('ssh_ready'):g} s", e.detail) from e
         self._milestone(con.SSH_READY)
 
+    def _restore(self, state_file: Path) -> None:
+        """Load a snapshot's device state into the paused QEMU, resume it, log in over SSH."""
+        assert self._qmp is not None and self._key is not None
+        self._milestone(con.QEMU_UP)
+        self._follow_console()
+        assert self._follower is not None
+        t = self.spec.timeouts
+        load_state(self._qmp, state_file, timeout=t.get("kernel_started"))
+        try:
+            self._qmp.execute("cont")
+        except QMPFailure as e:
+            raise BootError(f"QEMU did not resume the restored guest: {e}",
+                            detail=qemu_error_lines(self._qemu_stderr())) from e
+        self._started_at = time.monotonic()
+        self._ssh = GuestSSH(self.ssh_port, self._key)
+        try:
+            self._ssh.connect(self._started_at + t.get("ssh_ready"), self._follower.boot_abort_reason,
+                              interval=0.05)
+        except GuestCommandError as e:
+            raise self._follower.timeout_error(
+                f"SSH login to the restored guest failed within {t.get('ssh_ready'):g} s", e.detail) from e
+        self._milestone(con.SSH_READY)
+
     def _accel_option(self) -> str | None:
         argv = self.spec.machine_argv
         return next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "-accel"), None)
@@ -229,6 +262,24 @@ class VM(GuestLink):
             return True
         except subprocess.TimeoutExpired:
             return False
+
+    def save_snapshot(self, state_file: Path, *, timeout: float = 120) -> None:
+        """End this VM as a snapshot: close SSH (the guest keeps no session), write the device
+        state to ``state_file`` (:func:`harness.vm.snapshot.save_state`; the RAM must be in shared
+        files, see :func:`~harness.vm.snapshot.ram_files_argv`), then end QEMU."""
+        with self._lock:
+            if self._qmp is None or self.lifecycle is not Lifecycle.RUNNING:
+                raise BootError("only a running VM can be saved as a snapshot")
+            if self._ssh is not None:
+                self._ssh.close()
+                time.sleep(0.3)  # the guest's sshd sees the connection end before the guest stops
+            save_state(self._qmp, state_file, timeout=timeout)
+            try:
+                self._qmp.execute("quit", timeout=5)
+            except QMPFailure:
+                pass
+            self._wait_exit(10)
+        self.shutdown()
 
     def kill_now(self) -> None:
         """SIGKILL QEMU and reap it (atexit, last shutdown step)."""

@@ -57,6 +57,10 @@ class BootSpec:
     detach: bool = False  # background VM (harness up): survives the starting process
     name: str | None = None  # -name, and the name in state files
     qemu_args: list[str] = field(default_factory=list)  # the user's own extra QEMU arguments (--qemu-arg)
+    #: Restore this snapshot's device state (:mod:`harness.vm.snapshot`) instead of booting; the
+    #: machine argv then maps the snapshot's RAM files, and ``key`` is the key its guest knows.
+    incoming: Path | None = None
+    key: Path | None = None  # log in with this private key (its .pub beside it) instead of a new one
 
 
 def kernel_cmdline(append: str, modules: list[str], ssh_key_body: str) -> str:
@@ -105,7 +109,8 @@ def build_qemu_argv(spec: BootSpec, files: WorkFiles, ssh_port: int, cmdline: st
     the user's ``spec.qemu_args``. ``paused=False``: no ``-S`` (nobody will send ``cont``)."""
     return vm_argv(spec.qemu_binary, spec.machine_argv, kernel=spec.kernel, initrd=spec.initrd, append=cmdline,
                    console_sock=files.console_sock, console_log=files.console_log, qmp_sock=files.qmp_sock,
-                   ssh_port=ssh_port, name=spec.name, extra=spec.qemu_args, paused=paused)
+                   ssh_port=ssh_port, name=spec.name, extra=spec.qemu_args, paused=paused,
+                   incoming=spec.incoming is not None)
 
 
 def socket_path_problem(files: WorkFiles) -> str | None:

@@ -24,6 +24,7 @@ import paramiko
 from paramiko.common import MSG_CHANNEL_REQUEST
 
 from harness.errors import GuestCommandError
+from harness.vm.channel import MAX_STDIN, ChannelError, CommandChannel, timed_out_error
 from harness.vm.keys import KeyPair
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,9 @@ class GuestSSH:
         self.port = port
         self.key = key
         self._client: paramiko.SSHClient | None = None
+        self._channel: CommandChannel | None = None
+        self._channel_failed: str | None = None  # why the channel would not start on this connection
+        self._channel_lock = threading.Lock()
 
     @property
     def connected(self) -> bool:
@@ -121,6 +125,8 @@ class GuestSSH:
             transport.set_keepalive(5)
             _handle_exit_signal(transport)
         self._client = client
+        self._channel = None
+        self._channel_failed = None
         return None
 
     def probe(self, timeout: float) -> bool:
@@ -158,7 +164,7 @@ class GuestSSH:
         return t
 
     def run(self, command: str, *, timeout: float, abort: AbortCheck,
-            on_output: OutputSink | None = None, stdin: Stdin = None) -> CommandResult:
+            on_output: OutputSink | None = None, stdin: Stdin = None, via: str = "auto") -> CommandResult:
         """Run ``command`` with ``sh -c`` semantics (the guest's login shell).
 
         ``stdin`` (bytes or a binary file, read until EOF) is the command's
@@ -166,7 +172,72 @@ class GuestSSH:
         Polls ``abort`` every 0.2 s so a guest panic ends the wait promptly.
         Raises GuestCommandError on timeout or if the connection drops before the
         command reports an exit status (the caller checks the VM first).
+
+        ``via``: ``auto`` runs it on the connection's command channel
+        (:mod:`harness.vm.channel`) when it can (stdin as bytes of at most
+        :data:`~harness.vm.channel.MAX_STDIN`; ``on_output`` then gets all the output at the end)
+        and falls back to an exec channel of its own; ``exec`` (output streamed to ``on_output``
+        as it comes) and ``channel`` insist on one (``channel`` raises GuestCommandError if it cannot).
         """
+        if via not in ("auto", "channel", "exec"):
+            raise ValueError(f"via must be auto, channel or exec, not {via!r}")
+        small_stdin = stdin is None or (isinstance(stdin, bytes | bytearray) and len(stdin) <= MAX_STDIN)
+        if via == "channel" and not small_stdin:
+            raise GuestCommandError(f"the command channel takes stdin as bytes of at most {MAX_STDIN} bytes",
+                                    hint="pass via='exec'")
+        if via == "channel" or (via == "auto" and small_stdin):
+            data = bytes(stdin) if isinstance(stdin, bytes | bytearray) else b""
+            result = self._run_on_channel(command, timeout, abort, data, insist=via == "channel")
+            if result is not None:
+                if on_output is not None:
+                    on_output("stdout", result.stdout.encode())
+                    on_output("stderr", result.stderr.encode())
+                return result
+        return self._run_exec(command, timeout=timeout, abort=abort, on_output=on_output, stdin=stdin)
+
+    def _command_channel(self) -> CommandChannel | None:
+        """The connection's command channel (started on first use), or None if it will not start."""
+        with self._channel_lock:
+            if self._channel is not None and not self._channel.broken:
+                return self._channel
+            if self._channel_failed is not None:
+                return None
+            try:
+                self._channel = CommandChannel(self._transport())
+            except ChannelError as e:
+                self._channel_failed = str(e)
+                self._channel = None
+            return self._channel
+
+    def _run_on_channel(self, command: str, timeout: float, abort: AbortCheck, stdin: bytes,
+                        *, insist: bool) -> CommandResult | None:
+        """The command's result over the command channel; None to fall back to an exec channel."""
+        chan = self._command_channel()
+        if chan is None:
+            if insist:
+                raise GuestCommandError(f"the guest's command channel would not start: {self._channel_failed}")
+            return None
+        start = time.monotonic()
+        try:
+            reply = chan.try_run(command, timeout=timeout, stdin=stdin, abort=abort)
+        except ChannelError as e:
+            if time.monotonic() - start >= timeout:
+                raise GuestCommandError(f"guest command timed out after {timeout:g} s: {command}",
+                                        hint="pass a longer timeout", detail=str(e)) from e
+            raise GuestCommandError(f"SSH connection lost while running {command!r}", detail=str(e)) from e
+        if reply is None:  # another thread is using it
+            if insist:
+                raise GuestCommandError("the command channel is busy with another thread's command")
+            return None
+        if reply.timed_out:
+            raise timed_out_error(command, timeout, reply)
+        return CommandResult(command, reply.status, reply.stdout.decode("utf-8", "replace"),
+                             reply.stderr.decode("utf-8", "replace"), time.monotonic() - start,
+                             signal=reply.signal_name)
+
+    def _run_exec(self, command: str, *, timeout: float, abort: AbortCheck,
+                  on_output: OutputSink | None = None, stdin: Stdin = None) -> CommandResult:
+        """Run ``command`` over an exec channel of its own (the path before the command channel)."""
         start = time.monotonic()
         log.debug("guest$ %s", command)
         try:
@@ -229,6 +300,9 @@ class GuestSSH:
 
     def close(self) -> None:
         """Close the connection. Idempotent."""
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
         if self._client is not None:
             self._client.close()
             self._client = None

@@ -23,7 +23,7 @@ import pytest
 from harness.guest import workloads as w
 from harness.resources import guest_programs_dir
 
-PROGRAMS = ("place", "move", "migrate", "pressure", "daxmark")
+PROGRAMS = ("place", "move", "migrate", "pressure", "daxmark", "cmdchan")
 
 
 @pytest.fixture(scope="module")

@@ -70,3 +70,30 @@ def test_tcg_thread_goes_into_accel_option():
     argv = machine_argv(topo(), accel="tcg", tcg_thread="single")
     assert argv[argv.index("-accel") + 1] == "tcg,thread=single"
     assert machine_argv(topo(), accel="tcg")[3] == "tcg"
+
+
+@pytest.mark.parametrize("vcpus,cores,vms,mode", [
+    (2, 2, 2, "single"), (1, 2, 2, "multi"), (2, 4, 2, "multi"), (2, 1, 3, "single"), (2, 2, 1, "multi"),
+])
+def test_tcg_threading_counts_the_vms_running_at_once(vcpus, cores, vms, mode):
+    choice = choose_tcg_thread(vcpus, cores, "auto", vms=vms)
+    assert choice.mode == mode
+    if (vcpus, cores, vms) == (2, 2, 2):
+        assert choice.reason == "2 vCPUs > 1 host core per VM (2 cores, 2 VMs at once): one thread per vCPU would starve them"
+
+
+def test_concurrent_vms_is_the_xdist_worker_count():
+    from harness.qemu.limits import concurrent_vms
+
+    assert concurrent_vms({}) == 1
+    assert concurrent_vms({"PYTEST_XDIST_WORKER_COUNT": "3"}) == 3
+    assert concurrent_vms({"PYTEST_XDIST_WORKER_COUNT": "junk"}) == 1
+
+
+def test_memory_limit_is_shared_by_the_vms_running_at_once():
+    gib = 1 << 30
+    check_limits(topo(memory="2G"), qemu_version=(10, 0), host_memory=4 * gib, accel="tcg", vms=2)
+    with pytest.raises(QemuError) as e:
+        check_limits(topo(memory="3G"), qemu_version=(10, 0), host_memory=4 * gib, accel="tcg", vms=2)
+    assert "each of the 2 VMs running at once (pytest-xdist workers) has 2G" in str(e.value)
+    assert "run fewer workers" in (e.value.hint or "")

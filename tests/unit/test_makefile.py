@@ -55,9 +55,9 @@ def test_make_unit_takes_kernel_and_accel():
 
 def test_make_bench_takes_topo_and_keeps_bench_topo():
     assert "--topology tiered-3 --kernel /k --accel tcg" in the(
-        commands("bench", "TOPO=tiered-3", "KERNEL=/k", "ACCEL=tcg"), "bench_boot.py")
-    assert "--topology memory-only" in the(commands("bench", "BENCH_TOPO=memory-only"), "bench_boot.py")
-    assert "--topology numa-basic" in the(commands("bench"), "bench_boot.py")
+        commands("bench", "TOPO=tiered-3", "KERNEL=/k", "ACCEL=tcg"), "scripts/bench.py")
+    assert "--topology memory-only" in the(commands("bench", "BENCH_TOPO=memory-only"), "scripts/bench.py")
+    assert "--topology numa-basic" in the(commands("bench"), "scripts/bench.py")
 
 
 def test_make_boot_and_up_take_topo_kernel_modules_and_accel():
