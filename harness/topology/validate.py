@@ -1,12 +1,15 @@
 """Cross-field checks on a loaded :class:`Topology`.
 
 Each check raises :class:`SchemaError` naming the YAML path of the value at
-fault and how to fix it. Checks run in dependency order (nodes before HMAT,
-ports before devices), so the first error reported is the root cause.
-The rules mirror what QEMU and the kernel would reject or silently
-mis-handle; where a rule comes from QEMU, its message says so. The kernel's
-CXL region rules live in :mod:`.regions`. Longer than 400 lines because it
-is one flat list of independent checks, each short, read top to bottom.
+fault and how to fix it. Independent parts (each node, each device, each
+window, ...) are checked inside ``with found.item():`` (:class:`.schema.Found`),
+so one run reports every mistake a person can fix at once; checks run in
+dependency order (nodes before HMAT, ports before devices), and a part whose
+inputs are already wrong is not judged again. The rules mirror what QEMU and
+the kernel would reject or silently mis-handle; where a rule comes from QEMU,
+its message says so. The kernel's CXL region rules live in :mod:`.regions`.
+Longer than 500 lines because it is one flat list of independent checks,
+each short, read top to bottom.
 """
 
 from __future__ import annotations
