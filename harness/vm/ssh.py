@@ -199,15 +199,20 @@ class GuestSSH:
         if via == "channel" and not small_stdin:
             raise GuestCommandError(f"the command channel takes stdin as bytes of at most {MAX_STDIN} bytes",
                                     hint="pass via='exec'")
+        log.debug("guest$ %s", command)
+        result: CommandResult | None = None
         if via == "channel" or (via == "auto" and small_stdin):
             data = bytes(stdin) if isinstance(stdin, bytes | bytearray) else b""
             result = self._run_on_channel(command, timeout, abort, data, insist=via == "channel")
-            if result is not None:
-                if on_output is not None:
-                    on_output("stdout", result.stdout.encode())
-                    on_output("stderr", result.stderr.encode())
-                return result
-        return self._run_exec(command, timeout=timeout, abort=abort, on_output=on_output, stdin=stdin)
+            if result is not None and on_output is not None:
+                on_output("stdout", result.stdout.encode())
+                on_output("stderr", result.stderr.encode())
+        path = "channel" if result is not None else "exec"
+        if result is None:
+            result = self._run_exec(command, timeout=timeout, abort=abort, on_output=on_output, stdin=stdin)
+        log.debug("guest: exit %s in %.2f s (%s, %d bytes out, %d err): %s", result.exit_status, result.duration,
+                  path, len(result.stdout), len(result.stderr), command)
+        return result
 
     def _command_channel(self) -> CommandChannel | None:
         """The connection's command channel (started on first use), or None if it will not start."""
@@ -253,7 +258,6 @@ class GuestSSH:
                   on_output: OutputSink | None = None, stdin: Stdin = None) -> CommandResult:
         """Run ``command`` over an exec channel of its own (the path before the command channel)."""
         start = time.monotonic()
-        log.debug("guest$ %s", command)
         try:
             chan = self._transport().open_session(timeout=10)
             chan.exec_command(command)
@@ -278,8 +282,6 @@ class GuestSSH:
                                         detail=_tail_text(out, err))
             raise GuestCommandError(f"SSH connection lost while running {command!r}",
                                     detail=_tail_text(out, err))
-        log.debug("guest: exit %s in %.2f s (%d bytes out, %d err): %s", status, time.monotonic() - start,
-                  len(out), len(err), command)
         return CommandResult(command, status, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"),
                              time.monotonic() - start, signal=getattr(chan, "numa_harness_signal", None))
 
