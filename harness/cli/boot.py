@@ -20,15 +20,12 @@ from rich.status import Status
 from rich.table import Table
 
 from harness.boot import KernelSpec, Machine, Prepared, boot
-from harness.cli.common import (  # noqa: F401  (re-exported: the commands' shared argument types and options)
+from harness.cli.common import (
     boot_options,
     guest_command,
-    machine_options,
-    port,
     report_command_end,
     seconds,
     stream_output,
-    vm_name,
 )
 from harness.errors import BAD_KERNEL, BAD_KERNEL_KINDS
 from harness.stats import Snapshot, snapshot

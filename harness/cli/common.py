@@ -1,7 +1,7 @@
 """What every command module shares and can import at no cost: argument types, the boot
 options, a guest command's words and end. Imports nothing heavy (no rich, paramiko, QEMU,
 no harness.boot), so ``harness --version`` and ``harness ssh NAME -- CMD`` start fast;
-:mod:`harness.cli.boot` re-exports these names.
+every command module imports them from here.
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction, command: Callable) -> None:
-    from harness.cli.boot import boot_options, machine_options
+    from harness.cli.common import boot_options, machine_options
 
     c = sub.add_parser("compare-isolation", help="pages that leak onto a memory-only node: no isolation, cpuset, "
                        "ZONE_MOVABLE, private node")

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from harness.cli.boot import machine_options
+from harness.cli.common import machine_options
 from harness.errors import GuestCommandError, UsageError
 from harness.selftest.run import DEFAULT_TIMEOUT, Outcome, case_results, discover, run_suites
 

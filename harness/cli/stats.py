@@ -10,7 +10,7 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.table import Table
 
-from harness.cli.boot import vm_name
+from harness.cli.common import vm_name
 from harness.cli.vms import attach_vm
 from harness.stats import Snapshot, snapshot
 from harness.stats.classes import mask_meaning

@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from harness.cli.boot import port, seconds, vm_name
+from harness.cli.common import port, seconds, vm_name
 from harness.errors import UsageError
 from harness.vm.state import check_vm_name, make_private_dir, vm_dir
 
